@@ -1,0 +1,89 @@
+"""The two exported graphs: image tower and text tower, each with its projection and L2 norm.
+
+Traced with `torch.jit.trace` (torch.jit.script fails on transformers' configs). A traced graph
+can silently bake in a shape, so every export is checked against the eager model at several
+batch sizes and text lengths before it is written.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import CLIPModel
+
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+# Largest difference allowed between the traced graph and eager transformers, per precision.
+TRACE_TOLERANCE = {"fp32": 1e-5, "bf16": 2e-2, "fp16": 5e-3}
+
+
+def _unit(vectors: torch.Tensor) -> torch.Tensor:
+    vectors = vectors.float()
+    return vectors / vectors.norm(p=2, dim=-1, keepdim=True)
+
+
+class ImageEncoder(nn.Module):
+    """PIXEL_VALUES float32 [B, 3, H, W] -> IMAGE_EMBEDS float32 [B, D], unit norm."""
+
+    def __init__(self, model: CLIPModel, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.vision_model = model.vision_model
+        self.visual_projection = model.visual_projection
+        self.dtype = dtype
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        pooled = self.vision_model(pixel_values=pixel_values.to(self.dtype)).pooler_output
+        return _unit(self.visual_projection(pooled))
+
+
+class TextEncoder(nn.Module):
+    """INPUT_IDS int64 [L, T] -> TEXT_EMBEDS float32 [L, D], unit norm, pooled at the end token."""
+
+    def __init__(self, model: CLIPModel) -> None:
+        super().__init__()
+        self.text_model = model.text_model
+        self.text_projection = model.text_projection
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return _unit(self.text_projection(self.text_model(input_ids=input_ids).pooler_output))
+
+
+def example_pixels(batch: int, size: int) -> torch.Tensor:
+    return torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(batch))
+
+
+def example_ids(batch: int, length: int, model: CLIPModel) -> torch.Tensor:
+    config = model.config.text_config
+    generator = torch.Generator().manual_seed(batch * 1000 + length)
+    ids = torch.randint(1, min(config.vocab_size, 49406), (batch, length), generator=generator)
+    ids[:, 0] = config.bos_token_id
+    ids[:, -1] = config.eos_token_id
+    return ids
+
+
+def trace(model: CLIPModel, precision: str) -> tuple[torch.jit.ScriptModule, torch.jit.ScriptModule]:
+    """Trace both towers and check them against eager transformers; raises on any mismatch."""
+    dtype = PRECISIONS[precision]
+    model = model.eval().to(dtype)
+    size = model.config.vision_config.image_size
+    context = model.config.text_config.max_position_embeddings
+    image_encoder, text_encoder = ImageEncoder(model, dtype).eval(), TextEncoder(model).eval()
+    with torch.inference_mode(False), torch.no_grad():
+        traced_image = torch.jit.trace(image_encoder, example_pixels(2, size), check_trace=False)
+        traced_text = torch.jit.trace(text_encoder, example_ids(2, context, model), check_trace=False)
+        tolerance = TRACE_TOLERANCE[precision]
+        for batch in (1, 3):
+            pixels = example_pixels(batch, size)
+            _check("image", traced_image(pixels), image_encoder(pixels), tolerance)
+            for length in (4, context):
+                ids = example_ids(batch, length, model)
+                _check("text", traced_text(ids), text_encoder(ids), tolerance)
+    return traced_image, traced_text
+
+
+def _check(tower: str, traced: torch.Tensor, eager: torch.Tensor, tolerance: float) -> None:
+    difference = (traced - eager).abs().max().item()
+    if traced.shape != eager.shape or difference > tolerance:
+        raise RuntimeError(
+            f"traced {tower} encoder differs from eager transformers: shape {tuple(traced.shape)} vs "
+            f"{tuple(eager.shape)}, max abs diff {difference:.3g} > {tolerance}"
+        )

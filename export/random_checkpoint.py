@@ -1,0 +1,82 @@
+"""Random-weight CLIP checkpoints in the Hub layout, for tests and benchmarks.
+
+    python -m export.random_checkpoint --shape tiny --out build/checkpoints/tiny
+    python -m export.random_checkpoint --shape vit-b-16 --out build/checkpoints/vit-b-16
+
+`vit-b-16` has the exact shapes of openai/clip-vit-base-patch16 (speed and memory do not depend
+on weight values); `tiny` keeps the real tokenizer, image size and pipeline but is ~100x smaller.
+The logit scale is set in the weights to ln(100), as in the released checkpoint, while the config
+keeps the 2.6592 init value, so an exporter that reads the config instead of the weights shows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+from pathlib import Path
+
+import torch
+from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+TOKENIZER_DIR = Path(__file__).with_name("tokenizer_data")
+RELEASED_LOGIT_SCALE = math.log(100.0)
+
+SHAPES: dict[str, dict[str, dict[str, int]]] = {
+    "tiny": {
+        "text": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4),
+        "vision": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                       patch_size=32),
+        "model": dict(projection_dim=16),
+    },
+    "vit-b-16": {
+        "text": dict(hidden_size=512, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=8),
+        "vision": dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+                       patch_size=16),
+        "model": dict(projection_dim=512),
+    },
+}
+
+
+def clip_config(shape: str) -> CLIPConfig:
+    spec = SHAPES[shape]
+    text = dict(vocab_size=49408, max_position_embeddings=77, bos_token_id=49406, eos_token_id=49407,
+                pad_token_id=49407, **spec["text"])
+    vision = dict(image_size=224, num_channels=3, **spec["vision"])
+    return CLIPConfig(text_config=text, vision_config=vision, **spec["model"])
+
+
+def save_tokenizer_and_processor(out: Path) -> None:
+    """The real CLIP BPE files and the released preprocessing constants."""
+    for item in TOKENIZER_DIR.iterdir():
+        if item.is_file():
+            shutil.copy2(item, out / item.name)
+    CLIPImageProcessor(
+        size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224}
+    ).save_pretrained(str(out))
+
+
+def build(shape: str, out: Path, seed: int = 0) -> Path:
+    torch.manual_seed(seed)
+    model = CLIPModel(clip_config(shape)).eval()
+    with torch.no_grad():
+        model.logit_scale.fill_(RELEASED_LOGIT_SCALE)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(out), safe_serialization=True)
+    save_tokenizer_and_processor(out)
+    (out / "README.md").write_text(f"Random-weight CLIP ({shape} shapes, seed {seed}) for tests; it classifies nothing.\n")
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="tiny")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    print(json.dumps({"checkpoint": str(build(args.shape, args.out, args.seed))}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""Write a complete, self-contained Triton model repository for one CLIP checkpoint.
+
+The committed `model_repository/` holds each model's config.pbtxt and model.py; this module
+copies them, fills in what depends on the checkpoint (embedding size, image size, context
+length, logit scale, preprocessing constants) and the deployment settings (instances, threads,
+device), and adds the build outputs: model.pt files, tokenizer files and manifest.json.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+
+from export.checkpoint import TOKENIZER_FILES
+
+TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "model_repository"
+COMMON_DIR = TEMPLATE_DIR / "common"
+ENCODERS = ("clip_image_encoder", "clip_text_encoder")
+ENSEMBLES = ("clip_classify", "clip_embed_image", "clip_embed_text")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Deployment settings; the defaults suit a 2-core CPU machine."""
+
+    device: str = "cpu"  # "cpu" or "gpu": where the encoders run
+    image_instances: int = 1
+    text_instances: int = 1
+    torch_threads: int = 2  # per encoder instance
+    max_batch_size: int = 32  # images per image-encoder execution
+    batch_delay_us: int = 2000  # dynamic batcher's wait for more images
+    max_image_pixels: int = 40_000_000
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What the Python models need to know about the checkpoint at load time."""
+
+    embedding_dim: int
+    image_size: int  # shortest side after resize
+    crop_size: int
+    context_length: int
+    logit_scale: float  # the log of the applied scale, read from the weights
+    image_mean: tuple[float, ...]
+    image_std: tuple[float, ...]
+
+
+def read_config(path: Path) -> model_config_pb2.ModelConfig:
+    return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+
+
+def _set_parameter(config: model_config_pb2.ModelConfig, key: str, value: object) -> None:
+    config.parameters[key].string_value = str(value)
+
+
+def _resize_tensors(config: model_config_pb2.ModelConfig, facts: ModelFacts) -> None:
+    """Tensor names say what they hold, so their shapes follow from the facts by name."""
+    for tensor in [*config.input, *config.output]:
+        if tensor.name.endswith("_EMBEDS"):
+            tensor.dims[-1] = facts.embedding_dim
+        elif tensor.name == "PIXEL_VALUES":
+            tensor.dims[-2:] = [facts.crop_size, facts.crop_size]
+
+
+def _configure(name: str, config: model_config_pb2.ModelConfig, facts: ModelFacts, settings: Settings,
+               manifest: dict[str, Any]) -> None:
+    _resize_tensors(config, facts)
+    if name == "clip_preprocess_image":
+        _set_parameter(config, "image_size", facts.image_size)
+        _set_parameter(config, "crop_size", facts.crop_size)
+        _set_parameter(config, "image_mean", ",".join(repr(x) for x in facts.image_mean))
+        _set_parameter(config, "image_std", ",".join(repr(x) for x in facts.image_std))
+        _set_parameter(config, "max_image_pixels", settings.max_image_pixels)
+    elif name == "clip_tokenize":
+        _set_parameter(config, "context_length", facts.context_length)
+    elif name == "clip_similarity":
+        _set_parameter(config, "logit_scale", repr(facts.logit_scale))
+    elif name in ENCODERS:
+        _set_parameter(config, "torch_threads", settings.torch_threads)
+        group = config.instance_group[0]
+        group.count = settings.image_instances if name == "clip_image_encoder" else settings.text_instances
+        group.kind = (
+            model_config_pb2.ModelInstanceGroup.KIND_GPU
+            if settings.device == "gpu"
+            else model_config_pb2.ModelInstanceGroup.KIND_CPU
+        )
+        if name == "clip_image_encoder":
+            config.max_batch_size = settings.max_batch_size
+            config.dynamic_batching.max_queue_delay_microseconds = settings.batch_delay_us
+    elif name in ENSEMBLES:
+        # Any Triton client can read which model answers from the ensemble's config.
+        for key in ("model_id", "revision", "variant", "precision", "embedding_dim", "image_size"):
+            _set_parameter(config, key, manifest[key])
+
+
+def write(out_dir: Path, *, image_encoder: Any, text_encoder: Any, tokenizer_dir: Path, facts: ModelFacts,
+          settings: Settings, manifest: dict[str, Any]) -> None:
+    """Replace `out_dir` with a fresh repository; written beside it first so a crash leaves no half repo."""
+    staging = out_dir.with_name(out_dir.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    for template in sorted(TEMPLATE_DIR.iterdir()):
+        if not (template / "config.pbtxt").is_file():
+            continue
+        target = staging / template.name
+        shutil.copytree(template, target, ignore=shutil.ignore_patterns("__pycache__", "*.pt", "tokenizer"))
+        config = read_config(template / "config.pbtxt")
+        _configure(template.name, config, facts, settings, manifest)
+        (target / "config.pbtxt").write_text(text_format.MessageToString(config))
+        if config.backend == "python":
+            for module in COMMON_DIR.glob("*.py"):
+                shutil.copy2(module, target / "1" / module.name)
+    image_encoder.save(str(staging / "clip_image_encoder" / "1" / "model.pt"))
+    text_encoder.save(str(staging / "clip_text_encoder" / "1" / "model.pt"))
+    tokenizer_target = staging / "clip_tokenize" / "1" / "tokenizer"
+    tokenizer_target.mkdir()
+    for name in TOKENIZER_FILES:
+        if (tokenizer_dir / name).is_file():
+            shutil.copy2(tokenizer_dir / name, tokenizer_target / name)
+    (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    shutil.rmtree(out_dir, ignore_errors=True)
+    staging.rename(out_dir)

@@ -1,0 +1,69 @@
+"""Run Triton on an exported model repository until Ctrl-C or SIGTERM.
+
+    python -m launcher --model-repository build/model_repository [--grpc-port 8001] [--log-file PATH]
+
+Checks the ports first, waits (with a deadline) until every model is ready, prints which
+checkpoint it serves, then stays in the foreground; Ctrl-C or SIGTERM stops Triton cleanly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from launcher.runtime import RuntimeMissing
+from launcher.server import LaunchError, ServerSettings, TritonServer, manifest
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    defaults = ServerSettings(model_repository=Path("build/model_repository"))
+    parser = argparse.ArgumentParser(prog="python -m launcher", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model-repository", type=Path, default=defaults.model_repository)
+    parser.add_argument("--address", default=defaults.address)
+    parser.add_argument("--grpc-port", type=int, default=defaults.grpc_port)
+    parser.add_argument("--http-port", type=int, default=defaults.http_port)
+    parser.add_argument("--metrics-port", type=int, default=defaults.metrics_port)
+    parser.add_argument("--log-file", type=Path, help="write Triton's log here instead of stdout")
+    parser.add_argument("--ready-timeout", type=float, default=300.0, help="seconds to wait for the models")
+    parser.add_argument("--response-cache-mb", type=int, default=defaults.response_cache_bytes >> 20)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    server = TritonServer(ServerSettings(
+        model_repository=args.model_repository,
+        address=args.address,
+        grpc_port=args.grpc_port,
+        http_port=args.http_port,
+        metrics_port=args.metrics_port,
+        log_file=args.log_file,
+        response_cache_bytes=args.response_cache_mb << 20,
+    ))
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        server.start(ready_timeout=args.ready_timeout)
+    except (LaunchError, RuntimeMissing) as error:
+        print(f"launcher: {error}", file=sys.stderr)
+        return 1
+    served = manifest(args.model_repository)
+    print(f"launcher: Triton ready on grpc {server.grpc_url}, serving {served.get('model_id', '?')} "
+          f"({served.get('variant', '?')}, {served.get('precision', '?')}); Ctrl-C stops it", file=sys.stderr)
+    while not stop.wait(0.5):
+        if server.process is None or server.process.poll() is not None:
+            print("launcher: tritonserver exited unexpectedly", file=sys.stderr)
+            server.stop()
+            return 1
+    code = server.stop()
+    print(f"launcher: Triton stopped (exit code {code})", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

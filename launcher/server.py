@@ -1,0 +1,239 @@
+"""Start a real tritonserver, wait until every model is ready, and stop it cleanly."""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from launcher.runtime import TritonRuntime, locate
+
+
+class LaunchError(RuntimeError):
+    """Triton did not come up; the message carries Triton's own reason."""
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    model_repository: Path
+    grpc_port: int = 8001
+    http_port: int = 8000
+    metrics_port: int = 8002
+    address: str = "127.0.0.1"  # Triton is internal: only the gateway talks to it
+    work_dir: Path = Path("build/triton")
+    log_file: Path | None = None  # None: Triton's log goes to this process's stdout
+    response_cache_bytes: int = 256 * 1024 * 1024
+    # Pre-sized shared memory per stub, so the first large request does not pay for growth.
+    python_shm_bytes: int = 64 * 1024 * 1024
+    python_shm_growth_bytes: int = 64 * 1024 * 1024
+    extra_args: tuple[str, ...] = field(default_factory=tuple)
+
+
+_LOAD_FAILURE = re.compile(r"failed to load '([^']+)' version \d+: (.*)")
+
+
+def port_in_use(address: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((address, port))
+        except OSError:
+            return True
+    return False
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def expected_models(repository: Path) -> list[str]:
+    return sorted(path.parent.name for path in repository.glob("*/config.pbtxt"))
+
+
+def command(runtime: TritonRuntime, settings: ServerSettings) -> list[str]:
+    return [
+        str(runtime.binary),
+        f"--model-repository={settings.model_repository.resolve()}",
+        f"--backend-directory={runtime.backend_dir.resolve()}",
+        f"--cache-directory={runtime.cache_dir}",
+        f"--cache-config=local,size={settings.response_cache_bytes}",
+        f"--backend-config=python,shm-default-byte-size={settings.python_shm_bytes}",
+        f"--backend-config=python,shm-growth-byte-size={settings.python_shm_growth_bytes}",
+        # Each auto-complete starts an extra stub that imports torch; our configs are complete.
+        "--disable-auto-complete-config",
+        f"--grpc-address={settings.address}",
+        f"--grpc-port={settings.grpc_port}",
+        f"--http-address={settings.address}",
+        f"--http-port={settings.http_port}",
+        f"--metrics-address={settings.address}",
+        f"--metrics-port={settings.metrics_port}",
+        "--allow-gpu-metrics=false",
+        "--exit-timeout-secs=10",
+        "--log-verbose=0",
+        *settings.extra_args,
+    ]
+
+
+class TritonServer:
+    """A tritonserver child process. Use as a context manager, or call start() and stop()."""
+
+    def __init__(self, settings: ServerSettings) -> None:
+        self.settings = settings
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log_handle: IO[bytes] | None = None
+        self._log_thread: threading.Thread | None = None
+        # The last lines of Triton's log, to explain a failed start.
+        self.recent_log: collections.deque[str] = collections.deque(maxlen=400)
+
+    def _pump_log(self) -> None:
+        """Copy Triton's output to the log file (or our stdout) and keep its tail."""
+        process = self.process
+        assert process is not None and process.stdout is not None
+        sink = self._log_handle
+        for line in iter(process.stdout.readline, b""):
+            self.recent_log.append(line.decode(errors="replace").rstrip("\n"))
+            if sink is not None:
+                sink.write(line)
+                sink.flush()
+            else:
+                sys.stdout.buffer.write(line)
+                sys.stdout.buffer.flush()
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.settings.address}:{self.settings.grpc_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.settings.address}:{self.settings.metrics_port}/metrics"
+
+    def start(self, ready_timeout: float = 300.0) -> None:
+        settings = self.settings
+        if not expected_models(settings.model_repository):
+            raise LaunchError(f"{settings.model_repository} holds no models: run `python -m export` first")
+        for name, port in (("grpc", settings.grpc_port), ("http", settings.http_port),
+                           ("metrics", settings.metrics_port)):
+            if port_in_use(settings.address, port):
+                raise LaunchError(f"{name} port {settings.address}:{port} is already in use: choose another "
+                                  f"with --{name}-port")
+        settings.work_dir.mkdir(parents=True, exist_ok=True)
+        runtime = locate(settings.work_dir)
+        if settings.log_file is not None:
+            settings.log_file.parent.mkdir(parents=True, exist_ok=True)
+            self._log_handle = settings.log_file.open("ab")
+        self.process = subprocess.Popen(
+            command(runtime, settings),
+            env=runtime.environment(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # our Ctrl-C is handled by us, then passed on as SIGTERM
+        )
+        self._log_thread = threading.Thread(target=self._pump_log, name="triton-log", daemon=True)
+        self._log_thread.start()
+        try:
+            self.wait_ready(ready_timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def wait_ready(self, timeout: float) -> None:
+        """Poll until every model in the repository is READY; fail fast on a load error or an exit."""
+        import tritonclient.grpc as grpcclient
+
+        expected = expected_models(self.settings.model_repository)
+        deadline = time.monotonic() + timeout
+        client = grpcclient.InferenceServerClient(self.grpc_url)
+        try:
+            while True:
+                if self.process is not None and self.process.poll() is not None:
+                    if self._log_thread is not None:
+                        self._log_thread.join(5)
+                    raise LaunchError(f"tritonserver exited with code {self.process.returncode}: "
+                                      f"{self.failure_reason()}")
+                states = self._model_states(client)
+                failed = {name: reason for name, (state, reason) in states.items() if state == "UNAVAILABLE"
+                          and reason}
+                if failed:
+                    details = "; ".join(f"{name}: {reason}" for name, reason in sorted(failed.items()))
+                    raise LaunchError(f"models failed to load: {details}")
+                if all(states.get(name, ("", ""))[0] == "READY" for name in expected):
+                    return
+                if time.monotonic() > deadline:
+                    pending = [name for name in expected if states.get(name, ("", ""))[0] != "READY"]
+                    raise LaunchError(f"models not ready after {timeout:.0f}s: {', '.join(pending)}; "
+                                      f"{self.failure_reason()}")
+                time.sleep(0.25)
+        finally:
+            client.close()
+
+    @staticmethod
+    def _model_states(client: object) -> dict[str, tuple[str, str]]:
+        from tritonclient.utils import InferenceServerException
+
+        try:
+            index = client.get_model_repository_index(as_json=True)  # type: ignore[attr-defined]
+        except InferenceServerException:
+            return {}  # not listening yet
+        return {model["name"]: (model.get("state", ""), model.get("reason", "")) for model in
+                index.get("models", [])}
+
+    def failure_reason(self) -> str:
+        """Triton's own words: each model's load error, else the last error lines of its log."""
+        lines = list(self.recent_log)
+        reasons = {}
+        for line in lines:
+            match = _LOAD_FAILURE.search(line)
+            if match and match.group(1) not in reasons:
+                reasons[match.group(1)] = match.group(2).split("\\n")[0]
+        if reasons:
+            return "; ".join(f"model {name} failed to load: {reason}" for name, reason in reasons.items())
+        errors = [line for line in lines if line.startswith("E") or "error" in line.lower()]
+        return "\n".join((errors or lines)[-10:]) or "no log output"
+
+    def stop(self, timeout: float = 20.0) -> int | None:
+        """SIGTERM, then SIGKILL after `timeout`; returns the exit code."""
+        process, self.process = self.process, None
+        code = None
+        if process is not None:
+            if process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGTERM)
+                try:
+                    process.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(process.pid, signal.SIGKILL)
+                    process.wait()
+            code = process.returncode
+        if self._log_thread is not None:
+            self._log_thread.join(5)
+            self._log_thread = None
+        if self._log_handle is not None:
+            self._log_handle.close()
+            self._log_handle = None
+        return code
+
+    def __enter__(self) -> TritonServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def manifest(repository: Path) -> dict[str, object]:
+    path = repository / "manifest.json"
+    return json.loads(path.read_text()) if path.is_file() else {}

@@ -1,0 +1,119 @@
+"""Image bytes -> CLIP pixel values, matching transformers' CLIPImageProcessor.
+
+Pure PIL + numpy so it can be unit-tested without Triton. The steps and their order are the
+reference's (transformers `PilBackend` + `convert_to_rgb`), plus two documented normalisations
+the reference leaves to the caller:
+
+* EXIF orientation is applied first (`ImageOps.exif_transpose`), so a phone photo is seen
+  upright;
+* 16-bit greyscale is scaled to 8 bits (value >> 8); PIL's own conversion would clip every
+  value above 255 to white.
+
+Only the formats in ACCEPTED_FORMATS are decoded; multi-frame GIF/WebP use their first frame.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps
+
+ACCEPTED_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP")
+Image.init()  # registers every plugin now; `formats=` below only looks among registered ones
+SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
+
+
+class ImageError(ValueError):
+    """The bytes are not an image we can use; the message says why."""
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    shortest_edge: int = 224
+    crop_size: int = 224
+    mean: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
+    std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
+    max_pixels: int = 40_000_000
+
+
+def decode(data: bytes, max_pixels: int) -> Image.Image:
+    """Open and fully decode one image, refusing unaccepted formats and oversized frames."""
+    if not data:
+        raise ImageError("empty image (0 bytes)")
+    try:
+        # formats= restricts the decoders PIL will even try: no PSD, no FITS, no EPS.
+        image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
+    except (OSError, ValueError):  # UnidentifiedImageError is an OSError
+        raise ImageError(
+            f"not an image in an accepted format ({', '.join(ACCEPTED_FORMATS)}): "
+            f"{len(data)} bytes starting {data[:8]!r}"
+        ) from None
+    width, height = image.size
+    if width <= 0 or height <= 0:
+        raise ImageError(f"image has no pixels ({width}x{height})")
+    if width * height > max_pixels:
+        raise ImageError(f"image is {width}x{height} = {width * height} pixels, more than the limit of {max_pixels}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image.seek(0)
+            image.load()
+    except Exception as error:  # PIL raises many types on hostile bytes; all mean a bad image
+        raise ImageError(f"corrupt or truncated {image.format} image: {error}") from None
+    return image
+
+
+def to_rgb(image: Image.Image) -> np.ndarray:
+    """Upright RGB uint8 HxWx3; transparency composited onto white like the reference."""
+    try:
+        image = ImageOps.exif_transpose(image)
+    except (OSError, ValueError, SyntaxError):
+        pass  # a malformed EXIF block: keep the stored orientation rather than refuse the image
+    if image.mode in SIXTEEN_BIT_MODES:
+        wide = np.asarray(image, dtype=np.uint32)
+        image = Image.fromarray((np.clip(wide, 0, 65535) >> 8).astype(np.uint8), mode="L")
+    has_alpha = "A" in image.getbands() or image.info.get("transparency") is not None
+    if has_alpha:
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return np.asarray(Image.alpha_composite(background, rgba).convert("RGB"))
+    return np.asarray(image.convert("RGB"))
+
+
+def resize_and_crop(rgb: np.ndarray, config: PreprocessConfig) -> np.ndarray:
+    """Shortest side to `shortest_edge` (bicubic), then centre crop to `crop_size`."""
+    height, width = rgb.shape[:2]
+    short, long = (width, height) if width <= height else (height, width)
+    new_short, new_long = config.shortest_edge, int(config.shortest_edge * long / short)
+    new_height, new_width = (new_long, new_short) if width <= height else (new_short, new_long)
+    resized = np.asarray(Image.fromarray(rgb).resize((new_width, new_height), resample=Image.Resampling.BICUBIC))
+    crop = config.crop_size
+    top, left = (new_height - crop) // 2, (new_width - crop) // 2
+    if top < 0 or left < 0:  # only when crop_size > shortest_edge: pad like the reference
+        padded = np.zeros((max(crop, new_height), max(crop, new_width), 3), dtype=resized.dtype)
+        pad_top, pad_left = (padded.shape[0] - new_height + 1) // 2, (padded.shape[1] - new_width + 1) // 2
+        padded[pad_top : pad_top + new_height, pad_left : pad_left + new_width] = resized
+        resized, new_height, new_width = padded, padded.shape[0], padded.shape[1]
+        top, left = (new_height - crop) // 2, (new_width - crop) // 2
+    return resized[top : top + crop, left : left + crop]
+
+
+def normalize(rgb: np.ndarray, config: PreprocessConfig) -> np.ndarray:
+    """uint8 HxWx3 -> float32 3xHxW, rescaled by 1/255 in float64 as the reference does."""
+    scaled = (rgb.astype(np.float64) * (1 / 255)).astype(np.float32)
+    mean = np.asarray(config.mean, dtype=np.float32)
+    std = np.asarray(config.std, dtype=np.float32)
+    return np.ascontiguousarray(((scaled - mean) / std).transpose(2, 0, 1))
+
+
+def preprocess(data: bytes, config: PreprocessConfig) -> np.ndarray:
+    """One encoded image -> float32 [3, crop, crop] pixel values."""
+    image = decode(data, config.max_pixels)
+    try:
+        rgb = to_rgb(image)
+    except (OSError, ValueError) as error:
+        raise ImageError(f"cannot convert a {image.format} image of mode {image.mode} to RGB: {error}") from None
+    return normalize(resize_and_crop(rgb, config), config)

@@ -1,0 +1,46 @@
+"""Triton model: UTF-8 texts -> CLIP BPE INPUT_IDS[L, T].
+
+Uses transformers' CLIPTokenizer on the tokenizer files the exporter copied beside this file,
+so token ids are the reference's by construction. Padding is to the longest text of the
+request with the end token (the released tokenizer's pad token); the text tower pools at the
+first end token and attends causally, so padding never changes an embedding. Texts longer than
+the context are truncated to it, keeping the start and end tokens.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+from transformers import CLIPTokenizer
+from triton_model_utils import decode_strings, invalid_argument, model_config, parameter
+
+TOKENIZER_DIR = Path(__file__).with_name("tokenizer")
+
+
+class TritonPythonModel:
+    def initialize(self, args: dict[str, str]) -> None:
+        config = model_config(args)
+        self.context_length = int(parameter(config, "context_length"))
+        self.tokenizer = CLIPTokenizer.from_pretrained(str(TOKENIZER_DIR))
+
+    def execute(self, requests: list[Any]) -> list[Any]:
+        return [self._one(request) for request in requests]
+
+    def _one(self, request: Any) -> Any:
+        raw = decode_strings(request, "TEXT")
+        if not raw:
+            return invalid_argument("TEXT is empty: send at least one text")
+        texts = []
+        for index, data in enumerate(raw):
+            try:
+                texts.append(data.decode("utf-8"))
+            except UnicodeDecodeError as error:
+                return invalid_argument(f"TEXT[{index}] is not valid UTF-8: {error}")
+        encoded = self.tokenizer(
+            texts, padding=True, truncation=True, max_length=self.context_length, return_tensors="np"
+        )
+        ids = np.asarray(encoded["input_ids"], dtype=np.int64)
+        return pb_utils.InferenceResponse([pb_utils.Tensor("INPUT_IDS", ids)])

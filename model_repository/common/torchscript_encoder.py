@@ -1,0 +1,57 @@
+"""Runs an exported TorchScript encoder (model.pt beside the model's model.py) inside a
+Python-backend model. Imported only by the two encoder models, so numpy-only stubs never load torch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import triton_python_backend_utils as pb_utils
+from triton_model_utils import cancelled, model_config, parameter
+
+
+class TorchScriptEncoder:
+    """Subclasses name their input and output tensors; `load` and `run_*` do the rest."""
+
+    input_name: str
+    output_name: str
+
+    def load(self, args: dict[str, str]) -> None:
+        config = model_config(args)
+        # Threads per instance are a setting: instances x threads above the core count thrash.
+        torch.set_num_threads(int(parameter(config, "torch_threads")))
+        if args.get("model_instance_kind") == "GPU" and torch.cuda.is_available():
+            self.device = torch.device("cuda", int(args.get("model_instance_device_id", "0")))
+        else:
+            self.device = torch.device("cpu")
+        path = Path(args["model_repository"]) / args["model_version"] / "model.pt"
+        self.module = torch.jit.load(str(path), map_location=self.device).eval()
+
+    def _encode(self, batch: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            embeds = self.module(torch.from_numpy(batch).to(self.device))
+        return embeds.float().cpu().numpy()
+
+    def run_one(self, request: Any) -> Any:
+        if request.is_cancelled():
+            return cancelled()
+        batch = pb_utils.get_input_tensor_by_name(request, self.input_name).as_numpy()
+        return pb_utils.InferenceResponse([pb_utils.Tensor(self.output_name, self._encode(batch))])
+
+    def run_batched(self, requests: list[Any]) -> list[Any]:
+        """One forward pass for every live request the dynamic batcher gathered."""
+        live = [request for request in requests if not request.is_cancelled()]
+        if not live:
+            return [cancelled() for _ in requests]
+        inputs = [pb_utils.get_input_tensor_by_name(request, self.input_name).as_numpy() for request in live]
+        outputs = iter(np.split(self._encode(np.concatenate(inputs)), np.cumsum([len(x) for x in inputs])[:-1]))
+        live_ids = {id(request) for request in live}
+        return [
+            pb_utils.InferenceResponse([pb_utils.Tensor(self.output_name, next(outputs))])
+            if id(request) in live_ids
+            else cancelled()
+            for request in requests
+        ]
