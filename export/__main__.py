@@ -48,15 +48,20 @@ def model_facts(model: Any, preprocessor: dict[str, Any]) -> repository.ModelFac
 def _git_commit() -> str:
     try:
         result = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, check=True
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            check=True,
         )
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return result.stdout.strip()
 
 
-def build_manifest(ckpt: checkpoints.Checkpoint, facts: repository.ModelFacts, precision: str,
-                   settings: repository.Settings) -> dict[str, Any]:
+def build_manifest(
+    ckpt: checkpoints.Checkpoint, facts: repository.ModelFacts, precision: str, settings: repository.Settings
+) -> dict[str, Any]:
     import torch
     import transformers
 
@@ -82,8 +87,9 @@ def build_manifest(ckpt: checkpoints.Checkpoint, facts: repository.ModelFacts, p
     }
 
 
-def export(source: str, out_dir: Path, precision: str = "fp32",
-           settings: repository.Settings | None = None) -> dict[str, Any]:
+def export(
+    source: str, out_dir: Path, precision: str = "fp32", settings: repository.Settings | None = None
+) -> dict[str, Any]:
     """Export `source` to a model repository at `out_dir`; returns the manifest."""
     from transformers import CLIPModel
 
@@ -107,16 +113,21 @@ def export(source: str, out_dir: Path, precision: str = "fp32",
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     defaults = repository.Settings()
-    parser = argparse.ArgumentParser(prog="python -m export", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m export", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", default=DEFAULT_MODEL, help="Hub id or local checkpoint folder (%(default)s)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="repository to write (%(default)s)")
     parser.add_argument("--precision", choices=sorted(encoders.PRECISIONS), default="fp32")
     parser.add_argument("--device", choices=("cpu", "gpu"), default=defaults.device)
     parser.add_argument("--image-instances", type=int, default=defaults.image_instances)
     parser.add_argument("--text-instances", type=int, default=defaults.text_instances)
-    parser.add_argument("--torch-threads", type=int, default=defaults.torch_threads,
-                        help="torch threads per encoder instance (%(default)s)")
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=defaults.torch_threads,
+        help="torch threads per encoder instance (%(default)s)",
+    )
     parser.add_argument("--max-batch-size", type=int, default=defaults.max_batch_size)
     parser.add_argument("--batch-delay-us", type=int, default=defaults.batch_delay_us)
     parser.add_argument("--max-image-pixels", type=int, default=defaults.max_image_pixels)

@@ -55,7 +55,9 @@ def _from_hub(model_id: str) -> Checkpoint:
     try:
         folder = Path(snapshot_download(model_id, allow_patterns=patterns))
     except Exception as error:  # offline, unknown id, gated repo: all mean "cannot be had here"
-        raise CheckpointError(f"cannot get {model_id!r} from the Hugging Face Hub or its local cache: {error}") from error
+        raise CheckpointError(
+            f"cannot get {model_id!r} from the Hugging Face Hub or its local cache: {error}"
+        ) from error
     # snapshot folders are named after the commit they hold
     return _describe(folder, model_id=model_id, revision=folder.name)
 

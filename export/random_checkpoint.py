@@ -26,14 +26,14 @@ RELEASED_LOGIT_SCALE = math.log(100.0)
 SHAPES: dict[str, dict[str, dict[str, int]]] = {
     "tiny": {
         "text": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4),
-        "vision": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                       patch_size=32),
+        "vision": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, patch_size=32),
         "model": dict(projection_dim=16),
     },
     "vit-b-16": {
         "text": dict(hidden_size=512, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=8),
-        "vision": dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
-                       patch_size=16),
+        "vision": dict(
+            hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12, patch_size=16
+        ),
         "model": dict(projection_dim=512),
     },
 }
@@ -41,8 +41,14 @@ SHAPES: dict[str, dict[str, dict[str, int]]] = {
 
 def clip_config(shape: str) -> CLIPConfig:
     spec = SHAPES[shape]
-    text = dict(vocab_size=49408, max_position_embeddings=77, bos_token_id=49406, eos_token_id=49407,
-                pad_token_id=49407, **spec["text"])
+    text = dict(
+        vocab_size=49408,
+        max_position_embeddings=77,
+        bos_token_id=49406,
+        eos_token_id=49407,
+        pad_token_id=49407,
+        **spec["text"],
+    )
     vision = dict(image_size=224, num_channels=3, **spec["vision"])
     return CLIPConfig(text_config=text, vision_config=vision, **spec["model"])
 
@@ -52,9 +58,7 @@ def save_tokenizer_and_processor(out: Path) -> None:
     for item in TOKENIZER_DIR.iterdir():
         if item.is_file():
             shutil.copy2(item, out / item.name)
-    CLIPImageProcessor(
-        size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224}
-    ).save_pretrained(str(out))
+    CLIPImageProcessor(size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224}).save_pretrained(str(out))
 
 
 def build(shape: str, out: Path, seed: int = 0) -> Path:
@@ -65,7 +69,9 @@ def build(shape: str, out: Path, seed: int = 0) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out), safe_serialization=True)
     save_tokenizer_and_processor(out)
-    (out / "README.md").write_text(f"Random-weight CLIP ({shape} shapes, seed {seed}) for tests; it classifies nothing.\n")
+    (out / "README.md").write_text(
+        f"Random-weight CLIP ({shape} shapes, seed {seed}) for tests; it classifies nothing.\n"
+    )
     return out
 
 

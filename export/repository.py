@@ -68,8 +68,9 @@ def _resize_tensors(config: model_config_pb2.ModelConfig, facts: ModelFacts) -> 
             tensor.dims[-2:] = [facts.crop_size, facts.crop_size]
 
 
-def _configure(name: str, config: model_config_pb2.ModelConfig, facts: ModelFacts, settings: Settings,
-               manifest: dict[str, Any]) -> None:
+def _configure(
+    name: str, config: model_config_pb2.ModelConfig, facts: ModelFacts, settings: Settings, manifest: dict[str, Any]
+) -> None:
     _resize_tensors(config, facts)
     if name == "clip_preprocess_image":
         _set_parameter(config, "image_size", facts.image_size)
@@ -99,8 +100,16 @@ def _configure(name: str, config: model_config_pb2.ModelConfig, facts: ModelFact
             _set_parameter(config, key, manifest[key])
 
 
-def write(out_dir: Path, *, image_encoder: Any, text_encoder: Any, tokenizer_dir: Path, facts: ModelFacts,
-          settings: Settings, manifest: dict[str, Any]) -> None:
+def write(
+    out_dir: Path,
+    *,
+    image_encoder: Any,
+    text_encoder: Any,
+    tokenizer_dir: Path,
+    facts: ModelFacts,
+    settings: Settings,
+    manifest: dict[str, Any],
+) -> None:
     """Replace `out_dir` with a fresh repository; written beside it first so a crash leaves no half repo."""
     staging = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)

@@ -20,8 +20,9 @@ from launcher.server import LaunchError, ServerSettings, TritonServer, manifest
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     defaults = ServerSettings(model_repository=Path("build/model_repository"))
-    parser = argparse.ArgumentParser(prog="python -m launcher", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m launcher", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model-repository", type=Path, default=defaults.model_repository)
     parser.add_argument("--address", default=defaults.address)
     parser.add_argument("--grpc-port", type=int, default=defaults.grpc_port)
@@ -35,15 +36,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    server = TritonServer(ServerSettings(
-        model_repository=args.model_repository,
-        address=args.address,
-        grpc_port=args.grpc_port,
-        http_port=args.http_port,
-        metrics_port=args.metrics_port,
-        log_file=args.log_file,
-        response_cache_bytes=args.response_cache_mb << 20,
-    ))
+    server = TritonServer(
+        ServerSettings(
+            model_repository=args.model_repository,
+            address=args.address,
+            grpc_port=args.grpc_port,
+            http_port=args.http_port,
+            metrics_port=args.metrics_port,
+            log_file=args.log_file,
+            response_cache_bytes=args.response_cache_mb << 20,
+        )
+    )
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
@@ -53,8 +56,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"launcher: {error}", file=sys.stderr)
         return 1
     served = manifest(args.model_repository)
-    print(f"launcher: Triton ready on grpc {server.grpc_url}, serving {served.get('model_id', '?')} "
-          f"({served.get('variant', '?')}, {served.get('precision', '?')}); Ctrl-C stops it", file=sys.stderr)
+    print(
+        f"launcher: Triton ready on grpc {server.grpc_url}, serving {served.get('model_id', '?')} "
+        f"({served.get('variant', '?')}, {served.get('precision', '?')}); Ctrl-C stops it",
+        file=sys.stderr,
+    )
     while not stop.wait(0.5):
         if server.process is None or server.process.poll() is not None:
             print("launcher: tritonserver exited unexpectedly", file=sys.stderr)

@@ -1,9 +1,10 @@
 """Locate the tritonserver binary shipped in the `nvidia-pytriton` wheel and prepare what it needs.
 
 Recipe (see shared/DESIGN.md): the Python backend and the stub for this interpreter's version are
-copied into a backends folder of our own; the bundled shared libraries go on LD_LIBRARY_PATH;
-this interpreter's libpython comes first; this venv's bin/ goes first on PATH, because the stub finds `python3` there and through its
-pyvenv.cfg sees the venv's site-packages (PYTHONPATH alone is ignored by the stub).
+copied into a backends folder of our own; the bundled shared libraries go on LD_LIBRARY_PATH,
+after this interpreter's own libpython; this venv's bin/ goes first on PATH, because the stub
+finds `python3` there and through its pyvenv.cfg sees the venv's site-packages (PYTHONPATH
+alone is ignored by the stub).
 """
 
 from __future__ import annotations
@@ -66,8 +67,6 @@ def locate(work_dir: Path) -> TritonRuntime:
     python_backend = backend_dir / "python"
     if not (python_backend / "triton_python_backend_stub").exists():
         shutil.rmtree(python_backend, ignore_errors=True)
-        shutil.copytree(package / "backends" / "python", python_backend,
-                        ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(package / "backends" / "python", python_backend, ignore=shutil.ignore_patterns("__pycache__"))
         shutil.copy2(stub, python_backend / "triton_python_backend_stub")
-    return TritonRuntime(binary=binary, backend_dir=backend_dir, cache_dir=package / "caches",
-                         library_dir=library_dir)
+    return TritonRuntime(binary=binary, backend_dir=backend_dir, cache_dir=package / "caches", library_dir=library_dir)

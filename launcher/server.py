@@ -124,11 +124,15 @@ class TritonServer:
         settings = self.settings
         if not expected_models(settings.model_repository):
             raise LaunchError(f"{settings.model_repository} holds no models: run `python -m export` first")
-        for name, port in (("grpc", settings.grpc_port), ("http", settings.http_port),
-                           ("metrics", settings.metrics_port)):
+        for name, port in (
+            ("grpc", settings.grpc_port),
+            ("http", settings.http_port),
+            ("metrics", settings.metrics_port),
+        ):
             if port_in_use(settings.address, port):
-                raise LaunchError(f"{name} port {settings.address}:{port} is already in use: choose another "
-                                  f"with --{name}-port")
+                raise LaunchError(
+                    f"{name} port {settings.address}:{port} is already in use: choose another with --{name}-port"
+                )
         settings.work_dir.mkdir(parents=True, exist_ok=True)
         runtime = locate(settings.work_dir)
         if settings.log_file is not None:
@@ -161,11 +165,11 @@ class TritonServer:
                 if self.process is not None and self.process.poll() is not None:
                     if self._log_thread is not None:
                         self._log_thread.join(5)
-                    raise LaunchError(f"tritonserver exited with code {self.process.returncode}: "
-                                      f"{self.failure_reason()}")
+                    raise LaunchError(
+                        f"tritonserver exited with code {self.process.returncode}: {self.failure_reason()}"
+                    )
                 states = self._model_states(client)
-                failed = {name: reason for name, (state, reason) in states.items() if state == "UNAVAILABLE"
-                          and reason}
+                failed = {name: reason for name, (state, reason) in states.items() if state == "UNAVAILABLE" and reason}
                 if failed:
                     details = "; ".join(f"{name}: {reason}" for name, reason in sorted(failed.items()))
                     raise LaunchError(f"models failed to load: {details}")
@@ -173,8 +177,9 @@ class TritonServer:
                     return
                 if time.monotonic() > deadline:
                     pending = [name for name in expected if states.get(name, ("", ""))[0] != "READY"]
-                    raise LaunchError(f"models not ready after {timeout:.0f}s: {', '.join(pending)}; "
-                                      f"{self.failure_reason()}")
+                    raise LaunchError(
+                        f"models not ready after {timeout:.0f}s: {', '.join(pending)}; {self.failure_reason()}"
+                    )
                 time.sleep(0.25)
         finally:
             client.close()
@@ -187,8 +192,7 @@ class TritonServer:
             index = client.get_model_repository_index(as_json=True)  # type: ignore[attr-defined]
         except InferenceServerException:
             return {}  # not listening yet
-        return {model["name"]: (model.get("state", ""), model.get("reason", "")) for model in
-                index.get("models", [])}
+        return {model["name"]: (model.get("state", ""), model.get("reason", "")) for model in index.get("models", [])}
 
     def failure_reason(self) -> str:
         """Triton's own words: each model's load error, else the last error lines of its log."""

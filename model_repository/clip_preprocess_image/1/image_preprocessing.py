@@ -14,6 +14,7 @@ Only the formats in ACCEPTED_FORMATS are decoded; multi-frame GIF/WebP use their
 
 from __future__ import annotations
 
+import contextlib
 import io
 import warnings
 from dataclasses import dataclass
@@ -21,8 +22,25 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps
 
-ACCEPTED_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP")
+ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP")  # JPEG also opens multi-picture (MPO) files
 Image.init()  # registers every plugin now; `formats=` below only looks among registered ones
+# Leading bytes of formats we accept (to say "truncated JPEG" rather than "unknown") and of
+# formats people send that we refuse (to name them in the error).
+SIGNATURES = {
+    b"\xff\xd8\xff": "JPEG",
+    b"\x89PNG\r\n\x1a\n": "PNG",
+    b"GIF87a": "GIF",
+    b"GIF89a": "GIF",
+    b"BM": "BMP",
+    b"%PDF": "PDF",
+    b"8BPS": "PSD",
+    b"II*\x00": "TIFF",
+    b"MM\x00*": "TIFF",
+    b"SIMPLE  =": "FITS",
+    b"<svg": "SVG",
+    b"<?xml": "XML/SVG",
+    b"\x00\x00\x00\x0cjP": "JPEG 2000",
+}
 SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
 
 
@@ -47,10 +65,7 @@ def decode(data: bytes, max_pixels: int) -> Image.Image:
         # formats= restricts the decoders PIL will even try: no PSD, no FITS, no EPS.
         image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
     except (OSError, ValueError):  # UnidentifiedImageError is an OSError
-        raise ImageError(
-            f"not an image in an accepted format ({', '.join(ACCEPTED_FORMATS)}): "
-            f"{len(data)} bytes starting {data[:8]!r}"
-        ) from None
+        raise ImageError(_unidentified(data)) from None
     width, height = image.size
     if width <= 0 or height <= 0:
         raise ImageError(f"image has no pixels ({width}x{height})")
@@ -66,15 +81,32 @@ def decode(data: bytes, max_pixels: int) -> Image.Image:
     return image
 
 
+def sniff(data: bytes) -> str | None:
+    """The format that `data`'s leading bytes announce, if we know it."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    head = data[:16].lstrip()
+    return next((name for magic, name in SIGNATURES.items() if head.startswith(magic)), None)
+
+
+def _unidentified(data: bytes) -> str:
+    accepted = ", ".join(ACCEPTED_FORMATS)
+    announced = sniff(data)
+    if announced in ACCEPTED_FORMATS:
+        return f"corrupt or truncated {announced} image ({len(data)} bytes): it cannot be opened"
+    if announced is not None:
+        return f"{announced} is not an accepted image format; send one of {accepted}"
+    return f"not an image in an accepted format ({accepted}): {len(data)} bytes starting {data[:8]!r}"
+
+
 def to_rgb(image: Image.Image) -> np.ndarray:
     """Upright RGB uint8 HxWx3; transparency composited onto white like the reference."""
-    try:
+    # A malformed EXIF block keeps the stored orientation rather than failing the image.
+    with contextlib.suppress(OSError, ValueError, SyntaxError):
         image = ImageOps.exif_transpose(image)
-    except (OSError, ValueError, SyntaxError):
-        pass  # a malformed EXIF block: keep the stored orientation rather than refuse the image
     if image.mode in SIXTEEN_BIT_MODES:
         wide = np.asarray(image, dtype=np.uint32)
-        image = Image.fromarray((np.clip(wide, 0, 65535) >> 8).astype(np.uint8), mode="L")
+        image = Image.fromarray((np.clip(wide, 0, 65535) >> 8).astype(np.uint8))
     has_alpha = "A" in image.getbands() or image.info.get("transparency") is not None
     if has_alpha:
         rgba = image.convert("RGBA")

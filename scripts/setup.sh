@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Create (or update) .venv with everything the service and its tests need. Idempotent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! python3 -c 'import sys; assert sys.version_info[:2] == (3, 11)' 2>/dev/null; then
+  echo "setup: Python 3.11 is required (the Triton Python-backend stub we run is built for it)" >&2
+  exit 1
+fi
+# The Python backend stub links libpython3.11.so.1.0: the system one, unless this interpreter has its own.
+if ! python3 -c 'import sysconfig,pathlib,sys; d=sysconfig.get_config_var("LIBDIR"); n=sysconfig.get_config_var("INSTSONAME"); sys.exit(0 if n and (pathlib.Path(d)/n).is_file() else 1)' \
+   && ! ldconfig -p | grep -q 'libpython3.11.so.1.0'; then
+  echo "setup: installing libpython3.11 for Triton's Python backend stub" >&2
+  apt-get update -qq && apt-get install -y -qq libpython3.11 >/dev/null
+fi
+
+[ -x .venv/bin/python ] || python3 -m venv .venv
+stamp=.venv/.requirements.sha
+want=$(cat requirements.txt requirements-dev.txt client/pyproject.toml | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  .venv/bin/pip install -q --upgrade pip
+  # torch alone first: this exact pin is the CPU build on local disk; anything looser pulls CUDA.
+  .venv/bin/pip install -q torch==2.13.0
+  .venv/bin/pip install -q -r requirements-dev.txt
+  .venv/bin/pip install -q -e client
+  echo "$want" > "$stamp"
+fi

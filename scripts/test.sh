@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The test command: builds the environment from nothing, then lints and runs the whole suite
+# against real Triton servers and a real gateway. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+.venv/bin/ruff check .
+.venv/bin/mypy client/clip_client
+.venv/bin/python -m pytest -p no:cacheprovider -q "$@"

@@ -1,0 +1,104 @@
+"""The served ensembles against transformers' CLIPModel + CLIPProcessor on the same weights.
+
+Tolerances (fp32): embeddings within 1e-4 max abs diff, logits within 1e-3, identical top-1.
+"""
+
+from __future__ import annotations
+
+import math
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+from PIL import Image
+
+from launcher.server import TritonServer
+from tests.support import images
+from tests.support.infer import classify, embed_images, embed_texts
+from tests.support.reference import Reference
+
+EMBED_TOLERANCE = 1e-4
+LOGIT_TOLERANCE = 1e-3
+LABELS = [
+    "a photo of an astronaut",
+    "a photo of a cup of coffee",
+    "a photo of a cat",
+    "a rocket on the launch pad",
+    "a grey photograph of a cameraman",
+    "deep space",
+]
+
+
+def photo_bytes() -> list[bytes]:
+    photos = images.photos()
+    return [
+        images.encode(Image.fromarray(photos[name]), "PNG")
+        for name in ("astronaut_512x512", "coffee_600x400", "chelsea_451x300", "rocket_640x427", "camera_grey_512x512")
+    ]
+
+
+def check_parity(client: grpcclient.InferenceServerClient, reference: Reference) -> None:
+    data = photo_bytes()
+    opened = [Reference.open_image(item) for item in data]
+    served_images = embed_images(client, data)
+    expected_images = reference.image_embeds(opened)
+    assert np.abs(served_images - expected_images).max() <= EMBED_TOLERANCE
+    assert np.allclose(np.linalg.norm(served_images, axis=1), 1.0, atol=1e-5)
+
+    served_texts = embed_texts(client, LABELS)
+    assert np.abs(served_texts - reference.text_embeds(LABELS)).max() <= EMBED_TOLERANCE
+
+    logits, probs = classify(client, data, LABELS)
+    expected_logits = reference.logits(opened, LABELS)
+    assert logits.shape == probs.shape == (len(data), len(LABELS))
+    assert np.abs(logits - expected_logits).max() <= LOGIT_TOLERANCE
+    assert (logits.argmax(axis=1) == expected_logits.argmax(axis=1)).all()
+    expected_probs = np.exp(expected_logits - expected_logits.max(1, keepdims=True))
+    expected_probs /= expected_probs.sum(1, keepdims=True)
+    assert np.abs(probs - expected_probs).max() <= 1e-4
+    assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_tiny_model_matches_the_reference(
+    tiny_client: grpcclient.InferenceServerClient, tiny_reference: Reference
+) -> None:
+    check_parity(tiny_client, tiny_reference)
+
+
+def test_logit_scale_comes_from_the_weights(tiny_client: grpcclient.InferenceServerClient) -> None:
+    # cosine of an embedding with itself is 1, so the logit is the applied scale: 100, not e^2.6592
+    text = embed_texts(tiny_client, ["a cat"])
+    logits, _ = classify(tiny_client, photo_bytes()[:1], ["a cat"])
+    config = tiny_client.get_model_config("clip_similarity", as_json=True)["config"]
+    scale = math.exp(float(config["parameters"]["logit_scale"]["string_value"]))
+    assert scale == pytest.approx(100.0, rel=1e-6)
+    image = embed_images(tiny_client, photo_bytes()[:1])
+    assert logits[0, 0] == pytest.approx(100.0 * float(image[0] @ text[0]), abs=1e-3)
+
+
+def test_concurrent_requests_each_get_their_own_result(tiny_client: grpcclient.InferenceServerClient) -> None:
+    """The dynamic batcher merges concurrent requests; each must get back exactly its own rows."""
+    data = photo_bytes()
+    alone = [embed_images(tiny_client, [item])[0] for item in data]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        batched = list(
+            pool.map(
+                lambda index: (index, embed_images(tiny_client, [data[index]])[0]),
+                [i % len(data) for i in range(4 * len(data))],
+            )
+        )
+    for index, vector in batched:
+        assert np.abs(vector - alone[index]).max() <= 1e-5
+
+
+@pytest.mark.vitb
+def test_vit_b_16_shapes_match_the_reference(vitb_triton: TritonServer, vitb_checkpoint: Path) -> None:
+    client = grpcclient.InferenceServerClient(vitb_triton.grpc_url)
+    try:
+        check_parity(client, Reference(vitb_checkpoint))
+        config = client.get_model_config("clip_image_encoder", as_json=True)["config"]
+        assert [int(d) for d in config["output"][0]["dims"]] == [512]
+    finally:
+        client.close()
