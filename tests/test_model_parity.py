@@ -102,3 +102,26 @@ def test_vit_b_16_shapes_match_the_reference(vitb_triton: TritonServer, vitb_che
         assert [int(d) for d in config["output"][0]["dims"]] == [512]
     finally:
         client.close()
+
+
+def test_prompt_templates_are_averaged_the_clip_way(
+    tiny_client: grpcclient.InferenceServerClient, tiny_reference: Reference
+) -> None:
+    templates = ("a photo of a {}.", "a drawing of a {}.", "{}")
+    labels = ["cat", "cup of coffee", "rocket"]
+    data = photo_bytes()[:3]
+    logits, probs = classify(tiny_client, data, labels, templates)
+    prompts = tiny_reference.text_embeds([t.replace("{}", label) for label in labels for t in templates])
+    averaged = prompts.reshape(len(labels), len(templates), -1).mean(axis=1)
+    averaged /= np.linalg.norm(averaged, axis=1, keepdims=True)
+    image = tiny_reference.image_embeds([Reference.open_image(item) for item in data])
+    expected = 100.0 * image @ averaged.T
+    assert np.abs(logits - expected).max() <= LOGIT_TOLERANCE
+    assert (logits.argmax(1) == expected.argmax(1)).all()
+
+
+def test_template_without_placeholder_is_refused(tiny_client: grpcclient.InferenceServerClient) -> None:
+    from tritonclient.utils import InferenceServerException
+
+    with pytest.raises(InferenceServerException, match=r'TEMPLATES\[1\] must contain "\{\}" exactly once'):
+        classify(tiny_client, photo_bytes()[:1], ["cat"], ("a {}", "no placeholder"))

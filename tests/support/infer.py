@@ -23,11 +23,17 @@ def embed_texts(client: grpcclient.InferenceServerClient, texts: list[str]) -> n
 
 
 def classify(
-    client: grpcclient.InferenceServerClient, images: list[bytes], texts: list[str]
+    client: grpcclient.InferenceServerClient,
+    images: list[bytes],
+    texts: list[str],
+    templates: tuple[str, ...] = ("{}",),
 ) -> tuple[np.ndarray, np.ndarray]:
-    result = client.infer(
-        "clip_classify", [bytes_input("IMAGE", images), bytes_input("TEXT", [t.encode() for t in texts])]
-    )
+    inputs = [
+        bytes_input("IMAGE", images),
+        bytes_input("TEXT", [t.encode() for t in texts]),
+        bytes_input("TEMPLATES", [t.encode() for t in templates]),
+    ]
+    result = client.infer("clip_classify", inputs)
     return result.as_numpy("LOGITS"), result.as_numpy("PROBS")
 
 

@@ -1,5 +1,9 @@
 """Triton model: image and text embeddings -> LOGITS = exp(logit_scale) * cosine, PROBS = softmax.
 
+With the optional TEMPLATES input (T templates), TEXT_EMBEDS holds T prompt embeddings per label,
+text-major, and each label's embedding is their CLIP prompt ensemble (normalise, average,
+renormalise) before the cosine.
+
 Both inputs are L2-normalised again here, so the step is correct for any embeddings a caller
 sends, not only the unit-norm ones our encoders produce. Computed in float32 with numpy.
 """
@@ -19,6 +23,12 @@ def l2_normalize(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.maximum(norms, np.finfo(np.float32).tiny)
 
 
+def prompt_ensemble(texts: np.ndarray, per_label: int) -> np.ndarray:
+    """[L*T, D] prompt embeddings -> [L, D] unit label embeddings (CLIP's prompt ensembling)."""
+    grouped = l2_normalize(texts).reshape(len(texts) // per_label, per_label, texts.shape[-1])
+    return l2_normalize(grouped.mean(axis=1))
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
     return shifted / shifted.sum(axis=-1, keepdims=True)
@@ -36,6 +46,11 @@ class TritonPythonModel:
         texts = pb_utils.get_input_tensor_by_name(request, "TEXT_EMBEDS").as_numpy().astype(np.float32)
         if images.shape[-1] != texts.shape[-1]:
             return invalid_argument(f"IMAGE_EMBEDS has dimension {images.shape[-1]}, TEXT_EMBEDS {texts.shape[-1]}")
-        logits = (self.scale * (l2_normalize(images) @ l2_normalize(texts).T)).astype(np.float32)
+        templates = pb_utils.get_input_tensor_by_name(request, "TEMPLATES")
+        per_label = 1 if templates is None else max(1, templates.as_numpy().size)
+        if len(texts) % per_label:
+            return invalid_argument(f"TEXT_EMBEDS has {len(texts)} rows, not a multiple of {per_label} templates")
+        labels = prompt_ensemble(texts, per_label)
+        logits = (self.scale * (l2_normalize(images) @ labels.T)).astype(np.float32)
         probs = softmax(logits).astype(np.float32)
         return pb_utils.InferenceResponse([pb_utils.Tensor("LOGITS", logits), pb_utils.Tensor("PROBS", probs)])

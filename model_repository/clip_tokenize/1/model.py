@@ -5,6 +5,10 @@ so token ids are the reference's by construction. Padding is to the longest text
 request with the end token (the released tokenizer's pad token); the text tower pools at the
 first end token and attends causally, so padding never changes an embedding. Texts longer than
 the context are truncated to it, keeping the start and end tokens.
+
+With the optional TEMPLATES input every text becomes one prompt per template (text-major), the
+label substituted for "{}" by plain replacement: str.format would choke on other braces and
+would let a template reach attributes of its argument.
 """
 
 from __future__ import annotations
@@ -20,6 +24,20 @@ from triton_model_utils import decode_strings, invalid_argument, model_config, p
 TOKENIZER_DIR = Path(__file__).with_name("tokenizer")
 
 
+def _has(request: Any, name: str) -> bool:
+    return pb_utils.get_input_tensor_by_name(request, name) is not None
+
+
+def _utf8(items: list[bytes], name: str) -> list[str]:
+    texts = []
+    for index, data in enumerate(items):
+        try:
+            texts.append(data.decode("utf-8"))
+        except UnicodeDecodeError as error:
+            raise ValueError(f"{name}[{index}] is not valid UTF-8: {error}") from None
+    return texts
+
+
 class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
         config = model_config(args)
@@ -33,12 +51,16 @@ class TritonPythonModel:
         raw = decode_strings(request, "TEXT")
         if not raw:
             return invalid_argument("TEXT is empty: send at least one text")
-        texts = []
-        for index, data in enumerate(raw):
-            try:
-                texts.append(data.decode("utf-8"))
-            except UnicodeDecodeError as error:
-                return invalid_argument(f"TEXT[{index}] is not valid UTF-8: {error}")
+        try:
+            texts = _utf8(raw, "TEXT")
+            templates = _utf8(decode_strings(request, "TEMPLATES"), "TEMPLATES") if _has(request, "TEMPLATES") else []
+        except ValueError as error:
+            return invalid_argument(str(error))
+        for index, template in enumerate(templates):
+            if template.count("{}") != 1:
+                return invalid_argument(f'TEMPLATES[{index}] must contain "{{}}" exactly once: {template!r}')
+        if templates:
+            texts = [template.replace("{}", text) for text in texts for template in templates]
         encoded = self.tokenizer(
             texts, padding=True, truncation=True, max_length=self.context_length, return_tensors="np"
         )

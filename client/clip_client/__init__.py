@@ -1,0 +1,61 @@
+"""clip-serve client: zero-shot classification and CLIP embeddings over gRPC.
+
+    from clip_client import ClipClient
+
+    with ClipClient("localhost:50051") as client:
+        for item in client.classify(["cat.jpg", "dog.png"], ["cat", "dog", "car"]):
+            print(item.top.label, item.top.probability)
+
+`AsyncClipClient` has the same methods as coroutines. Errors are `ClipError` subclasses
+(see clip_client.errors); one bad image in a batch is reported on its own result instead.
+"""
+
+from clip_client.aio import AsyncClipClient
+from clip_client.config import NO_RETRY, ClientConfig, RetryPolicy
+from clip_client.errors import (
+    AuthenticationError,
+    CancelledError,
+    ClipError,
+    DeadlineExceededError,
+    FieldViolation,
+    InvalidRequestError,
+    RequestTooLargeError,
+    ServerError,
+    UnavailableError,
+)
+from clip_client.images import ImageInput
+from clip_client.sync import ClipClient
+from clip_client.types import (
+    Classification,
+    ClassifyResult,
+    Embeddings,
+    LabelScore,
+    Limits,
+    ModelInfo,
+    Similarity,
+)
+
+__all__ = [
+    "NO_RETRY",
+    "AsyncClipClient",
+    "AuthenticationError",
+    "CancelledError",
+    "Classification",
+    "ClassifyResult",
+    "ClientConfig",
+    "ClipClient",
+    "ClipError",
+    "DeadlineExceededError",
+    "Embeddings",
+    "FieldViolation",
+    "ImageInput",
+    "InvalidRequestError",
+    "LabelScore",
+    "Limits",
+    "ModelInfo",
+    "RequestTooLargeError",
+    "RetryPolicy",
+    "ServerError",
+    "Similarity",
+    "UnavailableError",
+]

@@ -1,0 +1,181 @@
+"""What the sync and async clients share: configuration, channel options, request building,
+response parsing and the retry schedule. Only the act of calling differs between them."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from typing import Any
+
+import grpc
+import numpy as np
+from numpy.typing import NDArray
+
+from clip_client._generated import clip_service_pb2 as pb
+from clip_client.config import ClientConfig
+from clip_client.errors import ClipError, from_status
+from clip_client.images import ImageInput, to_bytes
+from clip_client.types import (
+    Classification,
+    ClassifyResult,
+    Embeddings,
+    LabelScore,
+    Limits,
+    ModelInfo,
+    Similarity,
+)
+
+ImagesArg = ImageInput | Sequence[ImageInput]
+
+
+def image_list(images: ImagesArg) -> list[bytes]:
+    """One image or a sequence of them; a 4-D array is a batch of HxWxC images."""
+    if isinstance(images, list | tuple):
+        return [to_bytes(image) for image in images]
+    if isinstance(images, np.ndarray) and images.ndim == 4:
+        return [to_bytes(image) for image in images]
+    return [to_bytes(images)]  # type: ignore[arg-type]  # a str or bytes is one image, not a sequence
+
+
+def _item_error(status: Any) -> ClipError | None:
+    return None if status.code == 0 else from_status(status.code, status.message)
+
+
+class ClientBase:
+    def __init__(self, target: str | None = None, *, config: ClientConfig | None = None) -> None:
+        config = config or ClientConfig()
+        if target is not None:
+            config = ClientConfig(**{**config.__dict__, "target": target})
+        self.config = config
+
+    # -- channel -----------------------------------------------------------------------------
+    def _channel_options(self) -> list[tuple[str, Any]]:
+        return [
+            ("grpc.max_send_message_length", self.config.max_message_bytes),
+            ("grpc.max_receive_message_length", self.config.max_message_bytes),
+        ]
+
+    def _credentials(self) -> grpc.ChannelCredentials | None:
+        if not self.config.secure:
+            return None
+        return grpc.ssl_channel_credentials(root_certificates=self.config.root_certificates)
+
+    def _metadata(self) -> tuple[tuple[str, str], ...]:
+        if self.config.api_key is None:
+            return ()
+        return (("authorization", f"Bearer {self.config.api_key}"),)
+
+    def _timeout(self, timeout: float | None) -> float | None:
+        return self.config.timeout if timeout is None else timeout
+
+    def _sleep_before_retry(self, error: grpc.RpcError, attempt: int, remaining: float | None) -> float | None:
+        """Seconds to sleep before the next attempt, or None to give up and raise."""
+        policy = self.config.retry
+        code = error.code() if isinstance(error, grpc.Call) else None
+        if attempt >= policy.max_attempts or code not in policy.retry_on:
+            return None
+        delay = random.uniform(0, policy.backoff(attempt))
+        if remaining is not None and delay >= remaining:
+            return None
+        return delay
+
+    # -- requests ----------------------------------------------------------------------------
+    def _classify_request(
+        self, images: ImagesArg, labels: Sequence[str], templates: Sequence[str] | None, top_k: int
+    ) -> pb.ClassifyRequest:
+        if isinstance(labels, str):
+            raise TypeError("labels must be a sequence of strings, not one string")
+        chosen = self.config.default_templates if templates is None else templates
+        return pb.ClassifyRequest(
+            images=[pb.Image(data=data) for data in image_list(images)],
+            labels=list(labels),
+            prompt_templates=list(chosen),
+            top_k=top_k,
+        )
+
+    @staticmethod
+    def _embed_request(images: ImagesArg | None, texts: Sequence[str] | None) -> pb.EmbedRequest:
+        if isinstance(texts, str):
+            texts = [texts]
+        return pb.EmbedRequest(
+            images=[pb.Image(data=data) for data in (image_list(images) if images is not None else [])],
+            texts=list(texts or []),
+        )
+
+    @staticmethod
+    def _similarity_request(images: ImagesArg, texts: Sequence[str]) -> pb.SimilarityRequest:
+        if isinstance(texts, str):
+            texts = [texts]
+        return pb.SimilarityRequest(images=[pb.Image(data=data) for data in image_list(images)], texts=list(texts))
+
+    # -- responses ---------------------------------------------------------------------------
+    @staticmethod
+    def _classify_result(response: pb.ClassifyResponse) -> ClassifyResult:
+        results = tuple(
+            Classification(
+                labels=tuple(LabelScore(s.label, s.index, s.probability, s.score) for s in item.labels),
+                error=_item_error(item.status),
+            )
+            for item in response.results
+        )
+        return ClassifyResult(results=results, model_id=response.model_id)
+
+    @staticmethod
+    def _vectors(items: Sequence[Any], dimension: int) -> tuple[NDArray[np.float32], dict[int, ClipError]]:
+        matrix = np.full((len(items), dimension), np.nan, dtype=np.float32)
+        errors: dict[int, ClipError] = {}
+        for row, item in enumerate(items):
+            error = _item_error(item.status)
+            if error is None:
+                matrix[row] = np.asarray(item.vector, dtype=np.float32)
+            else:
+                errors[row] = error
+        return matrix, errors
+
+    def _embeddings(self, response: pb.EmbedResponse) -> Embeddings:
+        images, image_errors = self._vectors(response.image_embeddings, response.dimension)
+        texts, text_errors = self._vectors(response.text_embeddings, response.dimension)
+        return Embeddings(
+            images=images,
+            texts=texts,
+            image_errors=image_errors,
+            text_errors=text_errors,
+            model_id=response.model_id,
+            dimension=response.dimension,
+        )
+
+    @staticmethod
+    def _similarity(response: pb.SimilarityResponse, n_texts: int) -> Similarity:
+        scores = np.full((len(response.rows), n_texts), np.nan, dtype=np.float32)
+        errors: dict[int, ClipError] = {}
+        for row, item in enumerate(response.rows):
+            error = _item_error(item.status)
+            if error is None:
+                scores[row] = np.asarray(item.scores, dtype=np.float32)
+            else:
+                errors[row] = error
+        return Similarity(scores=scores, scale=response.scale, image_errors=errors, model_id=response.model_id)
+
+    @staticmethod
+    def _model_info(response: pb.GetModelInfoResponse) -> ModelInfo:
+        limits = response.limits
+        return ModelInfo(
+            model_id=response.model_id,
+            revision=response.revision,
+            variant=pb.ModelVariant.Name(response.variant).removeprefix("MODEL_VARIANT_").lower(),
+            precision=pb.Precision.Name(response.precision).removeprefix("PRECISION_").lower(),
+            embedding_dimension=response.embedding_dimension,
+            image_size=response.image_size,
+            context_length=response.context_length,
+            scale=response.scale,
+            limits=Limits(
+                max_images_per_request=limits.max_images_per_request,
+                max_labels_per_request=limits.max_labels_per_request,
+                max_texts_per_request=limits.max_texts_per_request,
+                max_templates_per_request=limits.max_templates_per_request,
+                max_label_chars=limits.max_label_chars,
+                max_image_bytes=limits.max_image_bytes,
+                max_image_pixels=limits.max_image_pixels,
+                max_request_bytes=limits.max_request_bytes,
+            ),
+        )

@@ -1,0 +1,39 @@
+"""Typed client configuration: where to connect, timeouts, retries, credentials."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import grpc
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Retries of failed calls. Every clip.v1 call is idempotent, so retrying is always safe;
+    only the codes in `retry_on` are retried, with exponential backoff and full jitter, and never
+    past the call's timeout."""
+
+    max_attempts: int = 4  # including the first
+    initial_backoff: float = 0.1  # seconds
+    max_backoff: float = 2.0
+    multiplier: float = 2.0
+    retry_on: frozenset[grpc.StatusCode] = frozenset({grpc.StatusCode.UNAVAILABLE})
+
+    def backoff(self, attempt: int) -> float:
+        """Upper bound of the sleep after failed attempt number `attempt` (1-based)."""
+        return float(min(self.max_backoff, self.initial_backoff * self.multiplier ** (attempt - 1)))
+
+
+NO_RETRY = RetryPolicy(max_attempts=1)
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    target: str = "localhost:50051"
+    timeout: float | None = 30.0  # seconds per call, retries included; None waits forever
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    api_key: str | None = None  # sent as `authorization: Bearer <key>`
+    secure: bool = False  # TLS; root_certificates None uses the system's
+    root_certificates: bytes | None = None
+    max_message_bytes: int = 64 * 1024 * 1024
+    default_templates: tuple[str, ...] = ()  # empty: the server's default ("a photo of a {}.")

@@ -1,0 +1,119 @@
+"""Errors raised by the clip-serve client.
+
+    ClipError                        any failure of a call
+    ├── InvalidRequestError          INVALID_ARGUMENT: fix the request; see .field_violations
+    │   └── RequestTooLargeError     RESOURCE_EXHAUSTED: a size limit (request, image, pixels)
+    ├── AuthenticationError          UNAUTHENTICATED / PERMISSION_DENIED
+    ├── DeadlineExceededError        DEADLINE_EXCEEDED: the call's timeout passed
+    ├── CancelledError               CANCELLED
+    ├── UnavailableError             UNAVAILABLE: the server or its models are not ready; retried
+    └── ServerError                  INTERNAL, UNKNOWN and anything else
+
+`from_rpc_error` maps a grpc.RpcError to the most specific class and chains it as the cause.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    """One bad field of a request, as the server named it (e.g. "labels[3]")."""
+
+    field: str
+    description: str
+
+
+class ClipError(Exception):
+    """Base class: `code` is the gRPC status; `details` the server's message."""
+
+    code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
+
+    def __init__(
+        self, details: str, *, code: grpc.StatusCode | None = None, field_violations: tuple[FieldViolation, ...] = ()
+    ) -> None:
+        super().__init__(details)
+        self.details = details
+        if code is not None:
+            self.code = code
+        self.field_violations = field_violations
+
+    def __str__(self) -> str:
+        fields = "; ".join(f"{v.field}: {v.description}" for v in self.field_violations)
+        return f"{self.code.name}: {self.details}" + (f" ({fields})" if fields else "")
+
+
+class InvalidRequestError(ClipError):
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class RequestTooLargeError(InvalidRequestError):
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class AuthenticationError(ClipError):
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class DeadlineExceededError(ClipError):
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+class CancelledError(ClipError):
+    code = grpc.StatusCode.CANCELLED
+
+
+class UnavailableError(ClipError):
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+class ServerError(ClipError):
+    code = grpc.StatusCode.INTERNAL
+
+
+_BY_CODE: dict[grpc.StatusCode, type[ClipError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidRequestError,
+    grpc.StatusCode.OUT_OF_RANGE: InvalidRequestError,
+    grpc.StatusCode.FAILED_PRECONDITION: InvalidRequestError,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: RequestTooLargeError,
+    grpc.StatusCode.UNAUTHENTICATED: AuthenticationError,
+    grpc.StatusCode.PERMISSION_DENIED: AuthenticationError,
+    grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceededError,
+    grpc.StatusCode.CANCELLED: CancelledError,
+    grpc.StatusCode.UNAVAILABLE: UnavailableError,
+}
+
+
+def _field_violations(error: grpc.Call) -> tuple[FieldViolation, ...]:
+    try:
+        status = rpc_status.from_call(error)
+    except ValueError:  # a malformed status from a non-conforming server
+        return ()
+    violations: list[FieldViolation] = []
+    for detail in status.details if status is not None else []:
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad_request = error_details_pb2.BadRequest()
+            detail.Unpack(bad_request)
+            violations.extend(FieldViolation(v.field, v.description) for v in bad_request.field_violations)
+    return tuple(violations)
+
+
+def from_rpc_error(error: grpc.RpcError) -> ClipError:
+    """The most specific ClipError for a failed call; raise it `from error`."""
+    call = error if isinstance(error, grpc.Call) else None
+    code = call.code() if call is not None else grpc.StatusCode.UNKNOWN
+    details = (call.details() if call is not None else None) or str(error)
+    violations = _field_violations(call) if call is not None else ()
+    error_class = _BY_CODE.get(code, ServerError)
+    return error_class(details, code=code, field_violations=violations)
+
+
+def from_status(code: int, message: str) -> ClipError:
+    """A ClipError for a per-item google.rpc.Status (one image of a batch)."""
+    status_code = next((c for c in grpc.StatusCode if c.value[0] == code), grpc.StatusCode.UNKNOWN)
+    return _BY_CODE.get(status_code, ServerError)(message, code=status_code)

@@ -1,0 +1,92 @@
+"""The blocking client."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import grpc
+
+from clip_client._base import ClientBase, ImagesArg
+from clip_client._generated import clip_service_pb2 as pb
+from clip_client._generated import clip_service_pb2_grpc
+from clip_client.config import ClientConfig
+from clip_client.errors import from_rpc_error
+from clip_client.types import ClassifyResult, Embeddings, ModelInfo, Similarity
+
+
+class ClipClient(ClientBase):
+    """Blocking clip-serve client; use as a context manager or call close().
+
+    with ClipClient("localhost:50051") as client:
+        result = client.classify("cat.jpg", ["cat", "dog"])
+        print(result[0].top.label)
+    """
+
+    def __init__(self, target: str | None = None, *, config: ClientConfig | None = None) -> None:
+        super().__init__(target, config=config)
+        credentials = self._credentials()
+        options = self._channel_options()
+        self._channel = (
+            grpc.secure_channel(self.config.target, credentials, options=options)
+            if credentials is not None
+            else grpc.insecure_channel(self.config.target, options=options)
+        )
+        self._stub = clip_service_pb2_grpc.ClipServiceStub(self._channel)  # type: ignore[no-untyped-call]
+
+    def _call(self, method: str, request: Any, timeout: float | None) -> Any:
+        budget = self._timeout(timeout)
+        deadline = None if budget is None else time.monotonic() + budget
+        attempt = 0
+        while True:
+            attempt += 1
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                return getattr(self._stub, method)(request, timeout=remaining, metadata=self._metadata())
+            except grpc.RpcError as error:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                delay = self._sleep_before_retry(error, attempt, remaining)
+                if delay is None:
+                    raise from_rpc_error(error) from error
+                time.sleep(delay)
+
+    def classify(
+        self,
+        images: ImagesArg,
+        labels: Sequence[str],
+        *,
+        templates: Sequence[str] | None = None,
+        top_k: int = 0,
+        timeout: float | None = None,
+    ) -> ClassifyResult:
+        """Rank `labels` for each image. `templates` like "a photo of a {}." are averaged CLIP-style."""
+        request = self._classify_request(images, labels, templates, top_k)
+        response: pb.ClassifyResponse = self._call("Classify", request, timeout)
+        return self._classify_result(response)
+
+    def embed(
+        self, images: ImagesArg | None = None, texts: Sequence[str] | None = None, *, timeout: float | None = None
+    ) -> Embeddings:
+        """Unit-norm embeddings of images and/or texts."""
+        response: pb.EmbedResponse = self._call("Embed", self._embed_request(images, texts), timeout)
+        return self._embeddings(response)
+
+    def similarity(self, images: ImagesArg, texts: Sequence[str], *, timeout: float | None = None) -> Similarity:
+        """scale * cosine between every image and every text (texts verbatim, no template)."""
+        request = self._similarity_request(images, texts)
+        response: pb.SimilarityResponse = self._call("Similarity", request, timeout)
+        return self._similarity(response, len(request.texts))
+
+    def model_info(self, *, timeout: float | None = None) -> ModelInfo:
+        response: pb.GetModelInfoResponse = self._call("GetModelInfo", pb.GetModelInfoRequest(), timeout)
+        return self._model_info(response)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> ClipClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,106 @@
+"""Typed results of clip-serve calls."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from clip_client.errors import ClipError
+
+
+@dataclass(frozen=True)
+class LabelScore:
+    label: str
+    index: int  # position of the label in the request
+    probability: float  # softmax over the request's labels, in [0, 1]
+    score: float  # scaled cosine, exp(logit_scale) * cos(image, label text)
+
+
+@dataclass(frozen=True)
+class Classification:
+    """Ranked labels of one image, or the error that image got."""
+
+    labels: tuple[LabelScore, ...]
+    error: ClipError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def top(self) -> LabelScore:
+        """The most probable label; raises the image's error if it has one."""
+        if self.error is not None:
+            raise self.error
+        return self.labels[0]
+
+
+@dataclass(frozen=True)
+class ClassifyResult:
+    """One Classification per request image, in order; iterable and indexable."""
+
+    results: tuple[Classification, ...]
+    model_id: str
+
+    def __iter__(self) -> Iterator[Classification]:
+        return iter(self.results)
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    def __getitem__(self, index: int) -> Classification:
+        return self.results[index]
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    """Unit-norm float32 vectors; a failed item's row is NaN and its error is in *_errors."""
+
+    images: NDArray[np.float32]  # [n_images, dimension]
+    texts: NDArray[np.float32]  # [n_texts, dimension]
+    image_errors: Mapping[int, ClipError]
+    text_errors: Mapping[int, ClipError]
+    model_id: str
+    dimension: int
+
+    def raise_for_errors(self) -> None:
+        for error in [*self.image_errors.values(), *self.text_errors.values()]:
+            raise error
+
+
+@dataclass(frozen=True)
+class Similarity:
+    """scale * cosine for every (image, text) pair; a failed image's row is NaN."""
+
+    scores: NDArray[np.float32]  # [n_images, n_texts]
+    scale: float
+    image_errors: Mapping[int, ClipError]
+    model_id: str
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_images_per_request: int
+    max_labels_per_request: int
+    max_texts_per_request: int
+    max_templates_per_request: int
+    max_label_chars: int
+    max_image_bytes: int
+    max_image_pixels: int
+    max_request_bytes: int
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    model_id: str
+    revision: str
+    variant: str  # "full" or "demo"
+    precision: str  # "fp32", "bf16" or "fp16"
+    embedding_dimension: int
+    image_size: int
+    context_length: int
+    scale: float
+    limits: Limits
