@@ -14,8 +14,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from google.rpc import status_pb2
 import grpc_tools
+from google.rpc import status_pb2
 from grpc_tools import protoc
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -110,7 +110,7 @@ def test_prompt_templates_are_averaged_the_clip_way(
     templates = ("a photo of a {}.", "a drawing of a {}.", "{}")
     labels = ["cat", "cup of coffee", "rocket"]
     data = photo_bytes()[:3]
-    logits, probs = classify(tiny_client, data, labels, templates)
+    logits, _probs = classify(tiny_client, data, labels, templates)
     prompts = tiny_reference.text_embeds([t.replace("{}", label) for label in labels for t in templates])
     averaged = prompts.reshape(len(labels), len(templates), -1).mean(axis=1)
     averaged /= np.linalg.norm(averaged, axis=1, keepdims=True)

@@ -44,7 +44,7 @@ def _array_to_pil(array: NDArray[Any]) -> PILImage:
     except ImportError as error:
         raise ImportError("sending numpy arrays needs Pillow: pip install 'clip-serve-client[pillow]'") from error
     if array.dtype != np.uint8:
-        if np.issubdtype(array.dtype, np.floating) and array.size and 0.0 <= array.min() and array.max() <= 1.0:
+        if np.issubdtype(array.dtype, np.floating) and array.size and array.min() >= 0.0 and array.max() <= 1.0:
             array = np.round(array * 255)
         array = np.clip(array, 0, 255).astype(np.uint8)
     if array.ndim == 3 and array.shape[2] == 1:

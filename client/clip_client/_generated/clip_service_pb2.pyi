@@ -21,7 +21,6 @@ class Precision(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PRECISION_FP32: _ClassVar[Precision]
     PRECISION_BF16: _ClassVar[Precision]
     PRECISION_FP16: _ClassVar[Precision]
-
 MODEL_VARIANT_UNSPECIFIED: ModelVariant
 MODEL_VARIANT_FULL: ModelVariant
 MODEL_VARIANT_DEMO: ModelVariant
@@ -46,13 +45,7 @@ class ClassifyRequest(_message.Message):
     labels: _containers.RepeatedScalarFieldContainer[str]
     prompt_templates: _containers.RepeatedScalarFieldContainer[str]
     top_k: int
-    def __init__(
-        self,
-        images: _Optional[_Iterable[_Union[Image, _Mapping]]] = ...,
-        labels: _Optional[_Iterable[str]] = ...,
-        prompt_templates: _Optional[_Iterable[str]] = ...,
-        top_k: _Optional[int] = ...,
-    ) -> None: ...
+    def __init__(self, images: _Optional[_Iterable[_Union[Image, _Mapping]]] = ..., labels: _Optional[_Iterable[str]] = ..., prompt_templates: _Optional[_Iterable[str]] = ..., top_k: _Optional[int] = ...) -> None: ...
 
 class ClassifyResponse(_message.Message):
     __slots__ = ("results", "model_id")
@@ -60,9 +53,7 @@ class ClassifyResponse(_message.Message):
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[ImageClassification]
     model_id: str
-    def __init__(
-        self, results: _Optional[_Iterable[_Union[ImageClassification, _Mapping]]] = ..., model_id: _Optional[str] = ...
-    ) -> None: ...
+    def __init__(self, results: _Optional[_Iterable[_Union[ImageClassification, _Mapping]]] = ..., model_id: _Optional[str] = ...) -> None: ...
 
 class ImageClassification(_message.Message):
     __slots__ = ("status", "labels")
@@ -70,11 +61,7 @@ class ImageClassification(_message.Message):
     LABELS_FIELD_NUMBER: _ClassVar[int]
     status: _status_pb2.Status
     labels: _containers.RepeatedCompositeFieldContainer[LabelScore]
-    def __init__(
-        self,
-        status: _Optional[_Union[_status_pb2.Status, _Mapping]] = ...,
-        labels: _Optional[_Iterable[_Union[LabelScore, _Mapping]]] = ...,
-    ) -> None: ...
+    def __init__(self, status: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., labels: _Optional[_Iterable[_Union[LabelScore, _Mapping]]] = ...) -> None: ...
 
 class LabelScore(_message.Message):
     __slots__ = ("label", "index", "probability", "score")
@@ -86,13 +73,7 @@ class LabelScore(_message.Message):
     index: int
     probability: float
     score: float
-    def __init__(
-        self,
-        label: _Optional[str] = ...,
-        index: _Optional[int] = ...,
-        probability: _Optional[float] = ...,
-        score: _Optional[float] = ...,
-    ) -> None: ...
+    def __init__(self, label: _Optional[str] = ..., index: _Optional[int] = ..., probability: _Optional[float] = ..., score: _Optional[float] = ...) -> None: ...
 
 class EmbedRequest(_message.Message):
     __slots__ = ("images", "texts")
@@ -100,9 +81,7 @@ class EmbedRequest(_message.Message):
     TEXTS_FIELD_NUMBER: _ClassVar[int]
     images: _containers.RepeatedCompositeFieldContainer[Image]
     texts: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(
-        self, images: _Optional[_Iterable[_Union[Image, _Mapping]]] = ..., texts: _Optional[_Iterable[str]] = ...
-    ) -> None: ...
+    def __init__(self, images: _Optional[_Iterable[_Union[Image, _Mapping]]] = ..., texts: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class EmbedResponse(_message.Message):
     __slots__ = ("image_embeddings", "text_embeddings", "model_id", "dimension")
@@ -114,13 +93,7 @@ class EmbedResponse(_message.Message):
     text_embeddings: _containers.RepeatedCompositeFieldContainer[Embedding]
     model_id: str
     dimension: int
-    def __init__(
-        self,
-        image_embeddings: _Optional[_Iterable[_Union[Embedding, _Mapping]]] = ...,
-        text_embeddings: _Optional[_Iterable[_Union[Embedding, _Mapping]]] = ...,
-        model_id: _Optional[str] = ...,
-        dimension: _Optional[int] = ...,
-    ) -> None: ...
+    def __init__(self, image_embeddings: _Optional[_Iterable[_Union[Embedding, _Mapping]]] = ..., text_embeddings: _Optional[_Iterable[_Union[Embedding, _Mapping]]] = ..., model_id: _Optional[str] = ..., dimension: _Optional[int] = ...) -> None: ...
 
 class Embedding(_message.Message):
     __slots__ = ("status", "vector")
@@ -128,9 +101,7 @@ class Embedding(_message.Message):
     VECTOR_FIELD_NUMBER: _ClassVar[int]
     status: _status_pb2.Status
     vector: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(
-        self, status: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., vector: _Optional[_Iterable[float]] = ...
-    ) -> None: ...
+    def __init__(self, status: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., vector: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class SimilarityRequest(_message.Message):
     __slots__ = ("images", "texts")
@@ -138,9 +109,7 @@ class SimilarityRequest(_message.Message):
     TEXTS_FIELD_NUMBER: _ClassVar[int]
     images: _containers.RepeatedCompositeFieldContainer[Image]
     texts: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(
-        self, images: _Optional[_Iterable[_Union[Image, _Mapping]]] = ..., texts: _Optional[_Iterable[str]] = ...
-    ) -> None: ...
+    def __init__(self, images: _Optional[_Iterable[_Union[Image, _Mapping]]] = ..., texts: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SimilarityResponse(_message.Message):
     __slots__ = ("rows", "scale", "model_id")
@@ -150,12 +119,7 @@ class SimilarityResponse(_message.Message):
     rows: _containers.RepeatedCompositeFieldContainer[SimilarityRow]
     scale: float
     model_id: str
-    def __init__(
-        self,
-        rows: _Optional[_Iterable[_Union[SimilarityRow, _Mapping]]] = ...,
-        scale: _Optional[float] = ...,
-        model_id: _Optional[str] = ...,
-    ) -> None: ...
+    def __init__(self, rows: _Optional[_Iterable[_Union[SimilarityRow, _Mapping]]] = ..., scale: _Optional[float] = ..., model_id: _Optional[str] = ...) -> None: ...
 
 class SimilarityRow(_message.Message):
     __slots__ = ("status", "scores")
@@ -163,26 +127,14 @@ class SimilarityRow(_message.Message):
     SCORES_FIELD_NUMBER: _ClassVar[int]
     status: _status_pb2.Status
     scores: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(
-        self, status: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., scores: _Optional[_Iterable[float]] = ...
-    ) -> None: ...
+    def __init__(self, status: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., scores: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class GetModelInfoRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class GetModelInfoResponse(_message.Message):
-    __slots__ = (
-        "model_id",
-        "revision",
-        "variant",
-        "precision",
-        "embedding_dimension",
-        "image_size",
-        "context_length",
-        "scale",
-        "limits",
-    )
+    __slots__ = ("model_id", "revision", "variant", "precision", "embedding_dimension", "image_size", "context_length", "scale", "limits")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
     VARIANT_FIELD_NUMBER: _ClassVar[int]
@@ -201,30 +153,10 @@ class GetModelInfoResponse(_message.Message):
     context_length: int
     scale: float
     limits: Limits
-    def __init__(
-        self,
-        model_id: _Optional[str] = ...,
-        revision: _Optional[str] = ...,
-        variant: _Optional[_Union[ModelVariant, str]] = ...,
-        precision: _Optional[_Union[Precision, str]] = ...,
-        embedding_dimension: _Optional[int] = ...,
-        image_size: _Optional[int] = ...,
-        context_length: _Optional[int] = ...,
-        scale: _Optional[float] = ...,
-        limits: _Optional[_Union[Limits, _Mapping]] = ...,
-    ) -> None: ...
+    def __init__(self, model_id: _Optional[str] = ..., revision: _Optional[str] = ..., variant: _Optional[_Union[ModelVariant, str]] = ..., precision: _Optional[_Union[Precision, str]] = ..., embedding_dimension: _Optional[int] = ..., image_size: _Optional[int] = ..., context_length: _Optional[int] = ..., scale: _Optional[float] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ...) -> None: ...
 
 class Limits(_message.Message):
-    __slots__ = (
-        "max_images_per_request",
-        "max_labels_per_request",
-        "max_texts_per_request",
-        "max_templates_per_request",
-        "max_label_chars",
-        "max_image_bytes",
-        "max_image_pixels",
-        "max_request_bytes",
-    )
+    __slots__ = ("max_images_per_request", "max_labels_per_request", "max_texts_per_request", "max_templates_per_request", "max_label_chars", "max_image_bytes", "max_image_pixels", "max_request_bytes")
     MAX_IMAGES_PER_REQUEST_FIELD_NUMBER: _ClassVar[int]
     MAX_LABELS_PER_REQUEST_FIELD_NUMBER: _ClassVar[int]
     MAX_TEXTS_PER_REQUEST_FIELD_NUMBER: _ClassVar[int]
@@ -241,14 +173,4 @@ class Limits(_message.Message):
     max_image_bytes: int
     max_image_pixels: int
     max_request_bytes: int
-    def __init__(
-        self,
-        max_images_per_request: _Optional[int] = ...,
-        max_labels_per_request: _Optional[int] = ...,
-        max_texts_per_request: _Optional[int] = ...,
-        max_templates_per_request: _Optional[int] = ...,
-        max_label_chars: _Optional[int] = ...,
-        max_image_bytes: _Optional[int] = ...,
-        max_image_pixels: _Optional[int] = ...,
-        max_request_bytes: _Optional[int] = ...,
-    ) -> None: ...
+    def __init__(self, max_images_per_request: _Optional[int] = ..., max_labels_per_request: _Optional[int] = ..., max_texts_per_request: _Optional[int] = ..., max_templates_per_request: _Optional[int] = ..., max_label_chars: _Optional[int] = ..., max_image_bytes: _Optional[int] = ..., max_image_pixels: _Optional[int] = ..., max_request_bytes: _Optional[int] = ...) -> None: ...
