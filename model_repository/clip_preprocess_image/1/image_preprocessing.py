@@ -64,6 +64,8 @@ def decode(data: bytes, max_pixels: int) -> Image.Image:
     try:
         # formats= restricts the decoders PIL will even try: no PSD, no FITS, no EPS.
         image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
+    except Image.DecompressionBombError as error:  # PIL's own cap, far above ours
+        raise ImageError(f"image has more pixels than the limit of {max_pixels}: {error}") from None
     except (OSError, ValueError):  # UnidentifiedImageError is an OSError
         raise ImageError(_unidentified(data)) from None
     width, height = image.size

@@ -1,0 +1,31 @@
+"""Run the clip-serve gRPC gateway in front of a running Triton.
+
+    python -m gateway --listen 127.0.0.1:50051 --triton-url 127.0.0.1:8001
+
+All flags also read CLIP_GATEWAY_* environment variables; see `--help`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from gateway.config import parse
+from gateway.observability import configure_logging
+from gateway.server import Gateway
+
+
+async def _main() -> None:
+    config = parse()
+    configure_logging(config.log_level)
+    gateway = await Gateway.start(config)
+    await gateway.serve_until_signalled()
+
+
+def main() -> int:
+    asyncio.run(_main())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""Gateway configuration from command-line flags, environment variables and defaults.
+
+Every setting has a flag (`--max-labels`) and an environment variable (`CLIP_GATEWAY_MAX_LABELS`);
+a flag wins over the environment, which wins over the default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+ENV_PREFIX = "CLIP_GATEWAY_"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Request limits, checked before anything reaches Triton."""
+
+    max_images: int = 32  # per request; also the image encoder's max batch
+    max_labels: int = 1000  # ImageNet-size label sets
+    max_texts: int = 1000  # per Embed request
+    max_templates: int = 100
+    max_prompts: int = 20_000  # labels x templates sent to the text encoder
+    max_label_chars: int = 1000  # per label, text or template
+    max_image_bytes: int = 20 * 1024 * 1024
+    max_image_pixels: int = 40_000_000  # must not exceed the Triton preprocessing limit
+    max_request_bytes: int = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    listen: str = "127.0.0.1:50051"
+    triton_url: str = "127.0.0.1:8001"
+    default_template: str = "a photo of a {}."
+    default_timeout: float = 60.0  # seconds, when the caller sets no deadline
+    shutdown_grace: float = 10.0  # seconds in-flight calls get after SIGTERM
+    health_interval: float = 1.0  # seconds between Triton model-readiness checks
+    log_level: str = "INFO"
+    limits: Limits = field(default_factory=Limits)
+
+
+def _env_name(name: str) -> str:
+    return ENV_PREFIX + name.upper()
+
+
+def _add_fields(parser: argparse.ArgumentParser, cls: type, env: Mapping[str, str]) -> None:
+    for spec in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(spec.type) or spec.name == "limits":
+            continue
+        default = spec.default if spec.default is not dataclasses.MISSING else None
+        kind = type(default) if default is not None else str
+        raw = env.get(_env_name(spec.name))
+        parser.add_argument(
+            "--" + spec.name.replace("_", "-"),
+            type=kind,
+            default=kind(raw) if raw is not None else default,
+            help=f"env {_env_name(spec.name)} (default {default})",
+        )
+
+
+def parse(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> GatewayConfig:
+    env = os.environ if env is None else env
+    parser = argparse.ArgumentParser(prog="python -m gateway", description="clip-serve gRPC gateway")
+    _add_fields(parser, GatewayConfig, env)
+    _add_fields(parser, Limits, env)
+    args = vars(parser.parse_args(argv))
+    limits = Limits(**{spec.name: args.pop(spec.name) for spec in dataclasses.fields(Limits)})
+    return GatewayConfig(limits=limits, **args)

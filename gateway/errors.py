@@ -1,0 +1,122 @@
+"""The one place where failures become gRPC statuses.
+
+Request problems found by the gateway are `RequestError`s carrying field violations; Triton's
+failures arrive as `InferenceServerException`s. `to_status` maps both (and anything unexpected)
+to a google.rpc.Status; no traceback or internal text ever reaches a client.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from tritonclient.utils import InferenceServerException
+
+log = logging.getLogger("gateway.errors")
+
+
+@dataclass(frozen=True)
+class Violation:
+    field: str
+    description: str
+
+
+class RequestError(Exception):
+    """The request breaks a rule; `code` is INVALID_ARGUMENT or RESOURCE_EXHAUSTED."""
+
+    def __init__(self, code: grpc.StatusCode, violations: list[Violation]) -> None:
+        super().__init__("; ".join(f"{v.field}: {v.description}" for v in violations))
+        self.code = code
+        self.violations = violations
+
+
+class ServiceUnavailable(Exception):
+    """The gateway cannot answer now (Triton or its models not ready); the caller may retry."""
+
+
+def invalid(field: str, description: str) -> RequestError:
+    return RequestError(grpc.StatusCode.INVALID_ARGUMENT, [Violation(field, description)])
+
+
+def too_large(field: str, description: str) -> RequestError:
+    return RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED, [Violation(field, description)])
+
+
+# Triton statuses we pass on as they are; everything else is INTERNAL.
+_TRITON_CODES = {
+    "StatusCode.INVALID_ARGUMENT": grpc.StatusCode.INVALID_ARGUMENT,
+    "StatusCode.UNAVAILABLE": grpc.StatusCode.UNAVAILABLE,
+    "StatusCode.DEADLINE_EXCEEDED": grpc.StatusCode.DEADLINE_EXCEEDED,
+    "StatusCode.CANCELLED": grpc.StatusCode.CANCELLED,
+    "StatusCode.RESOURCE_EXHAUSTED": grpc.StatusCode.RESOURCE_EXHAUSTED,
+    "StatusCode.NOT_FOUND": grpc.StatusCode.UNAVAILABLE,  # a model not loaded: the service is not ready
+}
+# Our Python models word their INVALID_ARG errors for clients; Triton wraps them in context.
+_ITEM_ERROR = re.compile(r"(?P<tensor>IMAGE|TEXT|TEMPLATES)\[(?P<index>\d+)\]: (?P<message>.*)", re.DOTALL)
+_OWN_MESSAGE = re.compile(r"(?:in ensemble '[^']+', )?(?:\[request id: [^\]]*\] )?(?P<message>.*)", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class TritonItemError:
+    """A Triton INVALID_ARG that names one item of the request (e.g. IMAGE[2])."""
+
+    tensor: str
+    index: int
+    message: str
+
+
+def triton_item_error(error: InferenceServerException) -> TritonItemError | None:
+    if error.status() != "StatusCode.INVALID_ARGUMENT":
+        return None
+    match = _ITEM_ERROR.search(error.message() or "")
+    if match is None:
+        return None
+    return TritonItemError(match["tensor"], int(match["index"]), match["message"].strip())
+
+
+def triton_status(error: InferenceServerException) -> tuple[grpc.StatusCode, str]:
+    code = _TRITON_CODES.get(str(error.status()), grpc.StatusCode.INTERNAL)
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        match = _OWN_MESSAGE.match(error.message() or "")
+        return code, (match["message"] if match else "invalid request").strip()
+    if code == grpc.StatusCode.INTERNAL:
+        log.error("triton failure: %s %s", error.status(), error.message())
+        return code, "inference failed inside the model server"
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return code, "the model server is unavailable; retry later"
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return code, "deadline exceeded while waiting for the model server"
+    return code, "the model server cancelled the request"
+
+
+def to_status(error: BaseException) -> status_pb2.Status:
+    """A google.rpc.Status (with BadRequest details where fields are at fault) for any failure."""
+    if isinstance(error, RequestError):
+        bad_request = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                for v in error.violations
+            ]
+        )
+        detail = any_pb2.Any()
+        detail.Pack(bad_request)
+        return status_pb2.Status(code=error.code.value[0], message=str(error), details=[detail])
+    if isinstance(error, ServiceUnavailable):
+        return status_pb2.Status(code=code_pb2.UNAVAILABLE, message=str(error))
+    if isinstance(error, InferenceServerException):
+        code, message = triton_status(error)
+        return status_pb2.Status(code=code.value[0], message=message)
+    log.exception("unexpected gateway failure", exc_info=error)
+    return status_pb2.Status(code=code_pb2.INTERNAL, message="internal error in the gateway")
+
+
+def item_status(code: grpc.StatusCode, message: str) -> status_pb2.Status:
+    """A per-item status for one entry of a batch response."""
+    return status_pb2.Status(code=code.value[0], message=message)
+
+
+OK = status_pb2.Status(code=code_pb2.OK)

@@ -1,0 +1,82 @@
+"""grpc.health.v1 status that follows Triton's model readiness.
+
+NOT_SERVING until every model the gateway needs is READY, and again as soon as one is not
+(Triton's server liveness stays green when a Python stub dies, so only model readiness tells).
+The served model's facts are read from Triton each time it becomes ready, so a Triton restarted
+with another export is reported correctly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from grpc_health.v1 import health_pb2
+from grpc_health.v1.health import aio as health_aio
+
+from gateway.errors import ServiceUnavailable
+from gateway.triton_adapter import ServedModel, TritonAdapter
+
+SERVICE_NAME = "clip.v1.ClipService"
+log = logging.getLogger("gateway.health")
+
+
+class HealthWatcher:
+    def __init__(self, triton: TritonAdapter, servicer: health_aio.HealthServicer, interval: float) -> None:
+        self.triton = triton
+        self.servicer = servicer
+        self.interval = interval
+        self.ready = False
+        self._served: ServedModel | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    async def _set(self, ready: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
+        for service in ("", SERVICE_NAME):
+            await self.servicer.set(service, status)
+
+    async def check_once(self) -> bool:
+        ready = not self._stopping and await self.triton.models_ready()
+        if ready and self._served is None:
+            try:
+                self._served = await self.triton.served_model()
+            except Exception as error:  # models just went away again: not ready after all
+                log.warning("could not read the served model from Triton: %s", error)
+                ready = False
+        if not ready:
+            self._served = None
+        if ready != self.ready:
+            log.info(
+                "health %s",
+                "SERVING" if ready else "NOT_SERVING",
+                extra={"model_id": self._served.model_id if self._served else None},
+            )
+        self.ready = ready
+        await self._set(ready)
+        return ready
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            await self.check_once()
+            await asyncio.sleep(self.interval)
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="health-watcher")
+
+    async def stop_serving(self) -> None:
+        """Shutting down: report NOT_SERVING for good so balancers drain us."""
+        self._stopping = True
+        self.ready = False
+        await self._set(False)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def served_model(self) -> ServedModel:
+        """The model that answers; UNAVAILABLE while Triton's models are not ready."""
+        if not self.ready or self._served is None:
+            raise ServiceUnavailable("the model server is not ready; retry later")
+        return self._served

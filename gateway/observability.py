@@ -1,0 +1,100 @@
+"""Structured JSON logs carrying a request id, and the interceptor that sets it.
+
+The request id comes from the caller's `x-request-id` metadata or is made up, is returned to the
+caller in the initial metadata, and is on every log line written while the call runs.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+import grpc.aio
+
+REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+MAX_REQUEST_ID_CHARS = 64
+log = logging.getLogger("gateway.rpc")
+_STANDARD_FIELDS = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": round(record.created, 3),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        request_id = REQUEST_ID.get()
+        if request_id:
+            entry["request_id"] = request_id
+        entry.update({k: v for k, v in vars(record).items() if k not in _STANDARD_FIELDS})
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def configure_logging(level: str) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+def _request_id(metadata: tuple[tuple[str, Any], ...] | None) -> str:
+    for key, value in metadata or ():
+        if (
+            key == "x-request-id"
+            and isinstance(value, str)
+            and 0 < len(value) <= MAX_REQUEST_ID_CHARS
+            and value.isprintable()
+        ):
+            return value
+    return uuid.uuid4().hex[:16]
+
+
+class RequestContextInterceptor(grpc.aio.ServerInterceptor):
+    """Request id, one access-log line per unary call (method, code, milliseconds)."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        inner = handler.unary_unary
+        method = details.method  # type: ignore[attr-defined]
+        request_id = _request_id(details.invocation_metadata)  # type: ignore[attr-defined]
+
+        async def with_context(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            token = REQUEST_ID.set(request_id)
+            started = time.perf_counter()
+            code = grpc.StatusCode.OK
+            try:
+                await context.send_initial_metadata((("x-request-id", request_id),))
+                return await inner(request, context)
+            except BaseException:
+                code = context.code() or grpc.StatusCode.UNKNOWN  # type: ignore[attr-defined]
+                raise
+            finally:
+                status = code.name if isinstance(code, grpc.StatusCode) else str(code)
+                log.info(
+                    "rpc",
+                    extra={"method": method, "code": status, "ms": round((time.perf_counter() - started) * 1000, 1)},
+                )
+                REQUEST_ID.reset(token)
+
+        return grpc.unary_unary_rpc_method_handler(
+            with_context,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )

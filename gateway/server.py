@@ -1,0 +1,82 @@
+"""Assemble the gateway: gRPC server, ClipService, health, reflection; start and stop it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import grpc
+import grpc.aio
+from clip_client._generated import clip_service_pb2, clip_service_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
+
+from gateway.config import GatewayConfig
+from gateway.health import HealthWatcher
+from gateway.observability import RequestContextInterceptor
+from gateway.service import ClipService
+from gateway.triton_adapter import TritonAdapter
+
+log = logging.getLogger("gateway.server")
+
+
+class Gateway:
+    """A running gateway. `await Gateway.start(config)` returns it with `.port` bound."""
+
+    def __init__(
+        self, config: GatewayConfig, server: grpc.aio.Server, port: int, triton: TritonAdapter, health: HealthWatcher
+    ) -> None:
+        self.config = config
+        self.server = server
+        self.port = port
+        self.triton = triton
+        self.health = health
+
+    @classmethod
+    async def start(cls, config: GatewayConfig) -> Gateway:
+        limit = config.limits.max_request_bytes
+        server = grpc.aio.server(
+            interceptors=[RequestContextInterceptor()],
+            options=[
+                ("grpc.max_receive_message_length", limit),
+                ("grpc.max_send_message_length", limit),
+                ("grpc.so_reuseport", 0),  # a port held by another process is an error, not shared
+            ],
+        )
+        triton = TritonAdapter(config.triton_url)
+        health_servicer = health_aio.HealthServicer()
+        health = HealthWatcher(triton, health_servicer, config.health_interval)
+        clip_service_pb2_grpc.add_ClipServiceServicer_to_server(ClipService(triton, health, config), server)
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        reflection.enable_server_reflection(
+            (
+                clip_service_pb2.DESCRIPTOR.services_by_name["ClipService"].full_name,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
+            server,
+        )
+        port = server.add_insecure_port(config.listen)
+        await health.check_once()  # NOT_SERVING (or SERVING) before the first call can arrive
+        await server.start()
+        health.start()
+        log.info("gateway listening", extra={"port": port, "triton": config.triton_url})
+        return cls(config, server, port, triton, health)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Refuse new calls, give in-flight calls `grace` seconds, then close Triton's channel."""
+        await self.health.stop_serving()
+        await self.server.stop(self.config.shutdown_grace if grace is None else grace)
+        await self.triton.close()
+        log.info("gateway stopped")
+
+    async def serve_until_signalled(self) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await stop.wait()
+        log.info("shutting down", extra={"grace_s": self.config.shutdown_grace})
+        await self.stop()

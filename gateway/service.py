@@ -1,0 +1,182 @@
+"""clip.v1.ClipService: validate, call Triton through the adapter, shape the response.
+
+The model work (decode, tokenize, encode, templates, similarity, softmax) happens in Triton; the
+gateway only checks requests, routes them, and ranks the returned rows.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+import grpc.aio
+import numpy as np
+from clip_client._generated import clip_service_pb2 as pb
+from clip_client._generated import clip_service_pb2_grpc
+from grpc_status import rpc_status
+
+from gateway import validation
+from gateway.config import GatewayConfig
+from gateway.errors import OK, invalid, to_status
+from gateway.health import HealthWatcher
+from gateway.item_isolation import isolate_bad_images
+from gateway.triton_adapter import ServedModel, TritonAdapter
+
+Response = TypeVar("Response")
+Handler = Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[Response]]
+
+VARIANTS = {"full": pb.MODEL_VARIANT_FULL, "demo": pb.MODEL_VARIANT_DEMO}
+PRECISIONS = {"fp32": pb.PRECISION_FP32, "bf16": pb.PRECISION_BF16, "fp16": pb.PRECISION_FP16}
+
+
+def rpc(handler: Handler[Response]) -> Handler[Response]:
+    """Every failure leaves through errors.to_status: one mapping, no tracebacks to clients."""
+
+    @functools.wraps(handler)
+    async def wrapped(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Response:
+        try:
+            return await handler(self, request, context)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as error:
+            await context.abort_with_status(rpc_status.to_status(to_status(error)))
+            raise  # unreachable: abort_with_status raises
+
+    return wrapped
+
+
+class Deadline:
+    """The caller's deadline (or the configured default), to pass on to Triton."""
+
+    def __init__(self, context: grpc.aio.ServicerContext, default: float) -> None:
+        remaining = context.time_remaining()
+        self.expires = time.monotonic() + (default if remaining is None else remaining)
+
+    def remaining(self) -> float:
+        return max(0.001, self.expires - time.monotonic())
+
+
+def ranked(labels: list[str], logits: np.ndarray, probs: np.ndarray, top_k: int) -> list[pb.LabelScore]:
+    order = np.argsort(-probs, kind="stable")
+    if top_k:
+        order = order[:top_k]
+    return [
+        pb.LabelScore(label=labels[i], index=int(i), probability=float(probs[i]), score=float(logits[i])) for i in order
+    ]
+
+
+class ClipService(clip_service_pb2_grpc.ClipServiceServicer):
+    def __init__(self, triton: TritonAdapter, health: HealthWatcher, config: GatewayConfig) -> None:
+        self.triton = triton
+        self.health = health
+        self.config = config
+        self.limits = config.limits
+
+    async def _model(self) -> ServedModel:
+        return await self.health.served_model()
+
+    @rpc
+    async def Classify(self, request: pb.ClassifyRequest, context: grpc.aio.ServicerContext) -> pb.ClassifyResponse:
+        images = [image.data for image in request.images]
+        validation.check_images(images, self.limits, required=True)
+        labels = validation.check_texts(
+            list(request.labels), self.limits, field="labels", maximum=self.limits.max_labels, required=True
+        )
+        templates = validation.check_templates(
+            list(request.prompt_templates), len(labels), self.limits, self.config.default_template
+        )
+        validation.check_top_k(request.top_k, len(labels))
+        model = await self._model()
+        deadline = Deadline(context, self.config.default_timeout)
+        outcome = await isolate_bad_images(
+            images, lambda batch: self.triton.classify(batch, labels, templates, deadline.remaining())
+        )
+        sent_labels = list(request.labels)
+        results = outcome.per_image(
+            len(images),
+            lambda value, row: pb.ImageClassification(
+                status=OK, labels=ranked(sent_labels, value[0][row], value[1][row], request.top_k)
+            ),
+            lambda status: pb.ImageClassification(status=status),
+        )
+        return pb.ClassifyResponse(results=results, model_id=model.model_id)
+
+    @rpc
+    async def Embed(self, request: pb.EmbedRequest, context: grpc.aio.ServicerContext) -> pb.EmbedResponse:
+        images = [image.data for image in request.images]
+        validation.check_images(images, self.limits, required=False)
+        texts = validation.check_texts(
+            list(request.texts), self.limits, field="texts", maximum=self.limits.max_texts, required=False
+        )
+        if not images and not texts:
+            raise invalid("images", "send at least one image or one text")
+        model = await self._model()
+        deadline = Deadline(context, self.config.default_timeout)
+        response = pb.EmbedResponse(model_id=model.model_id, dimension=model.embedding_dim)
+        if texts:
+            vectors = await self.triton.embed_texts(texts, deadline.remaining())
+            response.text_embeddings.extend(pb.Embedding(status=OK, vector=v.tolist()) for v in vectors)
+        if images:
+            outcome = await isolate_bad_images(
+                images, lambda batch: self.triton.embed_images(batch, deadline.remaining())
+            )
+            response.image_embeddings.extend(
+                outcome.per_image(
+                    len(images),
+                    lambda vectors, row: pb.Embedding(status=OK, vector=vectors[row].tolist()),
+                    lambda status: pb.Embedding(status=status),
+                )
+            )
+        return response
+
+    @rpc
+    async def Similarity(
+        self, request: pb.SimilarityRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SimilarityResponse:
+        images = [image.data for image in request.images]
+        validation.check_images(images, self.limits, required=True)
+        texts = validation.check_texts(
+            list(request.texts), self.limits, field="texts", maximum=self.limits.max_labels, required=True
+        )
+        model = await self._model()
+        deadline = Deadline(context, self.config.default_timeout)
+        # Texts verbatim: the identity template, so Triton's prompt ensemble is a no-op.
+        outcome = await isolate_bad_images(
+            images, lambda batch: self.triton.classify(batch, texts, ["{}"], deadline.remaining())
+        )
+        rows = outcome.per_image(
+            len(images),
+            lambda value, row: pb.SimilarityRow(status=OK, scores=value[0][row].tolist()),
+            lambda status: pb.SimilarityRow(status=status),
+        )
+        return pb.SimilarityResponse(rows=rows, scale=model.scale, model_id=model.model_id)
+
+    @rpc
+    async def GetModelInfo(
+        self, request: pb.GetModelInfoRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetModelInfoResponse:
+        model = await self._model()
+        limits = self.limits
+        return pb.GetModelInfoResponse(
+            model_id=model.model_id,
+            revision=model.revision,
+            variant=VARIANTS.get(model.variant, pb.MODEL_VARIANT_UNSPECIFIED),
+            precision=PRECISIONS.get(model.precision, pb.PRECISION_UNSPECIFIED),
+            embedding_dimension=model.embedding_dim,
+            image_size=model.image_size,
+            context_length=model.context_length,
+            scale=model.scale,
+            limits=pb.Limits(
+                max_images_per_request=limits.max_images,
+                max_labels_per_request=limits.max_labels,
+                max_texts_per_request=limits.max_texts,
+                max_templates_per_request=limits.max_templates,
+                max_label_chars=limits.max_label_chars,
+                max_image_bytes=limits.max_image_bytes,
+                max_image_pixels=limits.max_image_pixels,
+                max_request_bytes=limits.max_request_bytes,
+            ),
+        )
