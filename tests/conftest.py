@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 import tritonclient.grpc as grpcclient
 
+from clip_client import ClipClient
 from launcher.server import TritonServer
 from tests.support import triton
+from tests.support.gateway import GatewayThread, gateway_config
 from tests.support.reference import Reference
 
 
@@ -53,3 +55,17 @@ def vitb_triton(vitb_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory)
     server = triton.start_triton(repository, tmp_path_factory.mktemp("triton-vitb") / "triton.log")
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_gateway(tiny_triton: TritonServer) -> Iterator[GatewayThread]:
+    gateway = GatewayThread(gateway_config(tiny_triton.grpc_url))
+    gateway.wait_ready()
+    yield gateway
+    gateway.stop()
+
+
+@pytest.fixture(scope="session")
+def clip_client(tiny_gateway: GatewayThread) -> Iterator[ClipClient]:
+    with ClipClient(tiny_gateway.target) as client:
+        yield client

@@ -30,11 +30,11 @@ def exported(shape: str, precision: str = "fp32", **settings: object) -> Path:
     return out
 
 
-def start_triton(repository: Path, log_file: Path) -> TritonServer:
+def start_triton(repository: Path, log_file: Path, grpc_port: int | None = None) -> TritonServer:
     server = TritonServer(
         ServerSettings(
             model_repository=repository,
-            grpc_port=free_port(),
+            grpc_port=grpc_port or free_port(),
             http_port=free_port(),
             metrics_port=free_port(),
             work_dir=ROOT / "build" / "triton",

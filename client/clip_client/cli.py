@@ -1,0 +1,189 @@
+"""clip-client: the command line of the clip-serve client.
+
+    clip-client classify cat.jpg dog.png --labels cat dog car [--template "a photo of a {}."] [--top-k 3]
+    clip-client embed --image cat.jpg --text "a cat"
+    clip-client info
+    clip-client similarity cat.jpg --texts "a cat" "a dog"
+
+--json prints machine-readable output. The server is --target or $CLIP_SERVE_TARGET
+(default localhost:50051); an API key comes from --api-key or $CLIP_SERVE_API_KEY.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from clip_client.config import ClientConfig
+from clip_client.errors import ClipError
+from clip_client.sync import ClipClient
+from clip_client.types import ClassifyResult, Embeddings, ModelInfo, Similarity
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="clip-client", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--target", default=os.environ.get("CLIP_SERVE_TARGET", "localhost:50051"))
+    parser.add_argument("--api-key", default=os.environ.get("CLIP_SERVE_API_KEY"))
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds per call (%(default)s)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    commands = parser.add_subparsers(dest="command", required=True)
+    classify = commands.add_parser("classify", help="rank labels for each image")
+    classify.add_argument("images", nargs="+", help="image files")
+    classify.add_argument("--labels", nargs="+", required=True)
+    classify.add_argument(
+        "--template",
+        action="append",
+        dest="templates",
+        help='prompt template with "{}" (repeatable; default: the server\'s)',
+    )
+    classify.add_argument("--top-k", type=int, default=5)
+    embed = commands.add_parser("embed", help="embed images and/or texts")
+    embed.add_argument("--image", action="append", default=[], dest="images")
+    embed.add_argument("--text", action="append", default=[], dest="texts")
+    similarity = commands.add_parser("similarity", help="scaled cosine between images and texts")
+    similarity.add_argument("images", nargs="+")
+    similarity.add_argument("--texts", nargs="+", required=True)
+    commands.add_parser("info", help="which model answers, and the server's limits")
+    return parser
+
+
+def _classify_table(result: ClassifyResult, images: Sequence[str]) -> str:
+    lines = []
+    for name, item in zip(images, result, strict=True):
+        lines.append(name)
+        if item.error is not None:
+            lines.append(f"  error: {item.error}")
+            continue
+        width = max(len(score.label) for score in item.labels)
+        lines.extend(
+            f"  {score.label:<{width}}  {score.probability:7.2%}  score {score.score:7.3f}" for score in item.labels
+        )
+    return "\n".join(lines)
+
+
+def _classify_json(result: ClassifyResult, images: Sequence[str]) -> Any:
+    return {
+        "model_id": result.model_id,
+        "results": [
+            {
+                "image": name,
+                "error": str(item.error) if item.error else None,
+                "labels": [dataclasses.asdict(score) for score in item.labels],
+            }
+            for name, item in zip(images, result, strict=True)
+        ],
+    }
+
+
+def _vectors(matrix: NDArray[np.float32], errors: Mapping[int, ClipError]) -> list[Any]:
+    return [
+        str(errors[row]) if row in errors else [round(float(x), 6) for x in matrix[row]] for row in range(len(matrix))
+    ]
+
+
+def _embed_json(result: Embeddings) -> Any:
+    return {
+        "model_id": result.model_id,
+        "dimension": result.dimension,
+        "images": _vectors(result.images, result.image_errors),
+        "texts": _vectors(result.texts, result.text_errors),
+    }
+
+
+def _embed_table(result: Embeddings, images: Sequence[str], texts: Sequence[str]) -> str:
+    lines = [f"model {result.model_id}, dimension {result.dimension}"]
+    for kind, names, matrix, errors in (
+        ("image", images, result.images, result.image_errors),
+        ("text", texts, result.texts, result.text_errors),
+    ):
+        for row, name in enumerate(names):
+            shown = (
+                f"error: {errors[row]}"
+                if row in errors
+                else "[" + ", ".join(f"{x:.4f}" for x in matrix[row][:6]) + ", ...]"
+            )
+            lines.append(f"{kind} {name!r}: {shown}")
+    return "\n".join(lines)
+
+
+def _similarity_output(result: Similarity, images: Sequence[str], texts: Sequence[str], as_json: bool) -> str:
+    if as_json:
+        return json.dumps(
+            {
+                "model_id": result.model_id,
+                "scale": result.scale,
+                "texts": list(texts),
+                "rows": [
+                    {"image": name, "scores": _vectors(result.scores, result.image_errors)[row]}
+                    for row, name in enumerate(images)
+                ],
+            },
+            indent=2,
+        )
+    lines = []
+    for row, name in enumerate(images):
+        if row in result.image_errors:
+            lines.append(f"{name}: error: {result.image_errors[row]}")
+            continue
+        lines.append(name)
+        lines.extend(f"  {text!r}: {result.scores[row, column]:.3f}" for column, text in enumerate(texts))
+    return "\n".join(lines)
+
+
+def _info_output(info: ModelInfo, as_json: bool) -> str:
+    if as_json:
+        return json.dumps(dataclasses.asdict(info), indent=2)
+    rows = {k: v for k, v in dataclasses.asdict(info).items() if k != "limits"}
+    rows.update({f"limit {k}": v for k, v in dataclasses.asdict(info.limits).items()})
+    width = max(len(key) for key in rows)
+    return "\n".join(f"{key:<{width}}  {value}" for key, value in rows.items())
+
+
+def run(argv: Sequence[str] | None = None) -> str:
+    args = _parser().parse_args(argv)
+    config = ClientConfig(target=args.target, timeout=args.timeout, api_key=args.api_key)
+    with ClipClient(config=config) as client:
+        if args.command == "classify":
+            result = client.classify(list(args.images), args.labels, templates=args.templates, top_k=args.top_k)
+            return (
+                json.dumps(_classify_json(result, args.images), indent=2)
+                if args.json
+                else _classify_table(result, args.images)
+            )
+        if args.command == "embed":
+            embeddings = client.embed(list(args.images) or None, args.texts or None)
+            return (
+                json.dumps(_embed_json(embeddings), indent=2)
+                if args.json
+                else _embed_table(embeddings, args.images, args.texts)
+            )
+        if args.command == "similarity":
+            similarity = client.similarity(list(args.images), args.texts)
+            return _similarity_output(similarity, args.images, args.texts, args.json)
+        return _info_output(client.model_info(), args.json)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        print(run(argv))
+    except ClipError as error:
+        print(f"clip-client: {error}", file=sys.stderr)
+        return 1
+    except OSError as error:
+        print(f"clip-client: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""Run the whole service in the foreground: export (if needed), Triton, gateway; Ctrl-C stops both.
+
+    python -m serve [--model openai/clip-vit-base-patch16] [--port 50051]
+
+The model is a Hub id or a local checkpoint folder. When it cannot be had (no network and not in
+the local Hugging Face cache), the service says so in one line and serves the bundled demo model.
+Once ready, it classifies the bundled sample image through the gateway to show it working.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from export import checkpoint as checkpoints
+from export.__main__ import DEFAULT_MODEL, export
+from launcher.server import LaunchError, ServerSettings, TritonServer, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_MODEL = ROOT / "models" / "clip-demo"
+SAMPLE_IMAGE = ROOT / "models" / "samples" / "red_circle.png"
+SAMPLE_LABELS = ["red circle", "blue square", "green triangle", "yellow star"]
+log = logging.getLogger("serve")
+
+
+def choose_checkpoint(requested: str) -> checkpoints.Checkpoint:
+    """The requested model, or the bundled demo model when the requested one cannot be had."""
+    try:
+        return checkpoints.resolve(requested)
+    except checkpoints.CheckpointError as error:
+        first_line = str(error).splitlines()[0]
+        print(
+            f"serve: {requested} is not available here ({first_line[:200]}); serving the bundled demo model "
+            f"{DEMO_MODEL.relative_to(ROOT)} instead",
+            file=sys.stderr,
+        )
+        return checkpoints.resolve(str(DEMO_MODEL))
+
+
+def ensure_exported(ckpt: checkpoints.Checkpoint, out: Path, precision: str) -> None:
+    """Export unless `out` already holds this exact checkpoint at this precision."""
+    manifest_path = out / "manifest.json"
+    if manifest_path.is_file():
+        manifest = json.loads(manifest_path.read_text())
+        if manifest.get("weights_sha256") == ckpt.weights_sha256() and manifest.get("precision") == precision:
+            return
+    print(f"serve: exporting {ckpt.model_id} ({precision}) to {out}", file=sys.stderr)
+    export(str(ckpt.folder) if ckpt.revision == "local" else ckpt.model_id, out, precision)
+
+
+async def show_it_working(target: str) -> None:
+    from clip_client import AsyncClipClient
+
+    async with AsyncClipClient(target) as client:
+        info = await client.model_info()
+        result = await client.classify(SAMPLE_IMAGE, SAMPLE_LABELS)
+    print(f"serve: {info.model_id} ({info.variant}, {info.precision}) answers on {target}", file=sys.stderr)
+    print(f"serve: classify {SAMPLE_IMAGE.relative_to(ROOT)}:", file=sys.stderr)
+    for score in result[0].labels:
+        print(f"    {score.label:<16} {score.probability:7.2%}", file=sys.stderr)
+
+
+async def run(args: argparse.Namespace) -> int:
+    from gateway.config import GatewayConfig
+    from gateway.observability import configure_logging
+    from gateway.server import Gateway
+
+    configure_logging("WARNING")
+    ckpt = choose_checkpoint(args.model)
+    ensure_exported(ckpt, args.repository, args.precision)
+    triton = TritonServer(
+        ServerSettings(
+            model_repository=args.repository,
+            grpc_port=free_port(),
+            http_port=free_port(),
+            metrics_port=args.triton_metrics_port,
+            log_file=args.triton_log,
+        )
+    )
+    try:
+        await asyncio.to_thread(triton.start)
+    except LaunchError as error:
+        print(f"serve: {error}", file=sys.stderr)
+        return 1
+    gateway = await Gateway.start(GatewayConfig(listen=f"{args.host}:{args.port}", triton_url=triton.grpc_url))
+    try:
+        target = f"{args.host}:{gateway.port}"
+        await show_it_working(target)
+        print(f"serve: ready on {target} (Triton log: {args.triton_log}); Ctrl-C stops", file=sys.stderr)
+        stop = asyncio.Event()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            asyncio.get_running_loop().add_signal_handler(signum, stop.set)
+        await stop.wait()
+    finally:
+        await gateway.stop()
+        triton.stop()
+        print("serve: stopped", file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m serve", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="Hub id or local checkpoint folder (%(default)s)")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=50051, help="gateway port (%(default)s)")
+    parser.add_argument("--triton-metrics-port", type=int, default=8002)
+    parser.add_argument("--repository", type=Path, default=ROOT / "build" / "model_repository")
+    parser.add_argument("--triton-log", type=Path, default=ROOT / "build" / "triton.log")
+    return asyncio.run(run(parser.parse_args(argv)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
