@@ -8,11 +8,11 @@ import signal
 
 import grpc
 import grpc.aio
-from clip_client._generated import clip_service_pb2, clip_service_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
+from clip_client._generated import clip_service_pb2, clip_service_pb2_grpc
 from gateway.config import GatewayConfig
 from gateway.health import HealthWatcher
 from gateway.observability import RequestContextInterceptor

@@ -14,10 +14,10 @@ from typing import Any, TypeVar
 import grpc
 import grpc.aio
 import numpy as np
-from clip_client._generated import clip_service_pb2 as pb
-from clip_client._generated import clip_service_pb2_grpc
 from grpc_status import rpc_status
 
+from clip_client._generated import clip_service_pb2 as pb
+from clip_client._generated import clip_service_pb2_grpc
 from gateway import validation
 from gateway.config import GatewayConfig
 from gateway.errors import OK, invalid, to_status
