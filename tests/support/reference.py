@@ -13,7 +13,7 @@ from transformers import CLIPModel, CLIPProcessor
 
 class Reference:
     def __init__(self, checkpoint: Path) -> None:
-        self.model = CLIPModel.from_pretrained(str(checkpoint)).eval()
+        self.model = CLIPModel.from_pretrained(str(checkpoint), dtype=torch.float32).eval()
         self.processor = CLIPProcessor.from_pretrained(str(checkpoint))
 
     @staticmethod
