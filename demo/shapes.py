@@ -59,8 +59,10 @@ def _polygon(shape: str, instance: Instance) -> list[tuple[float, float]]:
     else:
         radii = [instance.radius] * (4 if shape == "square" else 3)
     corners = len(radii)
-    return [(cx + r * math.cos(start + 2 * math.pi * i / corners), cy + r * math.sin(start + 2 * math.pi * i / corners))
-            for i, r in enumerate(radii)]
+    return [
+        (cx + r * math.cos(start + 2 * math.pi * i / corners), cy + r * math.sin(start + 2 * math.pi * i / corners))
+        for i, r in enumerate(radii)
+    ]
 
 
 def render(spec: ShapeSpec, rng: np.random.Generator | None = None) -> Image.Image:
@@ -115,3 +117,15 @@ def dataset(seed: int, per_class: int) -> list[tuple[Image.Image, str]]:
     items = [(render(sample(rng, label), rng), label) for label in CLASSES for _ in range(per_class)]
     order = rng.permutation(len(items))
     return [items[i] for i in order]
+
+
+def sample_picture(label: str = "red circle", seed: int = 7) -> Image.Image:
+    """The bundled sample image: one big shape, like a newcomer would photograph it."""
+    rng = np.random.default_rng(seed)
+    return render(sample(rng, label, count=1), rng)
+
+
+if __name__ == "__main__":
+    import sys
+
+    sample_picture().save(sys.argv[1] if len(sys.argv) > 1 else "red_circle.png")

@@ -42,6 +42,7 @@ def model_facts(model: Any, preprocessor: dict[str, Any]) -> repository.ModelFac
         logit_scale=logit_scale,
         image_mean=tuple(preprocessor.get("image_mean", (0.48145466, 0.4578275, 0.40821073))),
         image_std=tuple(preprocessor.get("image_std", (0.26862954, 0.26130258, 0.27577711))),
+        eos_token_id=int(model.config.text_config.eos_token_id),
     )
 
 
@@ -131,6 +132,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-batch-size", type=int, default=defaults.max_batch_size)
     parser.add_argument("--batch-delay-us", type=int, default=defaults.batch_delay_us)
     parser.add_argument("--max-image-pixels", type=int, default=defaults.max_image_pixels)
+    parser.add_argument(
+        "--label-cache-mb",
+        type=int,
+        default=defaults.label_cache_bytes >> 20,
+        help="per-label text embedding cache per text-encoder instance (%(default)s MB)",
+    )
     return parser.parse_args(argv)
 
 
@@ -144,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         max_batch_size=args.max_batch_size,
         batch_delay_us=args.batch_delay_us,
         max_image_pixels=args.max_image_pixels,
+        label_cache_bytes=args.label_cache_mb << 20,
     )
     try:
         manifest = export(args.model, args.out, args.precision, settings)

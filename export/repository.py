@@ -36,6 +36,7 @@ class Settings:
     max_batch_size: int = 32  # images per image-encoder execution
     batch_delay_us: int = 2000  # dynamic batcher's wait for more images
     max_image_pixels: int = 40_000_000
+    label_cache_bytes: int = 64 * 1024 * 1024  # per text-encoder instance
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class ModelFacts:
     logit_scale: float  # the log of the applied scale, read from the weights
     image_mean: tuple[float, ...]
     image_std: tuple[float, ...]
+    eos_token_id: int = 49407
 
 
 def read_config(path: Path) -> model_config_pb2.ModelConfig:
@@ -91,6 +93,9 @@ def _configure(
             if settings.device == "gpu"
             else model_config_pb2.ModelInstanceGroup.KIND_CPU
         )
+        if name == "clip_text_encoder":
+            _set_parameter(config, "label_cache_bytes", settings.label_cache_bytes)
+            _set_parameter(config, "eos_token_id", facts.eos_token_id)
         if name == "clip_image_encoder":
             config.max_batch_size = settings.max_batch_size
             config.dynamic_batching.max_queue_delay_microseconds = settings.batch_delay_us

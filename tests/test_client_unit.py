@@ -52,9 +52,13 @@ def test_public_all_is_complete() -> None:
     exported = set(clip_client.__all__)
     for module_name in ("errors", "types", "config", "sync", "aio"):
         module = importlib.import_module(f"clip_client.{module_name}")
-        public = {name for name, value in vars(module).items()
-                  if not name.startswith("_") and (inspect.isclass(value) or name.isupper())
-                  and getattr(value, "__module__", module.__name__) == module.__name__}
+        public = {
+            name
+            for name, value in vars(module).items()
+            if not name.startswith("_")
+            and (inspect.isclass(value) or name.isupper())
+            and getattr(value, "__module__", module.__name__) == module.__name__
+        }
         assert public <= exported, f"clip_client.{module_name} has public names missing from __all__"
     assert all(hasattr(clip_client, name) for name in exported)
 
@@ -80,8 +84,11 @@ def test_rpc_errors_map_to_the_most_specific_class(code: grpc.StatusCode, expect
 
 def test_field_violations_are_readable() -> None:
     detail = any_pb2.Any()
-    detail.Pack(error_details_pb2.BadRequest(field_violations=[
-        error_details_pb2.BadRequest.FieldViolation(field="labels[2]", description="empty")]))
+    detail.Pack(
+        error_details_pb2.BadRequest(
+            field_violations=[error_details_pb2.BadRequest.FieldViolation(field="labels[2]", description="empty")]
+        )
+    )
     status = status_pb2.Status(code=3, message="bad labels", details=[detail])
     error = errors.from_rpc_error(FakeCall(grpc.StatusCode.INVALID_ARGUMENT, "bad labels", status))
     assert error.field_violations == (errors.FieldViolation("labels[2]", "empty"),)
@@ -94,8 +101,9 @@ def test_backoff_grows_and_is_capped() -> None:
 
 
 def test_only_listed_codes_are_retried_and_never_past_the_deadline() -> None:
-    client = clip_client.ClipClient("127.0.0.1:1", config=clip_client.ClientConfig(
-        retry=RetryPolicy(max_attempts=3, initial_backoff=0.01)))
+    client = clip_client.ClipClient(
+        "127.0.0.1:1", config=clip_client.ClientConfig(retry=RetryPolicy(max_attempts=3, initial_backoff=0.01))
+    )
     try:
         unavailable = FakeCall(grpc.StatusCode.UNAVAILABLE, "down")
         assert client._sleep_before_retry(unavailable, 1, remaining=10.0) is not None
@@ -108,8 +116,9 @@ def test_only_listed_codes_are_retried_and_never_past_the_deadline() -> None:
 
 
 def test_unreachable_server_is_unavailable_after_retries() -> None:
-    config = clip_client.ClientConfig(target="127.0.0.1:1", timeout=3.0,
-                                      retry=RetryPolicy(max_attempts=2, initial_backoff=0.01))
+    config = clip_client.ClientConfig(
+        target="127.0.0.1:1", timeout=3.0, retry=RetryPolicy(max_attempts=2, initial_backoff=0.01)
+    )
     with clip_client.ClipClient(config=config) as client, pytest.raises(clip_client.UnavailableError):
         client.model_info()
 

@@ -1,10 +1,19 @@
-"""Triton model: INPUT_IDS[L, T] -> unit-norm TEXT_EMBEDS[L, D] with the exported model.pt."""
+"""Triton model: INPUT_IDS[L, T] -> unit-norm TEXT_EMBEDS[L, D] with the exported model.pt.
+
+Only the texts missing from the per-label cache (label_cache.py) run through the encoder; hits,
+misses and size are exported as Triton custom metrics (clip_label_cache_*), next to Triton's own
+metrics on its metrics port.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+import triton_python_backend_utils as pb_utils
+from label_cache import LabelCache, pad, row_key
 from torchscript_encoder import TorchScriptEncoder
+from triton_model_utils import cancelled, model_config, parameter
 
 
 class TritonPythonModel(TorchScriptEncoder):
@@ -13,6 +22,42 @@ class TritonPythonModel(TorchScriptEncoder):
 
     def initialize(self, args: dict[str, str]) -> None:
         self.load(args)
+        config = model_config(args)
+        dimension = int(pb_utils.get_output_config_by_name(config, "TEXT_EMBEDS")["dims"][-1])
+        self.eos_token_id = int(parameter(config, "eos_token_id", "49407"))
+        self.cache = LabelCache(int(parameter(config, "label_cache_bytes")), dimension)
+        labels = {"model": args["model_name"], "instance": args["model_instance_name"]}
+        self.hits = pb_utils.MetricFamily(
+            name="clip_label_cache_hits_total",
+            description="Texts answered from the per-label cache",
+            kind=pb_utils.MetricFamily.COUNTER,
+        ).Metric(labels=labels)
+        self.misses = pb_utils.MetricFamily(
+            name="clip_label_cache_misses_total",
+            description="Texts run through the text encoder",
+            kind=pb_utils.MetricFamily.COUNTER,
+        ).Metric(labels=labels)
+        self.size = pb_utils.MetricFamily(
+            name="clip_label_cache_entries",
+            description="Texts held in the per-label cache",
+            kind=pb_utils.MetricFamily.GAUGE,
+        ).Metric(labels=labels)
 
     def execute(self, requests: list[Any]) -> list[Any]:
-        return [self.run_one(request) for request in requests]
+        return [self._one(request) for request in requests]
+
+    def _one(self, request: Any) -> Any:
+        if request.is_cancelled():
+            return cancelled()
+        ids = pb_utils.get_input_tensor_by_name(request, self.input_name).as_numpy()
+        keys = [row_key(row, self.eos_token_id) for row in ids]
+        found, missing = self.cache.lookup(keys)
+        if missing:
+            computed = self._encode(pad(missing, self.eos_token_id))
+            self.cache.store(missing, computed)
+            found.update(zip(missing, computed, strict=True))
+        self.hits.increment(len(keys) - len(missing))
+        self.misses.increment(len(missing))
+        self.size.set(len(self.cache))
+        embeds = np.stack([found[key] for key in keys]).astype(np.float32)
+        return pb_utils.InferenceResponse([pb_utils.Tensor(self.output_name, embeds)])

@@ -1,0 +1,92 @@
+"""Timing helpers: closed-loop load at a fixed concurrency, latency percentiles, process memory."""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Result:
+    name: str
+    items_per_s: float
+    p50_ms: float
+    p99_ms: float
+    calls: int
+
+    def row(self) -> dict[str, float | str | int]:
+        return {
+            "name": self.name,
+            "items_per_s": round(self.items_per_s, 2),
+            "p50_ms": round(self.p50_ms, 1),
+            "p99_ms": round(self.p99_ms, 1),
+            "calls": self.calls,
+        }
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def closed_loop(
+    name: str, call: Callable[[], object], items_per_call: int, concurrency: int, seconds: float, warmup_calls: int = 2
+) -> Result:
+    """`concurrency` threads each call `call` back to back for `seconds`; one call = one latency."""
+    for _ in range(warmup_calls):
+        call()
+    latencies: list[float] = []
+    lock = threading.Lock()
+    stop_at = time.perf_counter() + seconds
+
+    def worker() -> None:
+        while time.perf_counter() < stop_at:
+            started = time.perf_counter()
+            call()
+            elapsed = time.perf_counter() - started
+            with lock:
+                latencies.append(elapsed)
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - started
+    return Result(
+        name,
+        len(latencies) * items_per_call / wall,
+        1000 * statistics.median(latencies),
+        1000 * percentile(latencies, 0.99),
+        len(latencies),
+    )
+
+
+def rss_bytes(pids: list[int]) -> int:
+    """Resident memory of these processes and all their descendants (Triton's stubs are children)."""
+    children: dict[int, list[int]] = {}
+    for status in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = status.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(status.parent.name))
+    total, stack, seen = 0, list(pids), set()
+    while stack:
+        pid = stack.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        stack.extend(children.get(pid, []))
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+        except OSError:
+            continue
+    return total

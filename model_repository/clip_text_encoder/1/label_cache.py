@@ -1,0 +1,69 @@
+"""A bounded LRU of text embeddings keyed by their token ids.
+
+Label sets change one label at a time (a new class, a reordered list), so caching whole responses
+(Triton's response cache) misses where a per-label cache hits: a warm set of 1,000 labels plus
+one new label costs one text encode, not 1,001. Keys are the token ids up to and including the
+first end token, so padding never splits a key. Pure numpy: unit-tested without Triton.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import numpy as np
+
+# Per-entry bookkeeping beside the vector (key bytes, dict and list slots), a deliberate overestimate.
+ENTRY_OVERHEAD_BYTES = 256
+
+
+def row_key(ids: np.ndarray, eos_token_id: int) -> bytes:
+    """The cache key of one padded row of token ids."""
+    ends = np.flatnonzero(ids == eos_token_id)
+    length = int(ends[0]) + 1 if len(ends) else len(ids)
+    return np.ascontiguousarray(ids[:length], dtype=np.int64).tobytes()
+
+
+def pad(keys: list[bytes], pad_id: int) -> np.ndarray:
+    """Rows of token ids (as keys) back to a [len(keys), longest] int64 batch."""
+    rows = [np.frombuffer(key, dtype=np.int64) for key in keys]
+    batch = np.full((len(rows), max(len(row) for row in rows)), pad_id, dtype=np.int64)
+    for index, row in enumerate(rows):
+        batch[index, : len(row)] = row
+    return batch
+
+
+class LabelCache:
+    def __init__(self, max_bytes: int, dimension: int) -> None:
+        self.capacity = max(0, max_bytes // (dimension * 4 + ENTRY_OVERHEAD_BYTES))
+        self.entries: OrderedDict[bytes, np.ndarray] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def lookup(self, keys: list[bytes]) -> tuple[dict[bytes, np.ndarray], list[bytes]]:
+        """Cached vectors for the keys that have one, and the distinct missing keys in first-seen order."""
+        found: dict[bytes, np.ndarray] = {}
+        missing: list[bytes] = []
+        for key in keys:
+            if key in found or key in missing:
+                continue
+            vector = self.entries.get(key)
+            if vector is None:
+                missing.append(key)
+            else:
+                self.entries.move_to_end(key)
+                found[key] = vector
+        self.hits += len(found)
+        self.misses += len(missing)
+        return found, missing
+
+    def store(self, keys: list[bytes], vectors: np.ndarray) -> None:
+        if self.capacity == 0:
+            return
+        for key, vector in zip(keys, vectors, strict=True):
+            self.entries[key] = vector.copy()
+            self.entries.move_to_end(key)
+        while len(self.entries) > self.capacity:
+            self.entries.popitem(last=False)

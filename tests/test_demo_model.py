@@ -1,0 +1,77 @@
+"""The bundled demo model really classifies, measured through the served Classify (gateway +
+Triton), on held-out pictures from another seed, with prompts it never saw verbatim."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from clip_client import ClipClient
+from demo.evaluate import EVAL_SEED
+from demo.shapes import CLASSES, dataset
+from demo.train import HELD_OUT_TEMPLATES, TRAIN_TEMPLATES
+from export.__main__ import export
+from launcher.server import TritonServer
+from tests.support import triton
+from tests.support.gateway import GatewayThread, gateway_config
+from tests.support.reference import Reference
+from tests.test_model_parity import EMBED_TOLERANCE
+
+DEMO = Path(__file__).resolve().parents[1] / "models" / "clip-demo"
+PER_CLASS = 10  # 160 held-out pictures
+
+
+@pytest.fixture(scope="module")
+def demo_triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
+    repository = triton.CACHE / "repositories" / "demo-fp32"
+    export(str(DEMO), repository)
+    server = triton.start_triton(repository, tmp_path_factory.mktemp("triton-demo") / "triton.log")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def demo_client(demo_triton: TritonServer) -> Iterator[ClipClient]:
+    gateway = GatewayThread(gateway_config(demo_triton.grpc_url))
+    gateway.wait_ready()
+    with ClipClient(gateway.target) as client:
+        yield client
+    gateway.stop()
+
+
+def png(image: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")  # type: ignore[attr-defined]
+    return buffer.getvalue()
+
+
+def test_held_out_prompts_never_occur_in_training_captions() -> None:
+    assert not set(HELD_OUT_TEMPLATES) & set(TRAIN_TEMPLATES)
+
+
+@pytest.mark.parametrize("template", HELD_OUT_TEMPLATES)
+def test_zero_shot_accuracy_through_the_service_is_at_least_95_percent(demo_client: ClipClient, template: str) -> None:
+    items = dataset(EVAL_SEED, PER_CLASS)
+    correct = 0
+    for start in range(0, len(items), 32):
+        chunk = items[start : start + 32]
+        result = demo_client.classify([png(image) for image, _ in chunk], list(CLASSES), templates=[template])
+        correct += sum(item.top.label == label for item, (_, label) in zip(result, chunk, strict=True))
+    accuracy = correct / len(items)
+    print(f"demo model, template {template!r}: top-1 {accuracy:.1%} on {len(items)} held-out pictures")
+    assert len(CLASSES) >= 12
+    assert accuracy >= 0.95
+
+
+def test_demo_model_is_reported_as_demo_and_matches_the_reference(demo_client: ClipClient) -> None:
+    info = demo_client.model_info()
+    assert info.variant == "demo" and info.model_id == str(DEMO)
+    reference = Reference(DEMO)
+    pictures = [image for image, _ in dataset(EVAL_SEED + 1, 1)[:4]]
+    served = demo_client.embed([png(image) for image in pictures], ["a red circle"])
+    assert np.abs(served.images - reference.image_embeds(pictures)).max() <= EMBED_TOLERANCE
+    assert np.abs(served.texts - reference.text_embeds(["a red circle"])).max() <= EMBED_TOLERANCE
