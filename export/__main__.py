@@ -92,14 +92,19 @@ def export(
     source: str, out_dir: Path, precision: str = "fp32", settings: repository.Settings | None = None
 ) -> dict[str, Any]:
     """Export `source` to a model repository at `out_dir`; returns the manifest."""
+    import torch
     from transformers import CLIPModel
 
     settings = settings or repository.Settings()
+    trace_device = "cuda" if settings.device == "gpu" else "cpu"
+    if trace_device == "cuda" and not torch.cuda.is_available():
+        raise checkpoints.CheckpointError("--device gpu exports on a GPU: the traced text graph keeps the device "
+                                          "it was traced on, and this machine has no CUDA device")
     ckpt = checkpoints.resolve(source)
     model = CLIPModel.from_pretrained(str(ckpt.folder), dtype="float32")
     facts = model_facts(model, ckpt.preprocessor_config())
     manifest = build_manifest(ckpt, facts, precision, settings)
-    image_encoder, text_encoder = encoders.trace(model, precision)
+    image_encoder, text_encoder = encoders.trace(model, precision, trace_device)
     repository.write(
         out_dir,
         image_encoder=image_encoder,

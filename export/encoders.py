@@ -62,10 +62,15 @@ def example_ids(batch: int, length: int, model: CLIPModel) -> torch.Tensor:
     return ids
 
 
-def trace(model: CLIPModel, precision: str) -> tuple[torch.jit.ScriptModule, torch.jit.ScriptModule]:
-    """Trace both towers and check them against eager transformers; raises on any mismatch."""
+def trace(model: CLIPModel, precision: str,
+          device: str = "cpu") -> tuple[torch.jit.ScriptModule, torch.jit.ScriptModule]:
+    """Trace both towers on `device` and check them against eager transformers; raises on any mismatch.
+
+    Trace on the device that will run the graphs: the text graph bakes the device of its causal
+    mask in (measured on an H200: a CPU-traced text graph fails on CUDA, the image graph does not).
+    """
     dtype = PRECISIONS[precision]
-    model = model.eval().to(dtype)
+    model = model.eval().to(device, dtype)
     size = model.config.vision_config.image_size
     context = model.config.text_config.max_position_embeddings
     image_encoder, text_encoder = ImageEncoder(model, dtype).eval(), TextEncoder(model).eval()
@@ -73,14 +78,14 @@ def trace(model: CLIPModel, precision: str) -> tuple[torch.jit.ScriptModule, tor
         # The tracer warns about every shape-dependent branch; the checks below prove the graphs.
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.simplefilter("ignore", FutureWarning)
-        traced_image = torch.jit.trace(image_encoder, example_pixels(2, size), check_trace=False)
-        traced_text = torch.jit.trace(text_encoder, example_ids(2, context, model), check_trace=False)
+        traced_image = torch.jit.trace(image_encoder, example_pixels(2, size).to(device), check_trace=False)
+        traced_text = torch.jit.trace(text_encoder, example_ids(2, context, model).to(device), check_trace=False)
         tolerance = TRACE_TOLERANCE[precision]
         for batch in (1, 3):
-            pixels = example_pixels(batch, size)
+            pixels = example_pixels(batch, size).to(device)
             _check("image", traced_image(pixels), image_encoder(pixels), tolerance)
             for length in (4, context):
-                ids = example_ids(batch, length, model)
+                ids = example_ids(batch, length, model).to(device)
                 _check("text", traced_text(ids), text_encoder(ids), tolerance)
     return traced_image, traced_text
 
