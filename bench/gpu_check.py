@@ -95,7 +95,9 @@ def main() -> None:
             for kind, module in (("eager", eager), ("traced", traced)):
                 rate = images_per_s(module, batch, torch.float32, args.seconds)
                 speeds[f"{kind} {precision} batch {batch}"] = {
-                    "images_per_s": round(rate, 1), "tflops": round(rate * IMAGE_GFLOP / 1000, 1)}
+                    "images_per_s": round(rate, 1),
+                    "tflops": round(rate * IMAGE_GFLOP / 1000, 1),
+                }
         del model, eager, traced
         torch.cuda.empty_cache()
     report["image_tower_speed"] = speeds

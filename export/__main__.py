@@ -98,8 +98,10 @@ def export(
     settings = settings or repository.Settings()
     trace_device = "cuda" if settings.device == "gpu" else "cpu"
     if trace_device == "cuda" and not torch.cuda.is_available():
-        raise checkpoints.CheckpointError("--device gpu exports on a GPU: the traced text graph keeps the device "
-                                          "it was traced on, and this machine has no CUDA device")
+        raise checkpoints.CheckpointError(
+            "--device gpu exports on a GPU: the traced text graph keeps the device "
+            "it was traced on, and this machine has no CUDA device"
+        )
     ckpt = checkpoints.resolve(source)
     model = CLIPModel.from_pretrained(str(ckpt.folder), dtype="float32")
     facts = model_facts(model, ckpt.preprocessor_config())

@@ -62,8 +62,9 @@ def example_ids(batch: int, length: int, model: CLIPModel) -> torch.Tensor:
     return ids
 
 
-def trace(model: CLIPModel, precision: str,
-          device: str = "cpu") -> tuple[torch.jit.ScriptModule, torch.jit.ScriptModule]:
+def trace(
+    model: CLIPModel, precision: str, device: str = "cpu"
+) -> tuple[torch.jit.ScriptModule, torch.jit.ScriptModule]:
     """Trace both towers on `device` and check them against eager transformers; raises on any mismatch.
 
     Trace on the device that will run the graphs: the text graph bakes the device of its causal

@@ -71,6 +71,9 @@ async def run(args: argparse.Namespace) -> int:
     from gateway.server import Gateway
 
     configure_logging("WARNING")
+    stop = asyncio.Event()  # handlers first: a SIGTERM during start-up must still stop cleanly
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        asyncio.get_running_loop().add_signal_handler(signum, stop.set)
     ckpt = choose_checkpoint(args.model)
     ensure_exported(ckpt, args.repository, args.precision)
     triton = TritonServer(
@@ -92,9 +95,6 @@ async def run(args: argparse.Namespace) -> int:
         target = f"{args.host}:{gateway.port}"
         await show_it_working(target)
         print(f"serve: ready on {target} (Triton log: {args.triton_log}); Ctrl-C stops", file=sys.stderr)
-        stop = asyncio.Event()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            asyncio.get_running_loop().add_signal_handler(signum, stop.set)
         await stop.wait()
     finally:
         await gateway.stop()

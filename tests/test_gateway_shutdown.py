@@ -36,14 +36,28 @@ def wait_serving(target: str, timeout: float = 60.0) -> None:
 def test_sigterm_drains_in_flight_calls_and_refuses_new_ones(tiny_triton: TritonServer) -> None:
     target = f"127.0.0.1:{free_port()}"
     process = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "--listen", target, "--triton-url", tiny_triton.grpc_url,
-         "--shutdown-grace", "20"], cwd=ROOT, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "gateway",
+            "--listen",
+            target,
+            "--triton-url",
+            tiny_triton.grpc_url,
+            "--shutdown-grace",
+            "20",
+            "--max-labels",
+            "20000",
+        ],
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         wait_serving(target)
         outcome: dict[str, object] = {}
-        # Long enough to still be running when SIGTERM lands: 32 images x 3,000 fresh labels.
-        labels = [f"shutdown drain label {i}" for i in range(3000)]
+        # Long enough to still be running when SIGTERM lands: 32 images x 20,000 fresh labels.
+        labels = [f"shutdown drain label {i}" for i in range(20000)]
 
         def long_call() -> None:
             with ClipClient(config=ClientConfig(target=target, timeout=120, retry=NO_RETRY)) as client:
@@ -58,8 +72,10 @@ def test_sigterm_drains_in_flight_calls_and_refuses_new_ones(tiny_triton: Triton
         sent = time.monotonic()
         process.send_signal(signal.SIGTERM)
         time.sleep(0.2)
-        with ClipClient(config=ClientConfig(target=target, timeout=5, retry=NO_RETRY)) as client, \
-                pytest.raises(ClipError):
+        with (
+            ClipClient(config=ClientConfig(target=target, timeout=5, retry=NO_RETRY)) as client,
+            pytest.raises(ClipError),
+        ):
             client.model_info()
         worker.join(120)
         assert "error" not in outcome, outcome.get("error")

@@ -3,6 +3,7 @@ the sample image classified through the gateway, and a clean stop on SIGTERM."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -34,6 +35,7 @@ def test_serve_falls_back_to_the_demo_model_and_stops_cleanly(tmp_path: Path) ->
         cwd=ROOT,
         stderr=subprocess.PIPE,
         text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},  # no test may reach a hub, even to be refused
     )
     assert process.stderr is not None
     lines: list[str] = []

@@ -46,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
         dest="templates",
         help='prompt template with "{}" (repeatable; default: the server\'s)',
     )
-    classify.add_argument("--top-k", type=int, default=5)
+    classify.add_argument("--top-k", type=int, default=5, help="labels shown per image, 0 for all (%(default)s)")
     embed = commands.add_parser("embed", help="embed images and/or texts")
     embed.add_argument("--image", action="append", default=[], dest="images")
     embed.add_argument("--text", action="append", default=[], dest="texts")
@@ -154,7 +154,8 @@ def run(argv: Sequence[str] | None = None) -> str:
     config = ClientConfig(target=args.target, timeout=args.timeout, api_key=args.api_key)
     with ClipClient(config=config) as client:
         if args.command == "classify":
-            result = client.classify(list(args.images), args.labels, templates=args.templates, top_k=args.top_k)
+            top_k = min(args.top_k, len(args.labels))  # "top 5" of 2 labels means both
+            result = client.classify(list(args.images), args.labels, templates=args.templates, top_k=top_k)
             return (
                 json.dumps(_classify_json(result, args.images), indent=2)
                 if args.json

@@ -45,7 +45,8 @@ class ClipError(Exception):
 
     def __str__(self) -> str:
         fields = "; ".join(f"{v.field}: {v.description}" for v in self.field_violations)
-        return f"{self.code.name}: {self.details}" + (f" ({fields})" if fields else "")
+        extra = f" ({fields})" if fields and fields not in self.details else ""
+        return f"{self.code.name}: {self.details}{extra}"
 
 
 class InvalidRequestError(ClipError):

@@ -27,21 +27,25 @@ class TritonPythonModel(TorchScriptEncoder):
         self.eos_token_id = int(parameter(config, "eos_token_id", "49407"))
         self.cache = LabelCache(int(parameter(config, "label_cache_bytes")), dimension)
         labels = {"model": args["model_name"], "instance": args["model_instance_name"]}
-        self.hits = pb_utils.MetricFamily(
-            name="clip_label_cache_hits_total",
-            description="Texts answered from the per-label cache",
-            kind=pb_utils.MetricFamily.COUNTER,
-        ).Metric(labels=labels)
-        self.misses = pb_utils.MetricFamily(
-            name="clip_label_cache_misses_total",
-            description="Texts run through the text encoder",
-            kind=pb_utils.MetricFamily.COUNTER,
-        ).Metric(labels=labels)
-        self.size = pb_utils.MetricFamily(
-            name="clip_label_cache_entries",
-            description="Texts held in the per-label cache",
-            kind=pb_utils.MetricFamily.GAUGE,
-        ).Metric(labels=labels)
+        # The families must outlive their metrics, so both are kept on the model.
+        self.metric_families = [
+            pb_utils.MetricFamily(
+                name="clip_label_cache_hits_total",
+                description="Texts answered from the per-label cache",
+                kind=pb_utils.MetricFamily.COUNTER,
+            ),
+            pb_utils.MetricFamily(
+                name="clip_label_cache_misses_total",
+                description="Texts run through the text encoder",
+                kind=pb_utils.MetricFamily.COUNTER,
+            ),
+            pb_utils.MetricFamily(
+                name="clip_label_cache_entries",
+                description="Texts held in the per-label cache",
+                kind=pb_utils.MetricFamily.GAUGE,
+            ),
+        ]
+        self.hits, self.misses, self.size = (family.Metric(labels=labels) for family in self.metric_families)
 
     def execute(self, requests: list[Any]) -> list[Any]:
         return [self._one(request) for request in requests]
