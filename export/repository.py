@@ -105,6 +105,19 @@ def _configure(
             _set_parameter(config, key, manifest[key])
 
 
+def write_tokenizer(checkpoint: Path, target: Path) -> None:
+    """The checkpoint's tokenizer files, plus the exact `tokenizers` pipeline transformers'
+    CLIPTokenizer builds from them (tokenizer.json), so the Triton model tokenizes identically
+    without importing transformers and torch (~0.4 GB less per tokenizer stub)."""
+    from transformers import CLIPTokenizer
+
+    target.mkdir()
+    for name in TOKENIZER_FILES:
+        if (checkpoint / name).is_file():
+            shutil.copy2(checkpoint / name, target / name)
+    CLIPTokenizer.from_pretrained(str(checkpoint)).backend_tokenizer.save(str(target / "tokenizer.json"))
+
+
 def write(
     out_dir: Path,
     *,
@@ -132,11 +145,7 @@ def write(
                 shutil.copy2(module, target / "1" / module.name)
     image_encoder.save(str(staging / "clip_image_encoder" / "1" / "model.pt"))
     text_encoder.save(str(staging / "clip_text_encoder" / "1" / "model.pt"))
-    tokenizer_target = staging / "clip_tokenize" / "1" / "tokenizer"
-    tokenizer_target.mkdir()
-    for name in TOKENIZER_FILES:
-        if (tokenizer_dir / name).is_file():
-            shutil.copy2(tokenizer_dir / name, tokenizer_target / name)
+    write_tokenizer(tokenizer_dir, staging / "clip_tokenize" / "1" / "tokenizer")
     (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     shutil.rmtree(out_dir, ignore_errors=True)
     staging.rename(out_dir)

@@ -1,7 +1,8 @@
 """Triton model: UTF-8 texts -> CLIP BPE INPUT_IDS[L, T].
 
-Uses transformers' CLIPTokenizer on the tokenizer files the exporter copied beside this file,
-so token ids are the reference's by construction. Padding is to the longest text of the
+Runs the `tokenizers` pipeline that transformers' CLIPTokenizer builds from the checkpoint, saved
+by the exporter as tokenizer/tokenizer.json, so token ids are the reference's by construction
+without importing transformers or torch in this stub. Padding is to the longest text of the
 request with the end token (the released tokenizer's pad token); the text tower pools at the
 first end token and attends causally, so padding never changes an embedding. Texts longer than
 the context are truncated to it, keeping the start and end tokens.
@@ -13,12 +14,13 @@ would let a template reach attributes of its argument.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
-from transformers import CLIPTokenizer
+from tokenizers import Tokenizer
 from triton_model_utils import decode_strings, invalid_argument, model_config, parameter
 
 TOKENIZER_DIR = Path(__file__).with_name("tokenizer")
@@ -42,7 +44,13 @@ class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
         config = model_config(args)
         self.context_length = int(parameter(config, "context_length"))
-        self.tokenizer = CLIPTokenizer.from_pretrained(str(TOKENIZER_DIR))
+        self.tokenizer = Tokenizer.from_file(str(TOKENIZER_DIR / "tokenizer.json"))
+        # As CLIPTokenizer(padding=True, truncation=True, max_length=context): the end token pads,
+        # and truncation keeps room for the start and end tokens the post-processor adds.
+        settings = json.loads((TOKENIZER_DIR / "tokenizer_config.json").read_text())
+        pad_token = str(settings.get("pad_token") or "<|endoftext|>")
+        self.tokenizer.enable_truncation(max_length=self.context_length)
+        self.tokenizer.enable_padding(pad_id=self.tokenizer.token_to_id(pad_token), pad_token=pad_token)
 
     def execute(self, requests: list[Any]) -> list[Any]:
         return [self._one(request) for request in requests]
@@ -61,8 +69,5 @@ class TritonPythonModel:
                 return invalid_argument(f'TEMPLATES[{index}] must contain "{{}}" exactly once: {template!r}')
         if templates:
             texts = [template.replace("{}", text) for text in texts for template in templates]
-        encoded = self.tokenizer(
-            texts, padding=True, truncation=True, max_length=self.context_length, return_tensors="np"
-        )
-        ids = np.asarray(encoded["input_ids"], dtype=np.int64)
+        ids = np.array([encoding.ids for encoding in self.tokenizer.encode_batch(texts)], dtype=np.int64)
         return pb_utils.InferenceResponse([pb_utils.Tensor("INPUT_IDS", ids)])
