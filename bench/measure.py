@@ -44,12 +44,14 @@ def closed_loop(
     stop_at = time.perf_counter() + seconds
 
     def worker() -> None:
-        while time.perf_counter() < stop_at:
+        while True:  # at least one call per worker, so seconds=0 measures exactly one (a cold call)
             started = time.perf_counter()
             call()
             elapsed = time.perf_counter() - started
             with lock:
                 latencies.append(elapsed)
+            if time.perf_counter() >= stop_at:
+                return
 
     started = time.perf_counter()
     threads = [threading.Thread(target=worker) for _ in range(concurrency)]

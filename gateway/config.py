@@ -39,6 +39,9 @@ class GatewayConfig:
     shutdown_grace: float = 10.0  # seconds in-flight calls get after SIGTERM
     health_interval: float = 1.0  # seconds between Triton model-readiness checks
     log_level: str = "INFO"
+    max_concurrent_rpcs: int = 64  # past it, calls get RESOURCE_EXHAUSTED at once instead of queueing
+    api_keys_file: str = ""  # one key per line; with CLIP_GATEWAY_API_KEYS (comma separated)
+    api_keys: str = ""  # comma separated; prefer the file or the environment to a flag
     limits: Limits = field(default_factory=Limits)
 
 

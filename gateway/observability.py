@@ -60,8 +60,29 @@ def _request_id(metadata: tuple[tuple[str, Any], ...] | None) -> str:
     return uuid.uuid4().hex[:16]
 
 
+class Undecodable:
+    """What a request that is not a valid message (bad wire format, invalid UTF-8) parses to."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+def _guarded(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserializer is None:
+        return None
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception as error:  # grpc would answer INTERNAL; this is the caller's mistake
+            return Undecodable(error)
+
+    return parse
+
+
 class RequestContextInterceptor(grpc.aio.ServerInterceptor):
-    """Request id, one access-log line per unary call (method, code, milliseconds)."""
+    """Request id, one access-log line per unary call (method, code, milliseconds), and
+    INVALID_ARGUMENT (not grpc's INTERNAL) for a request that does not parse."""
 
     async def intercept_service(
         self,
@@ -81,6 +102,12 @@ class RequestContextInterceptor(grpc.aio.ServerInterceptor):
             code = grpc.StatusCode.OK
             try:
                 await context.send_initial_metadata((("x-request-id", request_id),))
+                if isinstance(request, Undecodable):
+                    await context.abort(
+                        grpc.StatusCode.INVALID_ARGUMENT,
+                        "the request is not a valid message of this method (bad encoding or "
+                        "invalid UTF-8 in a string field)",
+                    )
                 return await inner(request, context)
             except BaseException:
                 code = context.code() or grpc.StatusCode.UNKNOWN  # type: ignore[attr-defined]
@@ -95,6 +122,6 @@ class RequestContextInterceptor(grpc.aio.ServerInterceptor):
 
         return grpc.unary_unary_rpc_method_handler(
             with_context,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=_guarded(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )

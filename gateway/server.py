@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from pathlib import Path
 
 import grpc
 import grpc.aio
@@ -13,6 +14,7 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from clip_client._generated import clip_service_pb2, clip_service_pb2_grpc
+from gateway.auth import ApiKeyInterceptor, load_keys
 from gateway.config import GatewayConfig
 from gateway.health import HealthWatcher
 from gateway.observability import RequestContextInterceptor
@@ -37,8 +39,12 @@ class Gateway:
     @classmethod
     async def start(cls, config: GatewayConfig) -> Gateway:
         limit = config.limits.max_request_bytes
+        keys = load_keys(Path(config.api_keys_file) if config.api_keys_file else None, config.api_keys)
+        if not keys:
+            log.warning("no API keys configured: every caller is let in")
         server = grpc.aio.server(
-            interceptors=[RequestContextInterceptor()],
+            interceptors=[RequestContextInterceptor(), *([ApiKeyInterceptor(keys)] if keys else [])],
+            maximum_concurrent_rpcs=config.max_concurrent_rpcs,
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
