@@ -34,6 +34,7 @@ class Limits:
 class GatewayConfig:
     listen: str = "127.0.0.1:50051"
     triton_url: str = "127.0.0.1:8001"
+    metrics_listen: str = "127.0.0.1:9464"  # Prometheus /metrics; an empty value turns it off
     default_template: str = "a photo of a {}."
     default_timeout: float = 60.0  # seconds, when the caller sets no deadline
     shutdown_grace: float = 10.0  # seconds in-flight calls get after SIGTERM

@@ -15,6 +15,7 @@ import logging
 from grpc_health.v1 import health_pb2
 from grpc_health.v1.health import aio as health_aio
 
+from gateway import metrics
 from gateway.errors import ServiceUnavailable
 from gateway.triton_adapter import ServedModel, TritonAdapter
 
@@ -54,6 +55,7 @@ class HealthWatcher:
                 extra={"model_id": self._served.model_id if self._served else None},
             )
         self.ready = ready
+        metrics.HEALTH.set(1 if ready else 0)
         await self._set(ready)
         return ready
 
@@ -69,6 +71,7 @@ class HealthWatcher:
         """Shutting down: report NOT_SERVING for good so balancers drain us."""
         self._stopping = True
         self.ready = False
+        metrics.HEALTH.set(0)
         await self._set(False)
         if self._task is not None:
             self._task.cancel()

@@ -6,6 +6,7 @@ caller in the initial metadata, and is on every log line written while the call 
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import json
 import logging
@@ -16,6 +17,8 @@ from typing import Any
 
 import grpc
 import grpc.aio
+
+from gateway import metrics
 
 REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 MAX_REQUEST_ID_CHARS = 64
@@ -96,10 +99,13 @@ class RequestContextInterceptor(grpc.aio.ServerInterceptor):
         method = details.method  # type: ignore[attr-defined]
         request_id = _request_id(details.invocation_metadata)  # type: ignore[attr-defined]
 
+        method_label = metrics.short_method(method)
+
         async def with_context(request: Any, context: grpc.aio.ServicerContext) -> Any:
             token = REQUEST_ID.set(request_id)
             started = time.perf_counter()
             code = grpc.StatusCode.OK
+            metrics.IN_FLIGHT.labels(method_label).inc()
             try:
                 await context.send_initial_metadata((("x-request-id", request_id),))
                 if isinstance(request, Undecodable):
@@ -109,15 +115,19 @@ class RequestContextInterceptor(grpc.aio.ServerInterceptor):
                         "invalid UTF-8 in a string field)",
                     )
                 return await inner(request, context)
+            except asyncio.CancelledError:
+                code = grpc.StatusCode.CANCELLED  # the caller went away or its deadline passed
+                raise
             except BaseException:
                 code = context.code() or grpc.StatusCode.UNKNOWN  # type: ignore[attr-defined]
                 raise
             finally:
                 status = code.name if isinstance(code, grpc.StatusCode) else str(code)
-                log.info(
-                    "rpc",
-                    extra={"method": method, "code": status, "ms": round((time.perf_counter() - started) * 1000, 1)},
-                )
+                seconds = time.perf_counter() - started
+                metrics.IN_FLIGHT.labels(method_label).dec()
+                metrics.REQUESTS.labels(method_label, status).inc()
+                metrics.LATENCY.labels(method_label).observe(seconds)
+                log.info("rpc", extra={"method": method, "code": status, "ms": round(seconds * 1000, 1)})
                 REQUEST_ID.reset(token)
 
         return grpc.unary_unary_rpc_method_handler(

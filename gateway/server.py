@@ -14,6 +14,7 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from clip_client._generated import clip_service_pb2, clip_service_pb2_grpc
+from gateway import metrics
 from gateway.auth import ApiKeyInterceptor, load_keys
 from gateway.config import GatewayConfig
 from gateway.health import HealthWatcher
@@ -28,13 +29,20 @@ class Gateway:
     """A running gateway. `await Gateway.start(config)` returns it with `.port` bound."""
 
     def __init__(
-        self, config: GatewayConfig, server: grpc.aio.Server, port: int, triton: TritonAdapter, health: HealthWatcher
+        self,
+        config: GatewayConfig,
+        server: grpc.aio.Server,
+        port: int,
+        triton: TritonAdapter,
+        health: HealthWatcher,
+        metrics_endpoint: metrics.MetricsEndpoint | None,
     ) -> None:
         self.config = config
         self.server = server
         self.port = port
         self.triton = triton
         self.health = health
+        self.metrics_endpoint = metrics_endpoint
 
     @classmethod
     async def start(cls, config: GatewayConfig) -> Gateway:
@@ -65,17 +73,23 @@ class Gateway:
             server,
         )
         port = server.add_insecure_port(config.listen)
+        endpoint = metrics.MetricsEndpoint.start(config.metrics_listen) if config.metrics_listen else None
         await health.check_once()  # NOT_SERVING (or SERVING) before the first call can arrive
         await server.start()
         health.start()
-        log.info("gateway listening", extra={"port": port, "triton": config.triton_url})
-        return cls(config, server, port, triton, health)
+        log.info(
+            "gateway listening",
+            extra={"port": port, "triton": config.triton_url, "metrics_port": endpoint.port if endpoint else None},
+        )
+        return cls(config, server, port, triton, health, endpoint)
 
     async def stop(self, grace: float | None = None) -> None:
         """Refuse new calls, give in-flight calls `grace` seconds, then close Triton's channel."""
         await self.health.stop_serving()
         await self.server.stop(self.config.shutdown_grace if grace is None else grace)
         await self.triton.close()
+        if self.metrics_endpoint is not None:
+            self.metrics_endpoint.stop()
         log.info("gateway stopped")
 
     async def serve_until_signalled(self) -> None:

@@ -18,7 +18,7 @@ from grpc_status import rpc_status
 
 from clip_client._generated import clip_service_pb2 as pb
 from clip_client._generated import clip_service_pb2_grpc
-from gateway import validation
+from gateway import metrics, validation
 from gateway.config import GatewayConfig
 from gateway.errors import OK, invalid, to_status
 from gateway.health import HealthWatcher
@@ -68,6 +68,11 @@ def ranked(labels: list[str], logits: np.ndarray, probs: np.ndarray, top_k: int)
     ]
 
 
+def record_sizes(method: str, images: int, labels: int) -> None:
+    metrics.IMAGES.labels(method).observe(images)
+    metrics.LABELS.labels(method).observe(labels)
+
+
 class ClipService(clip_service_pb2_grpc.ClipServiceServicer):
     def __init__(self, triton: TritonAdapter, health: HealthWatcher, config: GatewayConfig) -> None:
         self.triton = triton
@@ -89,12 +94,14 @@ class ClipService(clip_service_pb2_grpc.ClipServiceServicer):
             list(request.prompt_templates), len(labels), self.limits, self.config.default_template
         )
         validation.check_top_k(request.top_k, len(labels))
+        record_sizes("Classify", len(images), len(labels))
         model = await self._model()
         deadline = Deadline(context, self.config.default_timeout)
         outcome = await isolate_bad_images(
             images, lambda batch: self.triton.classify(batch, labels, templates, deadline.remaining())
         )
         sent_labels = list(request.labels)
+        metrics.IMAGE_ERRORS.labels("Classify").inc(len(outcome.failed))
         results = outcome.per_image(
             len(images),
             lambda value, row: pb.ImageClassification(
@@ -113,6 +120,7 @@ class ClipService(clip_service_pb2_grpc.ClipServiceServicer):
         )
         if not images and not texts:
             raise invalid("images", "send at least one image or one text")
+        record_sizes("Embed", len(images), len(texts))
         model = await self._model()
         deadline = Deadline(context, self.config.default_timeout)
         response = pb.EmbedResponse(model_id=model.model_id, dimension=model.embedding_dim)
@@ -123,6 +131,7 @@ class ClipService(clip_service_pb2_grpc.ClipServiceServicer):
             outcome = await isolate_bad_images(
                 images, lambda batch: self.triton.embed_images(batch, deadline.remaining())
             )
+            metrics.IMAGE_ERRORS.labels("Embed").inc(len(outcome.failed))
             response.image_embeddings.extend(
                 outcome.per_image(
                     len(images),
@@ -141,12 +150,14 @@ class ClipService(clip_service_pb2_grpc.ClipServiceServicer):
         texts = validation.check_texts(
             list(request.texts), self.limits, field="texts", maximum=self.limits.max_labels, required=True
         )
+        record_sizes("Similarity", len(images), len(texts))
         model = await self._model()
         deadline = Deadline(context, self.config.default_timeout)
         # Texts verbatim: the identity template, so Triton's prompt ensemble is a no-op.
         outcome = await isolate_bad_images(
             images, lambda batch: self.triton.classify(batch, texts, ["{}"], deadline.remaining())
         )
+        metrics.IMAGE_ERRORS.labels("Similarity").inc(len(outcome.failed))
         rows = outcome.per_image(
             len(images),
             lambda value, row: pb.SimilarityRow(status=OK, scores=value[0][row].tolist()),

@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as grpcclient_aio
 from tritonclient.utils import InferenceServerException
+
+from gateway import metrics
 
 CLASSIFY, EMBED_IMAGE, EMBED_TEXT = "clip_classify", "clip_embed_image", "clip_embed_text"
 REQUIRED_MODELS = (CLASSIFY, EMBED_IMAGE, EMBED_TEXT)
@@ -46,20 +50,30 @@ class TritonAdapter:
         self.url = url
         self.client = grpcclient_aio.InferenceServerClient(url)
 
+    async def _infer(self, model: str, inputs: list[grpcclient.InferInput], timeout: float | None) -> Any:
+        started = time.perf_counter()
+        try:
+            return await self.client.infer(model, inputs, client_timeout=timeout)
+        except InferenceServerException as error:
+            metrics.TRITON_ERRORS.labels(model, str(error.status()).removeprefix("StatusCode.")).inc()
+            raise
+        finally:
+            metrics.TRITON_LATENCY.labels(model).observe(time.perf_counter() - started)
+
     async def classify(
         self, images: Sequence[bytes], labels: Sequence[str], templates: Sequence[str], timeout: float | None
     ) -> tuple[np.ndarray, np.ndarray]:
         """LOGITS and PROBS [images, labels]; templates are averaged per label inside Triton."""
         inputs = [_strings("IMAGE", images), _strings("TEXT", labels), _strings("TEMPLATES", templates)]
-        result = await self.client.infer(CLASSIFY, inputs, client_timeout=timeout)
+        result = await self._infer(CLASSIFY, inputs, timeout)
         return result.as_numpy("LOGITS"), result.as_numpy("PROBS")
 
     async def embed_images(self, images: Sequence[bytes], timeout: float | None) -> np.ndarray:
-        result = await self.client.infer(EMBED_IMAGE, [_strings("IMAGE", images)], client_timeout=timeout)
+        result = await self._infer(EMBED_IMAGE, [_strings("IMAGE", images)], timeout)
         return result.as_numpy("IMAGE_EMBEDS")
 
     async def embed_texts(self, texts: Sequence[str], timeout: float | None) -> np.ndarray:
-        result = await self.client.infer(EMBED_TEXT, [_strings("TEXT", texts)], client_timeout=timeout)
+        result = await self._infer(EMBED_TEXT, [_strings("TEXT", texts)], timeout)
         return result.as_numpy("TEXT_EMBEDS")
 
     async def models_ready(self, names: Sequence[str] = REQUIRED_MODELS, timeout: float = 2.0) -> bool:

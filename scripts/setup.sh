@@ -14,6 +14,17 @@ if ! python3 -c 'import sysconfig,pathlib,sys; d=sysconfig.get_config_var("LIBDI
   apt-get update -qq && apt-get install -y -qq libpython3.11 >/dev/null
 fi
 
+# Tests run a real Prometheus and validate docker-compose.yml without a Docker engine.
+missing=()
+command -v prometheus >/dev/null || missing+=(prometheus)
+command -v docker-compose >/dev/null || missing+=(docker-compose)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]} (Debian packages)" >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  # Debian's package starts a Prometheus on :9090 where systemd runs; we start our own in tests.
+  command -v systemctl >/dev/null && systemctl disable --now prometheus >/dev/null 2>&1 || true
+fi
+
 [ -x .venv/bin/python ] || python3 -m venv .venv
 stamp=.venv/.requirements.sha
 want=$(cat requirements.txt requirements-dev.txt client/pyproject.toml | sha256sum | cut -d' ' -f1)

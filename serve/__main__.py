@@ -19,6 +19,7 @@ from pathlib import Path
 
 from export import checkpoint as checkpoints
 from export.__main__ import DEFAULT_MODEL, export
+from export.repository import Settings
 from launcher.server import LaunchError, ServerSettings, TritonServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,15 +43,17 @@ def choose_checkpoint(requested: str) -> checkpoints.Checkpoint:
         return checkpoints.resolve(str(DEMO_MODEL))
 
 
-def ensure_exported(ckpt: checkpoints.Checkpoint, out: Path, precision: str) -> None:
-    """Export unless `out` already holds this exact checkpoint at this precision."""
+def ensure_exported(ckpt: checkpoints.Checkpoint, out: Path, precision: str, device: str = "cpu") -> None:
+    """Export unless `out` already holds this exact checkpoint at this precision for this device."""
     manifest_path = out / "manifest.json"
     if manifest_path.is_file():
         manifest = json.loads(manifest_path.read_text())
-        if manifest.get("weights_sha256") == ckpt.weights_sha256() and manifest.get("precision") == precision:
+        wanted = (ckpt.weights_sha256(), precision, device)
+        if (manifest.get("weights_sha256"), manifest.get("precision"), manifest.get("device")) == wanted:
             return
-    print(f"serve: exporting {ckpt.model_id} ({precision}) to {out}", file=sys.stderr)
-    export(str(ckpt.folder) if ckpt.revision == "local" else ckpt.model_id, out, precision)
+    print(f"serve: exporting {ckpt.model_id} ({precision}, {device}) to {out}", file=sys.stderr)
+    source = str(ckpt.folder) if ckpt.revision == "local" else ckpt.model_id
+    export(source, out, precision, Settings(device=device))
 
 
 async def show_it_working(target: str) -> None:
@@ -75,7 +78,7 @@ async def run(args: argparse.Namespace) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         asyncio.get_running_loop().add_signal_handler(signum, stop.set)
     ckpt = choose_checkpoint(args.model)
-    ensure_exported(ckpt, args.repository, args.precision)
+    ensure_exported(ckpt, args.repository, args.precision, args.device)
     triton = TritonServer(
         ServerSettings(
             model_repository=args.repository,
@@ -109,12 +112,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--model", default=DEFAULT_MODEL, help="Hub id or local checkpoint folder (%(default)s)")
     parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
+    parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="where the encoders run")
+    parser.add_argument(
+        "--export-only",
+        action="store_true",
+        help="choose the model, export it to --repository, and exit (compose's export step)",
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=50051, help="gateway port (%(default)s)")
     parser.add_argument("--triton-metrics-port", type=int, default=8002)
     parser.add_argument("--repository", type=Path, default=ROOT / "build" / "model_repository")
     parser.add_argument("--triton-log", type=Path, default=ROOT / "build" / "triton.log")
-    return asyncio.run(run(parser.parse_args(argv)))
+    args = parser.parse_args(argv)
+    if args.export_only:
+        ensure_exported(choose_checkpoint(args.model), args.repository, args.precision, args.device)
+        return 0
+    return asyncio.run(run(args))
 
 
 if __name__ == "__main__":

@@ -40,4 +40,5 @@ class GatewayThread:
 
 
 def gateway_config(triton_url: str, **overrides: Any) -> GatewayConfig:
-    return GatewayConfig(listen="127.0.0.1:0", triton_url=triton_url, health_interval=0.2, **overrides)
+    settings: dict[str, Any] = {"metrics_listen": "127.0.0.1:0", **overrides}
+    return GatewayConfig(listen="127.0.0.1:0", triton_url=triton_url, health_interval=0.2, **settings)

@@ -26,7 +26,7 @@ class TritonPythonModel(TorchScriptEncoder):
         dimension = int(pb_utils.get_output_config_by_name(config, "TEXT_EMBEDS")["dims"][-1])
         self.eos_token_id = int(parameter(config, "eos_token_id", "49407"))
         self.cache = LabelCache(int(parameter(config, "label_cache_bytes")), dimension)
-        labels = {"model": args["model_name"], "instance": args["model_instance_name"]}
+        labels = {"model": args["model_name"], "model_instance": args["model_instance_name"]}
         # The families must outlive their metrics, so both are kept on the model.
         self.metric_families = [
             pb_utils.MetricFamily(

@@ -1,0 +1,51 @@
+"""Prometheus metrics of the gateway, served on their own port (`--metrics-port`).
+
+One registry per process (prometheus_client's default): several gateways in one process, as in
+tests, share the series. The per-label text cache lives in Triton and is exported there
+(clip_label_cache_*); Prometheus scrapes both, and the dashboards join them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+COUNT_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000, 2000, 5000)
+
+REQUESTS = Counter("clip_gateway_requests", "Finished RPCs by method and gRPC status code", ["method", "code"])
+LATENCY = Histogram("clip_gateway_request_seconds", "RPC latency by method", ["method"], buckets=LATENCY_BUCKETS)
+IN_FLIGHT = Gauge("clip_gateway_in_flight_requests", "RPCs being handled now", ["method"])
+IMAGES = Histogram("clip_gateway_images_per_request", "Images per request", ["method"], buckets=COUNT_BUCKETS)
+LABELS = Histogram("clip_gateway_labels_per_request", "Labels or texts per request", ["method"], buckets=COUNT_BUCKETS)
+IMAGE_ERRORS = Counter("clip_gateway_image_errors", "Images answered with their own error status", ["method"])
+TRITON_LATENCY = Histogram(
+    "clip_gateway_triton_seconds", "Latency of calls to Triton by model", ["model"], buckets=LATENCY_BUCKETS
+)
+TRITON_ERRORS = Counter("clip_gateway_triton_errors", "Failed calls to Triton by model and status", ["model", "code"])
+HEALTH = Gauge("clip_gateway_serving", "1 when every Triton model the gateway needs is ready, else 0")
+
+
+def short_method(full_method: str) -> str:
+    """'/clip.v1.ClipService/Classify' -> 'Classify'; keeps label cardinality bounded."""
+    return full_method.rsplit("/", 1)[-1] or "unknown"
+
+
+class MetricsEndpoint:
+    """The /metrics HTTP endpoint, on a thread of its own."""
+
+    def __init__(self, server: Any) -> None:
+        self._server = server
+        self.port = int(server.server_port)
+
+    @classmethod
+    def start(cls, listen: str) -> MetricsEndpoint:
+        """`listen` is host:port; port 0 picks a free one."""
+        host, _, port = listen.rpartition(":")
+        server, _thread = start_http_server(int(port), addr=host or "127.0.0.1")
+        return cls(server)
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

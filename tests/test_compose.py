@@ -1,0 +1,79 @@
+"""docker-compose.yml validates (docker-compose from Debian; no Docker engine needed) and keeps
+the promises the README makes about it."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from launcher.server import TritonServer
+from tests.support.gateway import GatewayThread
+from tests.support.triton import ROOT
+
+requires_compose = pytest.mark.skipif(shutil.which("docker-compose") is None, reason="Debian package docker-compose")
+
+
+def resolved(*files: str) -> dict:  # type: ignore[type-arg]
+    args = ["docker-compose", *[arg for f in files for arg in ("-f", str(ROOT / f))], "config"]
+    return yaml.safe_load(subprocess.run(args, check=True, capture_output=True, text=True, cwd=ROOT).stdout)
+
+
+@requires_compose
+def test_compose_file_validates_and_keeps_triton_private() -> None:
+    config = resolved("docker-compose.yml")
+    services = config["services"]
+    assert set(services) == {"export", "triton", "gateway", "prometheus", "grafana"}
+    assert "ports" not in services["triton"] and services["triton"]["networks"].keys() == {"backend"}
+    assert config["networks"]["backend"]["internal"] is True
+    assert services["triton"]["shm_size"] in ("1gb", 1073741824, "1073741824")
+    for name in ("triton", "gateway", "prometheus", "grafana"):
+        assert "healthcheck" in services[name], name
+    assert services["triton"]["depends_on"]["export"]["condition"] == "service_completed_successfully"
+    assert services["gateway"]["depends_on"]["triton"]["condition"] == "service_healthy"
+
+
+@requires_compose
+def test_gpu_variant_validates_and_reserves_a_gpu() -> None:
+    services = resolved("docker-compose.yml", "docker-compose.gpu.yml")["services"]
+    devices = services["triton"]["deploy"]["resources"]["reservations"]["devices"]
+    assert devices[0]["capabilities"] == ["gpu"]
+    assert "--device" in services["export"]["command"]
+
+
+def test_container_health_check_follows_the_gateway(tiny_gateway: GatewayThread, tiny_triton: TritonServer) -> None:
+    ok = subprocess.run(
+        [sys.executable, "-m", "gateway.healthcheck", tiny_gateway.target], cwd=ROOT, capture_output=True, text=True
+    )
+    assert ok.returncode == 0 and "SERVING" in ok.stdout
+    down = subprocess.run(
+        [sys.executable, "-m", "gateway.healthcheck", "127.0.0.1:1"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert down.returncode == 1
+
+
+def test_export_only_writes_the_repository_and_exits(tmp_path: object) -> None:
+    from pathlib import Path
+
+    out = Path(str(tmp_path)) / "repository"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "serve",
+            "--export-only",
+            "--model",
+            str(ROOT / "models" / "clip-demo"),
+            "--repository",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert (out / "manifest.json").is_file() and (out / "clip_image_encoder" / "1" / "model.pt").is_file()
