@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import ctypes
 import json
 import os
 import re
@@ -41,6 +42,13 @@ class ServerSettings:
 
 
 _LOAD_FAILURE = re.compile(r"failed to load '([^']+)' version \d+: (.*)")
+
+
+def _terminate_with_parent() -> None:
+    """In the child before exec: SIGTERM when the thread that started us dies, so a launcher
+    that is SIGKILLed or crashes leaves no orphaned Triton holding the ports (Linux only)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
 
 
 def port_in_use(address: str, port: int) -> bool:
@@ -144,6 +152,7 @@ class TritonServer:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # our Ctrl-C is handled by us, then passed on as SIGTERM
+            preexec_fn=_terminate_with_parent,
         )
         self._log_thread = threading.Thread(target=self._pump_log, name="triton-log", daemon=True)
         self._log_thread.start()

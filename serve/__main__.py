@@ -89,11 +89,13 @@ async def run(args: argparse.Namespace) -> int:
         )
     )
     try:
-        await asyncio.to_thread(triton.start)
+        triton.start()  # on this thread: Triton is tied to the thread that starts it (PDEATHSIG)
     except LaunchError as error:
         print(f"serve: {error}", file=sys.stderr)
         return 1
-    gateway = await Gateway.start(GatewayConfig(listen=f"{args.host}:{args.port}", triton_url=triton.grpc_url))
+    gateway = await Gateway.start(
+        GatewayConfig(listen=f"{args.host}:{args.port}", triton_url=triton.grpc_url, metrics_listen=args.metrics_listen)
+    )
     try:
         target = f"{args.host}:{gateway.port}"
         await show_it_working(target)
@@ -121,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=50051, help="gateway port (%(default)s)")
     parser.add_argument("--triton-metrics-port", type=int, default=8002)
+    parser.add_argument("--metrics-listen", default="127.0.0.1:9464", help="gateway metrics address (%(default)s)")
     parser.add_argument("--repository", type=Path, default=ROOT / "build" / "model_repository")
     parser.add_argument("--triton-log", type=Path, default=ROOT / "build" / "triton.log")
     args = parser.parse_args(argv)

@@ -27,6 +27,8 @@ def test_serve_falls_back_to_the_demo_model_and_stops_cleanly(tmp_path: Path) ->
             str(port),
             "--triton-metrics-port",
             str(free_port()),
+            "--metrics-listen",
+            f"127.0.0.1:{free_port()}",
             "--repository",
             str(tmp_path / "repository"),
             "--triton-log",
