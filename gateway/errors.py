@@ -55,6 +55,7 @@ _TRITON_CODES = {
     "StatusCode.RESOURCE_EXHAUSTED": grpc.StatusCode.RESOURCE_EXHAUSTED,
     "StatusCode.NOT_FOUND": grpc.StatusCode.UNAVAILABLE,  # a model not loaded: the service is not ready
 }
+_STUB_DOWN = "is not healthy"
 # Our Python models word their INVALID_ARG errors for clients; Triton wraps them in context.
 _ITEM_ERROR = re.compile(r"(?P<tensor>IMAGE|TEXT|TEMPLATES)\[(?P<index>\d+)\]: (?P<message>.*)", re.DOTALL)
 _OWN_MESSAGE = re.compile(r"(?:in ensemble '[^']+', )?(?:\[request id: [^\]]*\] )?(?P<message>.*)", re.DOTALL)
@@ -80,6 +81,9 @@ def triton_item_error(error: InferenceServerException) -> TritonItemError | None
 
 def triton_status(error: InferenceServerException) -> tuple[grpc.StatusCode, str]:
     code = _TRITON_CODES.get(str(error.status()), grpc.StatusCode.INTERNAL)
+    if code == grpc.StatusCode.INTERNAL and _STUB_DOWN in (error.message() or ""):
+        # A dead Python-backend stub: the launcher's supervisor is restarting Triton; retry later.
+        code = grpc.StatusCode.UNAVAILABLE
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         match = _OWN_MESSAGE.match(error.message() or "")
         return code, (match["message"] if match else "invalid request").strip()

@@ -3,7 +3,8 @@
     python -m launcher --model-repository build/model_repository [--grpc-port 8001] [--log-file PATH]
 
 Checks the ports first, waits (with a deadline) until every model is ready, prints which
-checkpoint it serves, then stays in the foreground; Ctrl-C or SIGTERM stops Triton cleanly.
+checkpoint it serves, then stays in the foreground, restarting Triton when it exits or one of its
+Python-backend stubs dies; Ctrl-C or SIGTERM stops Triton cleanly.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from launcher.runtime import RuntimeMissing
 from launcher.server import LaunchError, ServerSettings, TritonServer, manifest
+from launcher.supervisor import Supervisor
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -30,6 +32,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--metrics-port", type=int, default=defaults.metrics_port)
     parser.add_argument("--log-file", type=Path, help="write Triton's log here instead of stdout")
     parser.add_argument("--ready-timeout", type=float, default=300.0, help="seconds to wait for the models")
+    parser.add_argument(
+        "--max-restarts",
+        type=int,
+        default=5,
+        help="restarts of a Triton that exits or loses a stub, per 10 minutes (%(default)s)",
+    )
     parser.add_argument("--response-cache-mb", type=int, default=defaults.response_cache_bytes >> 20)
     return parser.parse_args(argv)
 
@@ -61,11 +69,13 @@ def main(argv: list[str] | None = None) -> int:
         f"({served.get('variant', '?')}, {served.get('precision', '?')}); Ctrl-C stops it",
         file=sys.stderr,
     )
-    while not stop.wait(0.5):
-        if server.process is None or server.process.poll() is not None:
-            print("launcher: tritonserver exited unexpectedly", file=sys.stderr)
-            server.stop()
-            return 1
+    supervisor = Supervisor(server, max_restarts=args.max_restarts)
+    try:
+        supervisor.run(stop)
+    except LaunchError as error:
+        print(f"launcher: {error}", file=sys.stderr)
+        server.stop()
+        return 1
     code = server.stop()
     print(f"launcher: Triton stopped (exit code {code})", file=sys.stderr)
     return 0

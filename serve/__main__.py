@@ -15,12 +15,14 @@ import json
 import logging
 import signal
 import sys
+import threading
 from pathlib import Path
 
 from export import checkpoint as checkpoints
 from export.__main__ import DEFAULT_MODEL, export
 from export.repository import Settings
 from launcher.server import LaunchError, ServerSettings, TritonServer, free_port
+from launcher.supervisor import Supervisor
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_MODEL = ROOT / "models" / "clip-demo"
@@ -68,6 +70,17 @@ async def show_it_working(target: str) -> None:
         print(f"    {score.label:<16} {score.probability:7.2%}", file=sys.stderr)
 
 
+def supervise(
+    supervisor: Supervisor, watching: threading.Event, stop: asyncio.Event, loop: asyncio.AbstractEventLoop
+) -> None:
+    """Restart Triton when it or a stub dies; when restarts run out, stop the whole service."""
+    try:
+        supervisor.run(watching)
+    except LaunchError as error:
+        print(f"serve: {error}", file=sys.stderr)
+        loop.call_soon_threadsafe(stop.set)
+
+
 async def run(args: argparse.Namespace) -> int:
     from gateway.config import GatewayConfig
     from gateway.observability import configure_logging
@@ -93,6 +106,11 @@ async def run(args: argparse.Namespace) -> int:
     except LaunchError as error:
         print(f"serve: {error}", file=sys.stderr)
         return 1
+    watching = threading.Event()  # set to end supervision
+    supervision = threading.Thread(
+        target=supervise, args=(Supervisor(triton), watching, stop, asyncio.get_running_loop()), daemon=True
+    )
+    supervision.start()
     gateway = await Gateway.start(
         GatewayConfig(listen=f"{args.host}:{args.port}", triton_url=triton.grpc_url, metrics_listen=args.metrics_listen)
     )
@@ -103,6 +121,8 @@ async def run(args: argparse.Namespace) -> int:
         await stop.wait()
     finally:
         await gateway.stop()
+        watching.set()
+        supervision.join(30)
         triton.stop()
         print("serve: stopped", file=sys.stderr)
     return 0
