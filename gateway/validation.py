@@ -42,10 +42,13 @@ def _declared_pixels(data: bytes) -> int | None:
         with Image.open(io.BytesIO(data)) as image:
             width, height = image.size
     except Image.DecompressionBombError:
-        return 2 * (Image.MAX_IMAGE_PIXELS or 0) + 1  # PIL refuses even to open it: over any sane limit
+        return BOMB  # PIL refuses even to open it: a frame declares over twice PIL's own cap
     except Exception:  # any parse failure: not our call to word, Triton's preprocessing will
         return None
     return width * height
+
+
+BOMB = -1
 
 
 def check_images(images: Sequence[bytes], limits: Limits, *, required: bool, field: str = "images") -> None:
@@ -61,7 +64,13 @@ def check_images(images: Sequence[bytes], limits: Limits, *, required: bool, fie
             found.add(name, f"{len(data)} bytes, more than the limit of {limits.max_image_bytes}", size=True)
             continue
         pixels = _declared_pixels(data)
-        if pixels is not None and pixels > limits.max_image_pixels:
+        if pixels == BOMB:
+            found.add(
+                name,
+                f"declares more pixels than the limit of {limits.max_image_pixels} (decompression bomb)",
+                size=True,
+            )
+        elif pixels is not None and pixels > limits.max_image_pixels:
             found.add(name, f"{pixels} pixels, more than the limit of {limits.max_image_pixels}", size=True)
     found.raise_any()
 

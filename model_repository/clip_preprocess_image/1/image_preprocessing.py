@@ -117,6 +117,13 @@ def to_rgb(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB"))
 
 
+def resized_size(width: int, height: int, shortest_edge: int) -> tuple[int, int]:
+    """(width, height) after the reference's shortest-side resize."""
+    short, long = (width, height) if width <= height else (height, width)
+    new_short, new_long = shortest_edge, int(shortest_edge * long / short)
+    return (new_short, new_long) if width <= height else (new_long, new_short)
+
+
 def resize_and_crop(rgb: np.ndarray, config: PreprocessConfig) -> np.ndarray:
     """Shortest side to `shortest_edge` (bicubic), then centre crop to `crop_size`."""
     height, width = rgb.shape[:2]
@@ -146,6 +153,14 @@ def normalize(rgb: np.ndarray, config: PreprocessConfig) -> np.ndarray:
 def preprocess(data: bytes, config: PreprocessConfig) -> np.ndarray:
     """One encoded image -> float32 [3, crop, crop] pixel values."""
     image = decode(data, config.max_pixels)
+    # A 1 x 5000 strip would be upscaled to 224 x 1,120,000 before the crop: refuse such shapes.
+    new_width, new_height = resized_size(*image.size, config.shortest_edge)
+    if new_width * new_height > config.max_pixels:
+        width, height = image.size
+        raise ImageError(
+            f"aspect ratio too extreme: {width}x{height} would be resized to {new_width}x{new_height}, "
+            f"more than the limit of {config.max_pixels} pixels"
+        )
     try:
         rgb = to_rgb(image)
     except (OSError, ValueError) as error:
