@@ -43,6 +43,8 @@ class GatewayConfig:
     max_concurrent_rpcs: int = 64  # past it, calls get RESOURCE_EXHAUSTED at once instead of queueing
     api_keys_file: str = ""  # one key per line; with CLIP_GATEWAY_API_KEYS (comma separated)
     api_keys: str = ""  # comma separated; prefer the file or the environment to a flag
+    tls_cert_file: str = ""  # PEM certificate chain; with tls_key_file, the gateway speaks TLS only
+    tls_key_file: str = ""
     limits: Limits = field(default_factory=Limits)
 
 

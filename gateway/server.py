@@ -25,6 +25,18 @@ from gateway.triton_adapter import TritonAdapter
 log = logging.getLogger("gateway.server")
 
 
+def add_port(server: grpc.aio.Server, config: GatewayConfig) -> int:
+    """Listen with TLS when a certificate and key are configured, in plaintext otherwise."""
+    if bool(config.tls_cert_file) != bool(config.tls_key_file):
+        raise ValueError("TLS needs both --tls-cert-file and --tls-key-file")
+    if not config.tls_cert_file:
+        return server.add_insecure_port(config.listen)
+    credentials = grpc.ssl_server_credentials(
+        [(Path(config.tls_key_file).read_bytes(), Path(config.tls_cert_file).read_bytes())]
+    )
+    return server.add_secure_port(config.listen, credentials)
+
+
 class Gateway:
     """A running gateway. `await Gateway.start(config)` returns it with `.port` bound."""
 
@@ -72,7 +84,7 @@ class Gateway:
             ),
             server,
         )
-        port = server.add_insecure_port(config.listen)
+        port = add_port(server, config)
         endpoint = metrics.MetricsEndpoint.start(config.metrics_listen) if config.metrics_listen else None
         await health.check_once()  # NOT_SERVING (or SERVING) before the first call can arrive
         await server.start()
