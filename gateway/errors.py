@@ -42,10 +42,6 @@ def invalid(field: str, description: str) -> RequestError:
     return RequestError(grpc.StatusCode.INVALID_ARGUMENT, [Violation(field, description)])
 
 
-def too_large(field: str, description: str) -> RequestError:
-    return RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED, [Violation(field, description)])
-
-
 # Triton statuses we pass on as they are; everything else is INTERNAL.
 _TRITON_CODES = {
     "StatusCode.INVALID_ARGUMENT": grpc.StatusCode.INVALID_ARGUMENT,

@@ -96,7 +96,7 @@ def command(runtime: TritonRuntime, settings: ServerSettings) -> list[str]:
 
 
 class TritonServer:
-    """A tritonserver child process. Use as a context manager, or call start() and stop()."""
+    """A tritonserver child process: start() waits until it serves, stop() ends it."""
 
     def __init__(self, settings: ServerSettings) -> None:
         self.settings = settings
@@ -238,13 +238,6 @@ class TritonServer:
             self._log_handle.close()
             self._log_handle = None
         return code
-
-    def __enter__(self) -> TritonServer:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def manifest(repository: Path) -> dict[str, object]:
