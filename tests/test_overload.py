@@ -4,6 +4,7 @@ count returns to zero."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -62,4 +63,45 @@ def test_short_deadline_ends_promptly_and_in_flight_returns_to_zero(tiny_gateway
         except DeadlineExceededError:
             pass
         assert time.monotonic() - started < 1.5
+    assert wait_in_flight_zero() == 0
+
+
+def test_a_cancelled_call_cancels_its_triton_request(tiny_triton: TritonServer) -> None:
+    """Triton counts the ensemble request as cancelled, not successful. (Steps of the ensemble
+    that were already scheduled still run: Triton 2.51 does not pass the cancellation on to
+    composing requests, so their models see is_cancelled() false.)"""
+    import asyncio
+    import re
+    import urllib.request
+
+    from clip_client import AsyncClipClient
+    from gateway.config import Limits
+
+    def classify_successes() -> float:
+        text = urllib.request.urlopen(tiny_triton.metrics_url, timeout=10).read().decode()
+        match = re.search(r'^nv_inference_request_success\{model="clip_classify",version="1"\} (\S+)$', text, re.M)
+        return float(match.group(1)) if match else 0.0
+
+    gateway = GatewayThread(gateway_config(tiny_triton.grpc_url, limits=Limits(max_labels=20000, max_prompts=20000)))
+    gateway.wait_ready()
+
+    async def scenario() -> tuple[float, float, float]:
+        async with AsyncClipClient(config=ClientConfig(target=gateway.target, retry=NO_RETRY, timeout=120)) as client:
+            start = classify_successes()
+            await client.classify(photo_bytes()[:1], ["warm"])
+            after_one = classify_successes()
+            call = asyncio.create_task(client.classify([SMALL] * 8, [f"cancelled {i}" for i in range(20000)]))
+            await asyncio.sleep(1.0)  # the call is in Triton, encoding 20,000 new labels
+            call.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await call
+            await asyncio.sleep(8)  # longer than the whole call would have taken
+            return start, after_one, classify_successes()
+
+    try:
+        start, after_one, after_cancel = asyncio.run(scenario())
+    finally:
+        gateway.stop()
+    assert after_one == start + 1
+    assert after_cancel == after_one
     assert wait_in_flight_zero() == 0

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
-from triton_model_utils import invalid_argument, model_config, parameter
+from triton_model_utils import cancelled, invalid_argument, model_config, parameter
 
 
 def l2_normalize(vectors: np.ndarray) -> np.ndarray:
@@ -42,6 +42,8 @@ class TritonPythonModel:
         return [self._one(request) for request in requests]
 
     def _one(self, request: Any) -> Any:
+        if request.is_cancelled():
+            return cancelled()
         images = pb_utils.get_input_tensor_by_name(request, "IMAGE_EMBEDS").as_numpy().astype(np.float32)
         texts = pb_utils.get_input_tensor_by_name(request, "TEXT_EMBEDS").as_numpy().astype(np.float32)
         if images.shape[-1] != texts.shape[-1]:
