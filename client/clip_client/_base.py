@@ -4,6 +4,7 @@ response parsing and the retry schedule. Only the act of calling differs between
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -41,6 +42,16 @@ def _item_error(status: Any) -> ClipError | None:
     return None if status.code == 0 else from_status(status.code, status.message)
 
 
+class CallBudget:
+    """The time one call may take, its retries included; None is no limit."""
+
+    def __init__(self, seconds: float | None) -> None:
+        self.expires = None if seconds is None else time.monotonic() + seconds
+
+    def remaining(self) -> float | None:
+        return None if self.expires is None else max(0.0, self.expires - time.monotonic())
+
+
 class ClientBase:
     def __init__(self, target: str | None = None, *, config: ClientConfig | None = None) -> None:
         config = config or ClientConfig()
@@ -65,8 +76,12 @@ class ClientBase:
             return ()
         return (("authorization", f"Bearer {self.config.api_key}"),)
 
-    def _timeout(self, timeout: float | None) -> float | None:
-        return self.config.timeout if timeout is None else timeout
+    def _budget(self, timeout: float | None) -> CallBudget:
+        return CallBudget(self.config.timeout if timeout is None else timeout)
+
+    def _retry_delay(self, error: grpc.RpcError, attempt: int, budget: CallBudget) -> float | None:
+        """Seconds to wait before attempt `attempt + 1`, or None to raise `error`."""
+        return self._sleep_before_retry(error, attempt, budget.remaining())
 
     def _sleep_before_retry(self, error: grpc.RpcError, attempt: int, remaining: float | None) -> float | None:
         """Seconds to sleep before the next attempt, or None to give up and raise."""

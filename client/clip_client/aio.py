@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import time
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -37,20 +37,16 @@ class AsyncClipClient(ClientBase):
         self._stub = clip_service_pb2_grpc.ClipServiceStub(self._channel)  # type: ignore[no-untyped-call]
 
     async def _call(self, method: str, request: Any, timeout: float | None) -> Any:
-        budget = self._timeout(timeout)
-        deadline = None if budget is None else time.monotonic() + budget
-        attempt = 0
-        while True:
-            attempt += 1
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        budget = self._budget(timeout)
+        for attempt in itertools.count(1):
             try:
-                return await getattr(self._stub, method)(request, timeout=remaining, metadata=self._metadata())
+                return await getattr(self._stub, method)(request, timeout=budget.remaining(), metadata=self._metadata())
             except grpc.RpcError as error:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                delay = self._sleep_before_retry(error, attempt, remaining)
+                delay = self._retry_delay(error, attempt, budget)
                 if delay is None:
                     raise from_rpc_error(error) from error
                 await asyncio.sleep(delay)
+        raise AssertionError("unreachable")  # itertools.count never ends
 
     async def classify(
         self,
