@@ -1,4 +1,4 @@
-"""API keys: `authorization: Bearer <key>` on every call except health checks.
+"""API keys: `authorization: Bearer <key>` on every call except health checks, gRPC and HTTP alike.
 
 Keys come from a file (one per line, `#` comments) and/or an environment variable (comma
 separated). They are compared as SHA-256 digests with hmac.compare_digest, so neither a key's
@@ -22,7 +22,7 @@ MAX_HEADER_CHARS = 512
 PREFIX = "bearer "
 
 
-def load_keys(file: Path | None, env_value: str | None) -> list[str]:
+def load_keys(file: Path | None, env_value: str | None) -> ApiKeys:
     keys: list[str] = []
     if file is not None:
         for line in file.read_text().splitlines():
@@ -31,22 +31,25 @@ def load_keys(file: Path | None, env_value: str | None) -> list[str]:
                 keys.append(line)
     if env_value:
         keys.extend(key.strip() for key in env_value.split(",") if key.strip())
-    return keys
+    return ApiKeys(keys)
 
 
 def _digest(key: str) -> bytes:
     return hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
 
 
-class ApiKeyInterceptor(grpc.aio.ServerInterceptor):
+class ApiKeys:
+    """The configured keys, as digests; `allows` checks one `authorization` header value."""
+
     def __init__(self, keys: Iterable[str]) -> None:
         self._digests = [_digest(key) for key in keys]
 
-    def _authorized(self, metadata: Iterable[tuple[str, Any]] | None) -> bool:
-        values = [value for key, value in metadata or () if key == "authorization"]
-        if len(values) != 1 or not isinstance(values[0], str) or len(values[0]) > MAX_HEADER_CHARS:
+    def __bool__(self) -> bool:
+        return bool(self._digests)
+
+    def allows(self, header: object) -> bool:
+        if not isinstance(header, str) or len(header) > MAX_HEADER_CHARS:
             return False
-        header = values[0]
         if not header.lower().startswith(PREFIX) or not header[len(PREFIX) :].strip():
             return False
         offered = _digest(header[len(PREFIX) :].strip())
@@ -54,6 +57,15 @@ class ApiKeyInterceptor(grpc.aio.ServerInterceptor):
         for digest in self._digests:  # no early exit: the time does not tell which key matched
             matched |= hmac.compare_digest(offered, digest)
         return matched
+
+
+class ApiKeyInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, keys: ApiKeys) -> None:
+        self._keys = keys
+
+    def _authorized(self, metadata: Iterable[tuple[str, Any]] | None) -> bool:
+        values = [value for key, value in metadata or () if key == "authorization"]
+        return len(values) == 1 and self._keys.allows(values[0])
 
     async def intercept_service(
         self,

@@ -45,6 +45,14 @@ class GatewayConfig:
     api_keys: str = ""  # comma separated; prefer the file or the environment to a flag
     tls_cert_file: str = ""  # PEM certificate chain; with tls_key_file, the gateway speaks TLS only
     tls_key_file: str = ""
+    http_listen: str = ""  # host:port of the OpenAI-compatible HTTP API; empty turns it off
+    image_urls: bool = False  # fetch images given by URL (Image.url, HTTP image inputs)
+    url_allowed_networks: str = ""  # comma-separated CIDRs exempt from the internal-address deny list
+    url_max_redirects: int = 0  # redirects followed per image URL, each re-checked
+    url_connect_timeout: float = 3.0  # seconds
+    url_read_timeout: float = 5.0  # seconds between reads of a body
+    url_total_timeout: float = 15.0  # seconds for a whole fetch, redirects included
+    url_proxy: str = ""  # proxy for image fetches; HTTP(S)_PROXY from the environment is ignored
     limits: Limits = field(default_factory=Limits)
 
 
@@ -59,12 +67,22 @@ def _add_fields(parser: argparse.ArgumentParser, cls: type, env: Mapping[str, st
         default = spec.default if spec.default is not dataclasses.MISSING else None
         kind = type(default) if default is not None else str
         raw = env.get(_env_name(spec.name))
-        parser.add_argument(
-            "--" + spec.name.replace("_", "-"),
-            type=kind,
-            default=kind(raw) if raw is not None else default,
-            help=f"env {_env_name(spec.name)} (default {default})",
-        )
+        flag = "--" + spec.name.replace("_", "-")
+        help_text = f"env {_env_name(spec.name)} (default {default})"
+        if kind is bool:  # --image-urls / --no-image-urls; the environment says true/false
+            value = default if raw is None else _truth(_env_name(spec.name), raw)
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=value, help=help_text)
+            continue
+        parser.add_argument(flag, type=kind, default=kind(raw) if raw is not None else default, help=help_text)
+
+
+def _truth(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"{name}={raw!r}: expected true or false")
 
 
 def parse(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> GatewayConfig:

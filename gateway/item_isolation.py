@@ -8,7 +8,7 @@ with k bad images costs k + 1 calls.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -43,9 +43,12 @@ class IsolatedResult(Generic[T]):
         return items
 
 
-async def isolate_bad_images(images: Sequence[bytes], run: Callable[[list[bytes]], Awaitable[T]]) -> IsolatedResult[T]:
-    kept = list(range(len(images)))
-    failed: dict[int, str] = {}
+async def isolate_bad_images(
+    images: Sequence[bytes], run: Callable[[list[bytes]], Awaitable[T]], failed: Mapping[int, str] | None = None
+) -> IsolatedResult[T]:
+    """`failed`: images already known to be bad (an image URL that gave nothing), not sent."""
+    failed = dict(failed or {})
+    kept = [index for index in range(len(images)) if index not in failed]
     while kept:
         try:
             return IsolatedResult(await run([images[i] for i in kept]), kept, failed)

@@ -24,6 +24,13 @@ TRITON_LATENCY = Histogram(
     "clip_gateway_triton_seconds", "Latency of calls to Triton by model", ["model"], buckets=LATENCY_BUCKETS
 )
 TRITON_ERRORS = Counter("clip_gateway_triton_errors", "Failed calls to Triton by model and status", ["model", "code"])
+HTTP_REQUESTS = Counter(
+    "clip_gateway_http_requests", "Finished HTTP API requests by route and HTTP status", ["route", "status"]
+)
+HTTP_LATENCY = Histogram(
+    "clip_gateway_http_request_seconds", "HTTP API latency by route", ["route"], buckets=LATENCY_BUCKETS
+)
+IMAGE_FETCHES = Counter("clip_gateway_image_fetches", "Image URL fetches by outcome (ok, refused, failed)", ["outcome"])
 HEALTH = Gauge("clip_gateway_serving", "1 when every Triton model the gateway needs is ready, else 0")
 
 

@@ -18,9 +18,14 @@ from gateway import metrics
 from gateway.auth import ApiKeyInterceptor, load_keys
 from gateway.config import GatewayConfig
 from gateway.health import HealthWatcher
+from gateway.http_api.app import create_app
+from gateway.http_api.server import HttpServer
+from gateway.image_fetcher import FetchSettings, ImageFetcher
+from gateway.image_sources import ImageSources
 from gateway.observability import RequestContextInterceptor
 from gateway.service import ClipService
 from gateway.triton_adapter import TritonAdapter
+from gateway.url_policy import UrlPolicy
 
 log = logging.getLogger("gateway.server")
 
@@ -37,6 +42,20 @@ def add_port(server: grpc.aio.Server, config: GatewayConfig) -> int:
     return server.add_secure_port(config.listen, credentials)
 
 
+def image_sources(config: GatewayConfig) -> ImageSources:
+    """Image bytes always; image URLs only where the operator turned fetching on."""
+    if not config.image_urls:
+        return ImageSources(None, config.limits)
+    settings = FetchSettings(
+        max_redirects=config.url_max_redirects,
+        connect_timeout=config.url_connect_timeout,
+        read_timeout=config.url_read_timeout,
+        total_timeout=config.url_total_timeout,
+        proxy=config.url_proxy,
+    )
+    return ImageSources(ImageFetcher(settings, UrlPolicy.from_setting(config.url_allowed_networks)), config.limits)
+
+
 class Gateway:
     """A running gateway. `await Gateway.start(config)` returns it with `.port` bound."""
 
@@ -45,16 +64,18 @@ class Gateway:
         config: GatewayConfig,
         server: grpc.aio.Server,
         port: int,
-        triton: TritonAdapter,
+        service: ClipService,
         health: HealthWatcher,
         metrics_endpoint: metrics.MetricsEndpoint | None,
+        http: HttpServer | None,
     ) -> None:
         self.config = config
         self.server = server
         self.port = port
-        self.triton = triton
+        self.service = service
         self.health = health
         self.metrics_endpoint = metrics_endpoint
+        self.http = http
 
     @classmethod
     async def start(cls, config: GatewayConfig) -> Gateway:
@@ -74,7 +95,8 @@ class Gateway:
         triton = TritonAdapter(config.triton_url)
         health_servicer = health_aio.HealthServicer()
         health = HealthWatcher(triton, health_servicer, config.health_interval)
-        clip_service_pb2_grpc.add_ClipServiceServicer_to_server(ClipService(triton, health, config), server)
+        service = ClipService(triton, health, config, image_sources(config))
+        clip_service_pb2_grpc.add_ClipServiceServicer_to_server(service, server)
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection(
             (
@@ -88,18 +110,27 @@ class Gateway:
         endpoint = metrics.MetricsEndpoint.start(config.metrics_listen) if config.metrics_listen else None
         await health.check_once()  # NOT_SERVING (or SERVING) before the first call can arrive
         await server.start()
+        http = await HttpServer.start(create_app(service, keys), config) if config.http_listen else None
         health.start()
         log.info(
             "gateway listening",
-            extra={"port": port, "triton": config.triton_url, "metrics_port": endpoint.port if endpoint else None},
+            extra={
+                "port": port,
+                "http_port": http.port if http else None,
+                "triton": config.triton_url,
+                "metrics_port": endpoint.port if endpoint else None,
+                "image_urls": config.image_urls,
+            },
         )
-        return cls(config, server, port, triton, health, endpoint)
+        return cls(config, server, port, service, health, endpoint, http)
 
     async def stop(self, grace: float | None = None) -> None:
         """Refuse new calls, give in-flight calls `grace` seconds, then close Triton's channel."""
+        grace = self.config.shutdown_grace if grace is None else grace
         await self.health.stop_serving()
-        await self.server.stop(self.config.shutdown_grace if grace is None else grace)
-        await self.triton.close()
+        await asyncio.gather(self.server.stop(grace), *([self.http.stop(grace)] if self.http else []))
+        await self.service.images.close()
+        await self.service.triton.close()
         if self.metrics_endpoint is not None:
             self.metrics_endpoint.stop()
         log.info("gateway stopped")

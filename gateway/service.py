@@ -22,6 +22,7 @@ from gateway import metrics, validation
 from gateway.config import GatewayConfig
 from gateway.errors import OK, invalid, to_status
 from gateway.health import HealthWatcher
+from gateway.image_sources import ImageSources
 from gateway.item_isolation import isolate_bad_images
 from gateway.triton_adapter import ServedModel, TritonAdapter
 
@@ -51,9 +52,13 @@ def rpc(handler: Handler[Response]) -> Handler[Response]:
 class Deadline:
     """The caller's deadline (or the configured default), to pass on to Triton."""
 
-    def __init__(self, context: grpc.aio.ServicerContext, default: float) -> None:
+    def __init__(self, seconds: float) -> None:
+        self.expires = time.monotonic() + seconds
+
+    @classmethod
+    def of(cls, context: grpc.aio.ServicerContext, default: float) -> Deadline:
         remaining = context.time_remaining()
-        self.expires = time.monotonic() + (default if remaining is None else remaining)
+        return cls(default if remaining is None else remaining)
 
     def remaining(self) -> float:
         return max(0.001, self.expires - time.monotonic())
@@ -74,19 +79,46 @@ def record_sizes(method: str, images: int, labels: int) -> None:
 
 
 class ClipService(clip_service_pb2_grpc.ClipServiceServicer):
-    def __init__(self, triton: TritonAdapter, health: HealthWatcher, config: GatewayConfig) -> None:
+    """The gRPC methods are thin: each turns its context into a Deadline and calls the method of
+    the same name in lower case, which the HTTP API calls too."""
+
+    def __init__(
+        self, triton: TritonAdapter, health: HealthWatcher, config: GatewayConfig, images: ImageSources
+    ) -> None:
         self.triton = triton
         self.health = health
         self.config = config
         self.limits = config.limits
+        self.images = images
 
     async def _model(self) -> ServedModel:
         return await self.health.served_model()
 
+    def _deadline(self, context: grpc.aio.ServicerContext) -> Deadline:
+        return Deadline.of(context, self.config.default_timeout)
+
     @rpc
     async def Classify(self, request: pb.ClassifyRequest, context: grpc.aio.ServicerContext) -> pb.ClassifyResponse:
-        images = [image.data for image in request.images]
-        validation.check_images(images, self.limits, required=True)
+        return await self.classify(request, self._deadline(context))
+
+    @rpc
+    async def Embed(self, request: pb.EmbedRequest, context: grpc.aio.ServicerContext) -> pb.EmbedResponse:
+        return await self.embed(request, self._deadline(context))
+
+    @rpc
+    async def Similarity(
+        self, request: pb.SimilarityRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SimilarityResponse:
+        return await self.similarity(request, self._deadline(context))
+
+    @rpc
+    async def GetModelInfo(
+        self, request: pb.GetModelInfoRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetModelInfoResponse:
+        return await self.model_info()
+
+    async def classify(self, request: pb.ClassifyRequest, deadline: Deadline) -> pb.ClassifyResponse:
+        images = self.images.check(request.images, required=True)
         labels = validation.check_texts(
             list(request.labels), self.limits, field="labels", maximum=self.limits.max_labels, required=True
         )
@@ -94,16 +126,18 @@ class ClipService(clip_service_pb2_grpc.ClipServiceServicer):
             list(request.prompt_templates), len(labels), self.limits, self.config.default_template
         )
         validation.check_top_k(request.top_k, len(labels))
-        record_sizes("Classify", len(images), len(labels))
         model = await self._model()
-        deadline = Deadline(context, self.config.default_timeout)
+        images = await self.images.fetch(images, deadline.remaining())
+        record_sizes("Classify", len(images.data), len(labels))
         outcome = await isolate_bad_images(
-            images, lambda batch: self.triton.classify(batch, labels, templates, deadline.remaining())
+            images.data,
+            lambda batch: self.triton.classify(batch, labels, templates, deadline.remaining()),
+            images.failed,
         )
         sent_labels = list(request.labels)
         metrics.IMAGE_ERRORS.labels("Classify").inc(len(outcome.failed))
         results = outcome.per_image(
-            len(images),
+            len(images.data),
             lambda value, row: pb.ImageClassification(
                 status=OK, labels=ranked(sent_labels, value[0][row], value[1][row], request.top_k)
             ),
@@ -111,64 +145,60 @@ class ClipService(clip_service_pb2_grpc.ClipServiceServicer):
         )
         return pb.ClassifyResponse(results=results, model_id=model.model_id)
 
-    @rpc
-    async def Embed(self, request: pb.EmbedRequest, context: grpc.aio.ServicerContext) -> pb.EmbedResponse:
-        images = [image.data for image in request.images]
-        validation.check_images(images, self.limits, required=False)
+    async def embed(self, request: pb.EmbedRequest, deadline: Deadline) -> pb.EmbedResponse:
+        images = self.images.check(request.images, required=False)
         texts = validation.check_texts(
             list(request.texts), self.limits, field="texts", maximum=self.limits.max_texts, required=False
         )
-        if not images and not texts:
+        if not request.images and not texts:
             raise invalid("images", "send at least one image or one text")
-        record_sizes("Embed", len(images), len(texts))
         model = await self._model()
-        deadline = Deadline(context, self.config.default_timeout)
+        images = await self.images.fetch(images, deadline.remaining())
+        record_sizes("Embed", len(images.data), len(texts))
         response = pb.EmbedResponse(model_id=model.model_id, dimension=model.embedding_dim)
         if texts:
-            vectors = await self.triton.embed_texts(texts, deadline.remaining())
-            response.text_embeddings.extend(pb.Embedding(status=OK, vector=v.tolist()) for v in vectors)
-        if images:
+            vectors, token_counts = await self.triton.embed_texts(texts, deadline.remaining())
+            response.text_embeddings.extend(
+                pb.Embedding(status=OK, vector=vector.tolist(), token_count=int(count))
+                for vector, count in zip(vectors, token_counts, strict=True)
+            )
+        if images.data:
             outcome = await isolate_bad_images(
-                images, lambda batch: self.triton.embed_images(batch, deadline.remaining())
+                images.data, lambda batch: self.triton.embed_images(batch, deadline.remaining()), images.failed
             )
             metrics.IMAGE_ERRORS.labels("Embed").inc(len(outcome.failed))
             response.image_embeddings.extend(
                 outcome.per_image(
-                    len(images),
+                    len(images.data),
                     lambda vectors, row: pb.Embedding(status=OK, vector=vectors[row].tolist()),
                     lambda status: pb.Embedding(status=status),
                 )
             )
         return response
 
-    @rpc
-    async def Similarity(
-        self, request: pb.SimilarityRequest, context: grpc.aio.ServicerContext
-    ) -> pb.SimilarityResponse:
-        images = [image.data for image in request.images]
-        validation.check_images(images, self.limits, required=True)
+    async def similarity(self, request: pb.SimilarityRequest, deadline: Deadline) -> pb.SimilarityResponse:
+        images = self.images.check(request.images, required=True)
         texts = validation.check_texts(
             list(request.texts), self.limits, field="texts", maximum=self.limits.max_labels, required=True
         )
-        record_sizes("Similarity", len(images), len(texts))
         model = await self._model()
-        deadline = Deadline(context, self.config.default_timeout)
+        images = await self.images.fetch(images, deadline.remaining())
+        record_sizes("Similarity", len(images.data), len(texts))
         # Texts verbatim: the identity template, so Triton's prompt ensemble is a no-op.
         outcome = await isolate_bad_images(
-            images, lambda batch: self.triton.classify(batch, texts, ["{}"], deadline.remaining())
+            images.data,
+            lambda batch: self.triton.classify(batch, texts, ["{}"], deadline.remaining()),
+            images.failed,
         )
         metrics.IMAGE_ERRORS.labels("Similarity").inc(len(outcome.failed))
         rows = outcome.per_image(
-            len(images),
+            len(images.data),
             lambda value, row: pb.SimilarityRow(status=OK, scores=value[0][row].tolist()),
             lambda status: pb.SimilarityRow(status=status),
         )
         return pb.SimilarityResponse(rows=rows, scale=model.scale, model_id=model.model_id)
 
-    @rpc
-    async def GetModelInfo(
-        self, request: pb.GetModelInfoRequest, context: grpc.aio.ServicerContext
-    ) -> pb.GetModelInfoResponse:
+    async def model_info(self) -> pb.GetModelInfoResponse:
         model = await self._model()
         limits = self.limits
         return pb.GetModelInfoResponse(
@@ -189,5 +219,6 @@ class ClipService(clip_service_pb2_grpc.ClipServiceServicer):
                 max_image_bytes=limits.max_image_bytes,
                 max_image_pixels=limits.max_image_pixels,
                 max_request_bytes=limits.max_request_bytes,
+                image_urls=self.images.fetcher is not None,
             ),
         )

@@ -72,9 +72,10 @@ class TritonAdapter:
         result = await self._infer(EMBED_IMAGE, [_strings("IMAGE", images)], timeout)
         return result.as_numpy("IMAGE_EMBEDS")
 
-    async def embed_texts(self, texts: Sequence[str], timeout: float | None) -> np.ndarray:
+    async def embed_texts(self, texts: Sequence[str], timeout: float | None) -> tuple[np.ndarray, np.ndarray]:
+        """TEXT_EMBEDS [texts, dim] and TOKEN_COUNTS [texts]."""
         result = await self._infer(EMBED_TEXT, [_strings("TEXT", texts)], timeout)
-        return result.as_numpy("TEXT_EMBEDS")
+        return result.as_numpy("TEXT_EMBEDS"), result.as_numpy("TOKEN_COUNTS")
 
     async def models_ready(self, names: Sequence[str] = REQUIRED_MODELS, timeout: float = 2.0) -> bool:
         """True when every model is READY. Triton's own liveness stays green when a Python stub

@@ -59,20 +59,22 @@ def check_images(images: Sequence[bytes], limits: Limits, *, required: bool, fie
         found.add(field, f"{len(images)} images, more than the limit of {limits.max_images} per request")
     found.raise_any()
     for index, data in enumerate(images):
-        name = f"{field}[{index}].data"
-        if len(data) > limits.max_image_bytes:
-            found.add(name, f"{len(data)} bytes, more than the limit of {limits.max_image_bytes}", size=True)
-            continue
-        pixels = _declared_pixels(data)
-        if pixels == BOMB:
-            found.add(
-                name,
-                f"declares more pixels than the limit of {limits.max_image_pixels} (decompression bomb)",
-                size=True,
-            )
-        elif pixels is not None and pixels > limits.max_image_pixels:
-            found.add(name, f"{pixels} pixels, more than the limit of {limits.max_image_pixels}", size=True)
+        problem = image_size_problem(data, limits)
+        if problem is not None:
+            found.add(f"{field}[{index}].data", problem, size=True)
     found.raise_any()
+
+
+def image_size_problem(data: bytes, limits: Limits) -> str | None:
+    """Why an encoded image is too big (bytes, or pixels declared in its header), or None."""
+    if len(data) > limits.max_image_bytes:
+        return f"{len(data)} bytes, more than the limit of {limits.max_image_bytes}"
+    pixels = _declared_pixels(data)
+    if pixels == BOMB:
+        return f"declares more pixels than the limit of {limits.max_image_pixels} (decompression bomb)"
+    if pixels is not None and pixels > limits.max_image_pixels:
+        return f"{pixels} pixels, more than the limit of {limits.max_image_pixels}"
+    return None
 
 
 def _text_problem(text: str, limits: Limits) -> str | None:

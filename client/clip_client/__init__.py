@@ -23,7 +23,7 @@ from clip_client.errors import (
     ServerError,
     UnavailableError,
 )
-from clip_client.images import ImageInput
+from clip_client.images import ImageInput, ImageUrl
 from clip_client.sync import ClipClient
 from clip_client.types import (
     Classification,
@@ -49,6 +49,7 @@ __all__ = [
     "Embeddings",
     "FieldViolation",
     "ImageInput",
+    "ImageUrl",
     "InvalidRequestError",
     "LabelScore",
     "Limits",

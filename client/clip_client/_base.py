@@ -15,7 +15,7 @@ from numpy.typing import NDArray
 from clip_client._generated import clip_service_pb2 as pb
 from clip_client.config import ClientConfig
 from clip_client.errors import ClipError, from_status
-from clip_client.images import ImageInput, to_bytes
+from clip_client.images import ImageInput, ImageUrl, to_bytes
 from clip_client.types import (
     Classification,
     ClassifyResult,
@@ -29,13 +29,19 @@ from clip_client.types import (
 ImagesArg = ImageInput | Sequence[ImageInput]
 
 
-def image_list(images: ImagesArg) -> list[bytes]:
+def image_list(images: ImagesArg) -> list[pb.Image]:
     """One image or a sequence of them; a 4-D array is a batch of HxWxC images."""
     if isinstance(images, list | tuple):
-        return [to_bytes(image) for image in images]
+        return [_image(image) for image in images]
     if isinstance(images, np.ndarray) and images.ndim == 4:
-        return [to_bytes(image) for image in images]
-    return [to_bytes(images)]  # type: ignore[arg-type]  # a str or bytes is one image, not a sequence
+        return [_image(image) for image in images]
+    return [_image(images)]  # type: ignore[arg-type]  # a str or bytes is one image, not a sequence
+
+
+def _image(image: ImageInput) -> pb.Image:
+    if isinstance(image, ImageUrl):
+        return pb.Image(url=image.url)
+    return pb.Image(data=to_bytes(image))
 
 
 def _item_error(status: Any) -> ClipError | None:
@@ -102,7 +108,7 @@ class ClientBase:
             raise TypeError("labels must be a sequence of strings, not one string")
         chosen = self.config.default_templates if templates is None else templates
         return pb.ClassifyRequest(
-            images=[pb.Image(data=data) for data in image_list(images)],
+            images=image_list(images),
             labels=list(labels),
             prompt_templates=list(chosen),
             top_k=top_k,
@@ -113,7 +119,7 @@ class ClientBase:
         if isinstance(texts, str):
             texts = [texts]
         return pb.EmbedRequest(
-            images=[pb.Image(data=data) for data in (image_list(images) if images is not None else [])],
+            images=image_list(images) if images is not None else [],
             texts=list(texts or []),
         )
 
@@ -121,7 +127,7 @@ class ClientBase:
     def _similarity_request(images: ImagesArg, texts: Sequence[str]) -> pb.SimilarityRequest:
         if isinstance(texts, str):
             texts = [texts]
-        return pb.SimilarityRequest(images=[pb.Image(data=data) for data in image_list(images)], texts=list(texts))
+        return pb.SimilarityRequest(images=image_list(images), texts=list(texts))
 
     # -- responses ---------------------------------------------------------------------------
     @staticmethod
@@ -155,6 +161,7 @@ class ClientBase:
             texts=texts,
             image_errors=image_errors,
             text_errors=text_errors,
+            text_token_counts=np.array([item.token_count for item in response.text_embeddings], dtype=np.int64),
             model_id=response.model_id,
             dimension=response.dimension,
         )
@@ -192,5 +199,6 @@ class ClientBase:
                 max_image_bytes=limits.max_image_bytes,
                 max_image_pixels=limits.max_image_pixels,
                 max_request_bytes=limits.max_request_bytes,
+                image_urls=limits.image_urls,
             ),
         )

@@ -24,6 +24,7 @@ from numpy.typing import NDArray
 
 from clip_client.config import ClientConfig
 from clip_client.errors import ClipError
+from clip_client.images import ImageInput, ImageUrl
 from clip_client.sync import ClipClient
 from clip_client.types import ClassifyResult, Embeddings, ModelInfo, Similarity
 
@@ -38,7 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     commands = parser.add_subparsers(dest="command", required=True)
     classify = commands.add_parser("classify", help="rank labels for each image")
-    classify.add_argument("images", nargs="+", help="image files")
+    classify.add_argument("images", nargs="+", help="image files, or http(s) URLs for the server to fetch")
     classify.add_argument("--labels", nargs="+", required=True)
     classify.add_argument(
         "--template",
@@ -55,6 +56,11 @@ def _parser() -> argparse.ArgumentParser:
     similarity.add_argument("--texts", nargs="+", required=True)
     commands.add_parser("info", help="which model answers, and the server's limits")
     return parser
+
+
+def _sources(images: Sequence[str]) -> list[ImageInput]:
+    """On the command line an http(s):// argument is a URL for the server; anything else a file."""
+    return [ImageUrl(image) if image.lower().startswith(("http://", "https://")) else image for image in images]
 
 
 def _classify_table(result: ClassifyResult, images: Sequence[str]) -> str:
@@ -155,21 +161,21 @@ def run(argv: Sequence[str] | None = None) -> str:
     with ClipClient(config=config) as client:
         if args.command == "classify":
             top_k = min(args.top_k, len(args.labels))  # "top 5" of 2 labels means both
-            result = client.classify(list(args.images), args.labels, templates=args.templates, top_k=top_k)
+            result = client.classify(_sources(args.images), args.labels, templates=args.templates, top_k=top_k)
             return (
                 json.dumps(_classify_json(result, args.images), indent=2)
                 if args.json
                 else _classify_table(result, args.images)
             )
         if args.command == "embed":
-            embeddings = client.embed(list(args.images) or None, args.texts or None)
+            embeddings = client.embed(_sources(args.images) or None, args.texts or None)
             return (
                 json.dumps(_embed_json(embeddings), indent=2)
                 if args.json
                 else _embed_table(embeddings, args.images, args.texts)
             )
         if args.command == "similarity":
-            similarity = client.similarity(list(args.images), args.texts)
+            similarity = client.similarity(_sources(args.images), args.texts)
             return _similarity_output(similarity, args.images, args.texts, args.json)
         return _info_output(client.model_info(), args.json)
 

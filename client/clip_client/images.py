@@ -1,9 +1,11 @@
-"""Turn what a caller has (a path, bytes, a PIL image, a numpy array) into encoded image bytes."""
+"""Turn what a caller has (a path, bytes, a PIL image, a numpy array) into encoded image bytes;
+an ImageUrl is passed on for the server to fetch."""
 
 from __future__ import annotations
 
 import io
 import os
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
@@ -12,7 +14,16 @@ from numpy.typing import NDArray
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
 
-ImageInput = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, "PILImage", NDArray[Any]]
+
+@dataclass(frozen=True)
+class ImageUrl:
+    """An http(s) URL for the server to fetch, where the server allows it (`model_info().limits.image_urls`).
+    A plain str is always a local path: the client never guesses."""
+
+    url: str
+
+
+ImageInput = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, "PILImage", NDArray[Any], ImageUrl]
 
 
 def to_bytes(image: ImageInput) -> bytes:

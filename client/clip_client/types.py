@@ -63,6 +63,7 @@ class Embeddings:
     texts: NDArray[np.float32]  # [n_texts, dimension]
     image_errors: Mapping[int, ClipError]
     text_errors: Mapping[int, ClipError]
+    text_token_counts: NDArray[np.int64]  # [n_texts]: CLIP tokens each text was encoded as
     model_id: str
     dimension: int
 
@@ -91,6 +92,7 @@ class Limits:
     max_image_bytes: int
     max_image_pixels: int
     max_request_bytes: int
+    image_urls: bool  # whether ImageUrl inputs are fetched by this server
 
 
 @dataclass(frozen=True)

@@ -30,10 +30,12 @@ PRECISION_BF16: Precision
 PRECISION_FP16: Precision
 
 class Image(_message.Message):
-    __slots__ = ("data",)
+    __slots__ = ("data", "url")
     DATA_FIELD_NUMBER: _ClassVar[int]
+    URL_FIELD_NUMBER: _ClassVar[int]
     data: bytes
-    def __init__(self, data: _Optional[bytes] = ...) -> None: ...
+    url: str
+    def __init__(self, data: _Optional[bytes] = ..., url: _Optional[str] = ...) -> None: ...
 
 class ClassifyRequest(_message.Message):
     __slots__ = ("images", "labels", "prompt_templates", "top_k")
@@ -96,12 +98,14 @@ class EmbedResponse(_message.Message):
     def __init__(self, image_embeddings: _Optional[_Iterable[_Union[Embedding, _Mapping]]] = ..., text_embeddings: _Optional[_Iterable[_Union[Embedding, _Mapping]]] = ..., model_id: _Optional[str] = ..., dimension: _Optional[int] = ...) -> None: ...
 
 class Embedding(_message.Message):
-    __slots__ = ("status", "vector")
+    __slots__ = ("status", "vector", "token_count")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     VECTOR_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_COUNT_FIELD_NUMBER: _ClassVar[int]
     status: _status_pb2.Status
     vector: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, status: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., vector: _Optional[_Iterable[float]] = ...) -> None: ...
+    token_count: int
+    def __init__(self, status: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., vector: _Optional[_Iterable[float]] = ..., token_count: _Optional[int] = ...) -> None: ...
 
 class SimilarityRequest(_message.Message):
     __slots__ = ("images", "texts")
@@ -156,7 +160,7 @@ class GetModelInfoResponse(_message.Message):
     def __init__(self, model_id: _Optional[str] = ..., revision: _Optional[str] = ..., variant: _Optional[_Union[ModelVariant, str]] = ..., precision: _Optional[_Union[Precision, str]] = ..., embedding_dimension: _Optional[int] = ..., image_size: _Optional[int] = ..., context_length: _Optional[int] = ..., scale: _Optional[float] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ...) -> None: ...
 
 class Limits(_message.Message):
-    __slots__ = ("max_images_per_request", "max_labels_per_request", "max_texts_per_request", "max_templates_per_request", "max_label_chars", "max_image_bytes", "max_image_pixels", "max_request_bytes")
+    __slots__ = ("max_images_per_request", "max_labels_per_request", "max_texts_per_request", "max_templates_per_request", "max_label_chars", "max_image_bytes", "max_image_pixels", "max_request_bytes", "image_urls")
     MAX_IMAGES_PER_REQUEST_FIELD_NUMBER: _ClassVar[int]
     MAX_LABELS_PER_REQUEST_FIELD_NUMBER: _ClassVar[int]
     MAX_TEXTS_PER_REQUEST_FIELD_NUMBER: _ClassVar[int]
@@ -165,6 +169,7 @@ class Limits(_message.Message):
     MAX_IMAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_IMAGE_PIXELS_FIELD_NUMBER: _ClassVar[int]
     MAX_REQUEST_BYTES_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_URLS_FIELD_NUMBER: _ClassVar[int]
     max_images_per_request: int
     max_labels_per_request: int
     max_texts_per_request: int
@@ -173,4 +178,5 @@ class Limits(_message.Message):
     max_image_bytes: int
     max_image_pixels: int
     max_request_bytes: int
-    def __init__(self, max_images_per_request: _Optional[int] = ..., max_labels_per_request: _Optional[int] = ..., max_texts_per_request: _Optional[int] = ..., max_templates_per_request: _Optional[int] = ..., max_label_chars: _Optional[int] = ..., max_image_bytes: _Optional[int] = ..., max_image_pixels: _Optional[int] = ..., max_request_bytes: _Optional[int] = ...) -> None: ...
+    image_urls: bool
+    def __init__(self, max_images_per_request: _Optional[int] = ..., max_labels_per_request: _Optional[int] = ..., max_texts_per_request: _Optional[int] = ..., max_templates_per_request: _Optional[int] = ..., max_label_chars: _Optional[int] = ..., max_image_bytes: _Optional[int] = ..., max_image_pixels: _Optional[int] = ..., max_request_bytes: _Optional[int] = ..., image_urls: _Optional[bool] = ...) -> None: ...

@@ -69,5 +69,8 @@ class TritonPythonModel:
                 return invalid_argument(f'TEMPLATES[{index}] must contain "{{}}" exactly once: {template!r}')
         if templates:
             texts = [template.replace("{}", text) for text in texts for template in templates]
-        ids = np.array([encoding.ids for encoding in self.tokenizer.encode_batch(texts)], dtype=np.int64)
-        return pb_utils.InferenceResponse([pb_utils.Tensor("INPUT_IDS", ids)])
+        encodings = self.tokenizer.encode_batch(texts)
+        ids = np.array([encoding.ids for encoding in encodings], dtype=np.int64)
+        # Tokens per text before padding (start and end included): what an API bills as usage.
+        counts = np.array([sum(encoding.attention_mask) for encoding in encodings], dtype=np.int32)
+        return pb_utils.InferenceResponse([pb_utils.Tensor("INPUT_IDS", ids), pb_utils.Tensor("TOKEN_COUNTS", counts)])

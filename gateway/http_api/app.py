@@ -1,0 +1,310 @@
+"""The OpenAI-compatible HTTP API: /v1/embeddings, /v1/classifications, /v1/models, health.
+
+It runs in the gateway's process and event loop and calls the same ClipService methods as gRPC
+(same Triton client, limits, image fetching and API keys); only the shapes differ.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import time
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from clip_client._generated import clip_service_pb2 as pb
+from gateway.auth import ApiKeys
+from gateway.errors import RequestError
+from gateway.http_api import inputs
+from gateway.http_api.errors import HttpError, error_response, from_exception, item_error
+from gateway.http_api.guard import BodyTooLarge, Guard
+from gateway.http_api.schemas import (
+    Classification,
+    ClassificationRequest,
+    ClassificationsResponse,
+    Embedding,
+    EmbeddingsRequest,
+    EmbeddingsResponse,
+    ErrorBody,
+    ErrorResponse,
+    LabelScore,
+    Model,
+    ModelList,
+    Usage,
+)
+from gateway.service import ClipService, Deadline
+from gateway.triton_adapter import ServedModel
+
+log = logging.getLogger("gateway.http")
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse, "description": text}
+    for status, text in {
+        400: "The request is invalid; `error.param` names the field.",
+        401: "Missing or wrong API key.",
+        404: "No such model.",
+        413: "The request or one of its images is too large.",
+        429: "The gateway is at its concurrency limit.",
+        503: "The model server is not ready.",
+        504: "The model server did not answer in time.",
+    }.items()
+}
+CLASSIFICATION_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": ClassificationRequest.model_json_schema()},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["image", "labels"],
+                    "properties": {
+                        "image": {
+                            "type": "array",
+                            "items": {"type": "string", "format": "binary"},
+                            "description": "Image files (or URL / data-URI strings), one part each.",
+                        },
+                        "labels": {"type": "array", "items": {"type": "string"}, "description": "One part per label."},
+                        "templates": {"type": "array", "items": {"type": "string"}},
+                        "top_k": {"type": "integer", "minimum": 0},
+                        "model": {"type": "string"},
+                    },
+                }
+            },
+        },
+    }
+}
+
+
+def create_app(service: ClipService, keys: ApiKeys) -> Any:
+    """The ASGI application: the FastAPI routes behind the Guard."""
+    config = service.config
+    limits = config.limits
+    started = int(time.time())
+    app = FastAPI(
+        title="clip-serve",
+        version="1",
+        summary="CLIP ViT-B/16 zero-shot classification and embeddings, OpenAI-compatible.",
+        description="Authenticate with `Authorization: Bearer <key>` where the operator set keys.",
+        docs_url="/docs",
+        redoc_url=None,
+    )
+
+    async def served_model() -> ServedModel:
+        try:
+            return await service.health.served_model()
+        except Exception as error:
+            raise from_exception(error) from None
+
+    def deadline() -> Deadline:
+        return Deadline(config.default_timeout)
+
+    def check_model(requested: str | None, model: ServedModel) -> None:
+        if requested is not None and requested != model.model_id:
+            raise HttpError(
+                404,
+                f"the model {requested!r} is not served here; this server serves {model.model_id!r}",
+                kind="not_found_error",
+                param="model",
+                code="model_not_found",
+            )
+
+    @app.exception_handler(HttpError)
+    async def on_http_error(request: Request, error: HttpError) -> JSONResponse:
+        return error_response(error.status, error.body)
+
+    @app.exception_handler(BodyTooLarge)
+    async def on_too_large(request: Request, error: BodyTooLarge) -> JSONResponse:
+        message = f"the request body is larger than the limit of {limits.max_request_bytes} bytes"
+        return error_response(413, ErrorBody(message=message, type="invalid_request_error", code="request_too_large"))
+
+    @app.exception_handler(RequestValidationError)
+    async def on_invalid(request: Request, error: RequestValidationError) -> JSONResponse:
+        return error_response(400, _validation_body(error.errors()))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http_exception(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        kind = "not_found_error" if error.status_code == 404 else "invalid_request_error"
+        return error_response(error.status_code, ErrorBody(message=str(error.detail), type=kind))
+
+    @app.get("/v1/health/live", tags=["health"], summary="The gateway process is up.")
+    async def live() -> dict[str, str]:
+        return {"status": "live"}
+
+    @app.get("/v1/health/ready", tags=["health"], summary="Every model the gateway needs is ready.")
+    async def ready() -> JSONResponse:
+        serving = service.health.ready
+        return JSONResponse({"status": "ready" if serving else "not ready"}, status_code=200 if serving else 503)
+
+    @app.get("/v1/models", response_model=ModelList, responses=ERRORS, tags=["models"])
+    async def list_models() -> ModelList:
+        model = await served_model()
+        return ModelList(data=[Model(id=model.model_id, created=started, owned_by="clip-serve")])
+
+    @app.get("/v1/models/{model_id:path}", response_model=Model, responses=ERRORS, tags=["models"])
+    async def get_model(model_id: str) -> Model:
+        model = await served_model()
+        check_model(model_id, model)
+        return Model(id=model.model_id, created=started, owned_by="clip-serve")
+
+    @app.post("/v1/embeddings", response_model=EmbeddingsResponse, responses=ERRORS, tags=["embeddings"])
+    async def embeddings(body: EmbeddingsRequest) -> EmbeddingsResponse:
+        model = await served_model()
+        check_model(body.model, model)
+        items = [body.input] if isinstance(body.input, str) else body.input
+        if not items:
+            raise HttpError(400, "input is empty: send a string or a list of strings", param="input")
+        if not all(isinstance(item, str) for item in items):
+            raise HttpError(400, "token arrays are not accepted: send strings", param="input")
+        if body.dimensions is not None and body.dimensions != model.embedding_dim:
+            raise HttpError(
+                400,
+                f"this model's embeddings have {model.embedding_dim} dimensions; it does not shorten them",
+                param="dimensions",
+            )
+        request = pb.EmbedRequest()
+        order: list[tuple[str, int]] = []  # input index -> ("text" | "image", index in its list)
+        for index, item in enumerate(items):
+            assert isinstance(item, str)
+            if body.modality == "image" or (body.modality is None and inputs.is_image_data_uri(item)):
+                order.append(("image", len(request.images)))
+                request.images.append(inputs.image_from_string(item, f"input[{index}]"))
+            else:
+                order.append(("text", len(request.texts)))
+                request.texts.append(item)
+        if body.user:
+            log.info("embeddings", extra={"user": body.user[:64], "inputs": len(items)})
+        try:
+            response = await service.embed(request, deadline())
+        except RequestError as error:
+            raise from_exception(inputs.renamed(error, inputs.embeddings_field(order))) from None
+        except Exception as error:
+            raise from_exception(error) from None
+        data = []
+        for index, (kind, position) in enumerate(order):
+            item = (response.text_embeddings if kind == "text" else response.image_embeddings)[position]
+            if item.status.code:
+                raise item_error(f"input[{index}]", item.status.code, item.status.message)
+            data.append(Embedding(index=index, embedding=_encode(item.vector, body.encoding_format)))
+        tokens = sum(item.token_count for item in response.text_embeddings)
+        return EmbeddingsResponse(
+            data=data, model=response.model_id, usage=Usage(prompt_tokens=tokens, total_tokens=tokens)
+        )
+
+    @app.post(
+        "/v1/classifications",
+        response_model=ClassificationsResponse,
+        responses=ERRORS,
+        tags=["classifications"],
+        openapi_extra=CLASSIFICATION_BODY,
+        summary="Rank labels for images (zero-shot). JSON with image URLs or data URIs, or a multipart upload.",
+    )
+    async def classifications(request: Request) -> ClassificationsResponse:
+        body, images = await _classification_request(
+            request, limits.max_images, limits.max_labels, limits.max_templates
+        )
+        model = await served_model()
+        check_model(body.model, model)
+        classify = pb.ClassifyRequest(
+            images=images, labels=body.labels, prompt_templates=body.templates or [], top_k=body.top_k
+        )
+        try:
+            response = await service.classify(classify, deadline())
+        except RequestError as error:
+            raise from_exception(inputs.renamed(error, inputs.classification_field)) from None
+        except Exception as error:
+            raise from_exception(error) from None
+        data = []
+        for index, result in enumerate(response.results):
+            if result.status.code:
+                raise item_error(f"image[{index}]", result.status.code, result.status.message)
+            labels = [
+                LabelScore(label=s.label, index=s.index, probability=s.probability, score=s.score)
+                for s in result.labels
+            ]
+            data.append(Classification(index=index, labels=labels))
+        return ClassificationsResponse(data=data, model=response.model_id)
+
+    return Guard(app, keys=keys, max_body_bytes=limits.max_request_bytes, max_concurrent=config.max_concurrent_rpcs)
+
+
+def _encode(vector: Any, encoding_format: str) -> list[float] | str:
+    if encoding_format == "base64":
+        return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
+    return list(vector)
+
+
+def _validation_body(errors: Any) -> ErrorBody:
+    """Pydantic's first complaint, worded for a person, with the field as `param`."""
+    first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+    location = [str(part) for part in first.get("loc", ()) if part != "body"]
+    param = ".".join(location) or None
+    message = f"{param}: {first.get('msg')}" if param else str(first.get("msg"))
+    if first.get("type") == "json_invalid":
+        message = "the request body is not valid JSON"
+    return ErrorBody(message=message, type="invalid_request_error", param=param, code="invalid_value")
+
+
+async def _classification_request(
+    request: Request, max_images: int, max_labels: int, max_templates: int
+) -> tuple[ClassificationRequest, list[pb.Image]]:
+    content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if content_type == "multipart/form-data":
+        return await _from_form(request, max_images, max_labels, max_templates)
+    if content_type not in ("application/json", ""):
+        raise HttpError(
+            415, f"send application/json or multipart/form-data, not {content_type}", code="unsupported_media_type"
+        )
+    try:
+        body = ClassificationRequest.model_validate_json(await request.body())
+    except ValidationError as error:
+        raise HttpError(**_as_kwargs(_validation_body(error.errors()))) from None
+    strings = [body.image] if isinstance(body.image, str) else body.image
+    fields = ["image"] if isinstance(body.image, str) else [f"image[{i}]" for i in range(len(strings))]
+    return body, [inputs.image_from_string(value, field) for value, field in zip(strings, fields, strict=True)]
+
+
+def _as_kwargs(body: ErrorBody) -> dict[str, Any]:
+    return {"status": 400, "message": body.message, "param": body.param, "code": body.code}
+
+
+async def _from_form(
+    request: Request, max_images: int, max_labels: int, max_templates: int
+) -> tuple[ClassificationRequest, list[pb.Image]]:
+    try:
+        form = await request.form(max_files=max_images + 1, max_fields=max_labels + max_templates + 8)
+    except BodyTooLarge:
+        raise
+    except Exception as error:  # a malformed multipart body, or more parts than any valid request has
+        raise HttpError(400, f"the multipart body is not acceptable: {error}") from None
+    images: list[pb.Image] = []
+    for index, part in enumerate(form.getlist("image")):
+        if isinstance(part, UploadFile):
+            images.append(pb.Image(data=await part.read()))
+        else:
+            images.append(inputs.image_from_string(part, f"image[{index}]"))
+    if not images:
+        raise HttpError(400, "image: upload at least one image file as a part named image", param="image")
+    top_k = form.get("top_k")
+    try:
+        body = ClassificationRequest(
+            model=_text(form.get("model")),
+            image=[""] * len(images),  # the images are in `images`; the model checks the rest
+            labels=[_text(label) or "" for label in form.getlist("labels")],
+            templates=[_text(t) or "" for t in form.getlist("templates")] or None,
+            top_k=int(str(top_k)) if top_k is not None else 0,
+        )
+    except (ValidationError, ValueError) as error:
+        message = _validation_body(error.errors()).message if isinstance(error, ValidationError) else str(error)
+        raise HttpError(400, message) from None
+    return body, images
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None

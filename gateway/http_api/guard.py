@@ -1,0 +1,152 @@
+"""What every HTTP request passes before a route sees it, as one ASGI layer: request id, API key,
+body-size cap (counted while the body streams in, not trusted from Content-Length alone), the
+concurrency cap (refused at once with 429, never queued), metrics and one access-log line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from typing import Any
+
+from gateway import metrics
+from gateway.auth import ApiKeys
+from gateway.observability import MAX_REQUEST_ID_CHARS, REQUEST_ID
+
+log = logging.getLogger("gateway.http")
+OPEN_PATHS = frozenset({"/v1/health/live", "/v1/health/ready", "/openapi.json", "/docs"})
+ROUTES = frozenset({"/v1/embeddings", "/v1/classifications", "/v1/models", *OPEN_PATHS})
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+def route_label(path: str) -> str:
+    """A bounded label for metrics: unknown paths are all "other"."""
+    if path in ROUTES:
+        return path
+    return "/v1/models/{id}" if path.startswith("/v1/models/") else "other"
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+def _request_id(scope: Scope) -> str:
+    offered = _header(scope, b"x-request-id")
+    if offered and len(offered) <= MAX_REQUEST_ID_CHARS and offered.isprintable():
+        return offered
+    return uuid.uuid4().hex[:16]
+
+
+async def _send_error(send: Any, status: int, message: str, kind: str, code: str, extra: list[Any]) -> None:
+    body = json.dumps({"error": {"message": message, "type": kind, "param": None, "code": code}}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *extra]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class Guard:
+    def __init__(self, app: Any, *, keys: ApiKeys, max_body_bytes: int, max_concurrent: int) -> None:
+        self.app = app
+        self.keys = keys
+        self.max_body_bytes = max_body_bytes
+        self.slots = asyncio.Semaphore(max_concurrent)
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path, route = scope["path"], route_label(scope["path"])
+        request_id = _request_id(scope)
+        token = REQUEST_ID.set(request_id)
+        started = time.perf_counter()
+        status = 500
+        id_header = (b"x-request-id", request_id.encode())
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message = {**message, "headers": [*message.get("headers", []), id_header]}
+            await send(message)
+
+        try:
+            if path not in OPEN_PATHS and self.keys and not self.keys.allows(_header(scope, b"authorization")):
+                await _send_error(
+                    send_with_id,
+                    401,
+                    "missing or invalid API key: send `Authorization: Bearer <key>`",
+                    "authentication_error",
+                    "invalid_api_key",
+                    [(b"www-authenticate", b"Bearer")],
+                )
+                return
+            declared = _header(scope, b"content-length")
+            if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+                await self._too_large(send_with_id)
+                return
+            if self.slots.locked():
+                await _send_error(
+                    send_with_id,
+                    429,
+                    "the gateway is at its concurrency limit; retry shortly",
+                    "rate_limit_error",
+                    "overloaded",
+                    [(b"retry-after", b"1")],
+                )
+                return
+            async with self.slots:
+                await self._capped(scope, receive, send_with_id)
+        finally:
+            seconds = time.perf_counter() - started
+            metrics.HTTP_REQUESTS.labels(route, str(status)).inc()
+            metrics.HTTP_LATENCY.labels(route).observe(seconds)
+            log.info(
+                "http",
+                extra={"method": scope["method"], "path": route, "status": status, "ms": round(seconds * 1000, 1)},
+            )
+            REQUEST_ID.reset(token)
+
+    async def _capped(self, scope: Scope, receive: Any, send: Any) -> None:
+        received = 0
+        started_response = False
+
+        async def counted_receive() -> Message:
+            nonlocal received
+            message: Message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    raise BodyTooLarge
+            return message
+
+        async def tracked_send(message: Message) -> None:
+            nonlocal started_response
+            started_response |= message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted_receive, tracked_send)
+        except BodyTooLarge:
+            if not started_response:
+                await self._too_large(send)
+
+    async def _too_large(self, send: Any) -> None:
+        await _send_error(
+            send,
+            413,
+            f"the request body is larger than the limit of {self.max_body_bytes} bytes",
+            "invalid_request_error",
+            "request_too_large",
+            [],
+        )

@@ -1,0 +1,111 @@
+"""Request and response bodies of the HTTP API, in OpenAI's shapes where OpenAI has one.
+
+These models are the OpenAPI document (`GET /openapi.json`): every field says what it means.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+IMAGE_INPUT = (
+    "An image: an http(s) URL the server fetches (where the operator allows it), or a data URI "
+    '"data:image/png;base64,...". Multipart uploads are accepted by /v1/classifications.'
+)
+
+
+class EmbeddingsRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(description="The served model's id, as GET /v1/models lists it.")
+    input: str | list[str] | list[int] | list[list[int]] = Field(
+        description=(
+            "What to embed: one string or a list. Without `modality`, a string that is a data URI "
+            '"data:image/...;base64,..." is an image (the NV-CLIP NIM convention) and any other string '
+            'is a text. With `modality: "image"` (the infinity convention) every string is an image URL '
+            'or data URI; with `modality: "text"` every string is a text. Token arrays are not accepted.'
+        )
+    )
+    encoding_format: Literal["float", "base64"] = Field(
+        "float", description="float: JSON numbers; base64: little-endian float32 bytes, base64-encoded."
+    )
+    dimensions: int | None = Field(
+        None, description="Must equal the model's embedding size if given; CLIP vectors are not shortened."
+    )
+    user: str | None = Field(None, description="The caller's end-user id, logged with the request.")
+    modality: Literal["text", "image"] | None = Field(None, description="Treat every input as this kind.")
+
+
+class Embedding(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int = Field(description="Position of the input this vector is for.")
+    embedding: list[float] | str = Field(description="Unit-norm vector, or its base64 form.")
+
+
+class Usage(BaseModel):
+    prompt_tokens: int = Field(description="CLIP BPE tokens of the text inputs (start and end tokens included).")
+    total_tokens: int
+
+
+class EmbeddingsResponse(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Embedding]
+    model: str
+    usage: Usage
+
+
+class ClassificationRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = Field(None, description="The served model's id; optional.")
+    image: str | list[str] = Field(description=IMAGE_INPUT + " A list classifies several images.")
+    labels: list[str] = Field(description='Candidate labels, e.g. ["cat", "dog"].')
+    templates: list[str] | None = Field(
+        None,
+        description='Prompt templates, each holding "{}" once; a label\'s score averages them. '
+        'Default: "a photo of a {}."',
+    )
+    top_k: int = Field(0, ge=0, description="Labels returned per image, best first; 0 returns all.")
+
+
+class LabelScore(BaseModel):
+    label: str
+    index: int = Field(description="Position of the label in the request.")
+    probability: float = Field(description="Softmax over the request's labels.")
+    score: float = Field(description="The model's scaled cosine similarity (logit), before the softmax.")
+
+
+class Classification(BaseModel):
+    object: Literal["classification"] = "classification"
+    index: int = Field(description="Position of the image in the request.")
+    labels: list[LabelScore]
+
+
+class ClassificationsResponse(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Classification]
+    model: str
+
+
+class Model(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int = Field(description="Unix time the model server started serving it (0 if unknown).")
+    owned_by: str
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Model]
+
+
+class ErrorBody(BaseModel):
+    message: str
+    type: str = Field(description="invalid_request_error, authentication_error, not_found_error, server_error, ...")
+    param: str | None = Field(None, description="The request field at fault, e.g. input[2].")
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody

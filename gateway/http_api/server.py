@@ -1,0 +1,73 @@
+"""Run the HTTP API with uvicorn inside the gateway's own event loop.
+
+The socket is bound here, so a taken port is our clear error rather than uvicorn's sys.exit; the
+gateway handles SIGTERM itself, so uvicorn's signal capture is turned off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import Generator
+from typing import Any
+
+import uvicorn
+
+from gateway.config import GatewayConfig
+
+
+class _EmbeddedServer(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield  # signals belong to the gateway, which stops us
+
+
+def bind(listen: str) -> socket.socket:
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.bind((host, int(port)))
+    except OSError as error:
+        sock.close()
+        raise OSError(error.errno, f"the HTTP API cannot listen on {listen}: {error.strerror}") from None
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+class HttpServer:
+    def __init__(self, server: _EmbeddedServer, task: asyncio.Task[None], port: int) -> None:
+        self._server = server
+        self._task = task
+        self.port = port
+
+    @classmethod
+    async def start(cls, app: Any, config: GatewayConfig) -> HttpServer:
+        sock = bind(config.http_listen)
+        server = _EmbeddedServer(
+            uvicorn.Config(
+                app,
+                lifespan="off",
+                log_config=None,  # our JSON logging; the Guard writes one line per request
+                access_log=False,
+                timeout_graceful_shutdown=int(max(1, config.shutdown_grace)),
+                h11_max_incomplete_event_size=64 * 1024,  # headers; bodies are capped by the Guard
+            )
+        )
+        task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]), name="http-api")
+        while not server.started:
+            if task.done():
+                await task  # raises what stopped it
+                raise RuntimeError("the HTTP API stopped while starting")
+            await asyncio.sleep(0.01)
+        return cls(server, task, int(sock.getsockname()[1]))
+
+    async def stop(self, grace: float) -> None:
+        """Stop accepting, let requests in flight finish for up to `grace` seconds."""
+        self._server.config.timeout_graceful_shutdown = int(max(1, grace))
+        self._server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task

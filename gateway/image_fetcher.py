@@ -1,0 +1,183 @@
+"""Fetch image URLs without letting a caller reach what the gateway can reach (SSRF).
+
+Every hop goes through the same checks: the URL by UrlPolicy; the host's addresses are resolved
+once, all checked, and those very addresses handed to the connection (aiohttp asks our resolver,
+so a second DNS answer cannot swap in an internal address between check and connect); the peer
+the socket really reached is checked again before a byte of the body is read. Redirects are not
+followed unless configured, and each one is re-checked like a new URL. Proxies from the
+environment are ignored; only a configured proxy is used. Connect, read and total timeouts; the
+byte cap is enforced while streaming, not after.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from yarl import URL
+
+from gateway.url_policy import ImageUrlError, IPAddress, UrlPolicy, ip_literal
+
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
+CHUNK_BYTES = 64 * 1024
+USER_AGENT = "clip-serve-gateway (image fetcher)"
+
+Resolve = Callable[[str, int], Awaitable[list[IPAddress]]]
+
+
+@dataclass(frozen=True)
+class FetchSettings:
+    max_redirects: int = 0
+    connect_timeout: float = 3.0
+    read_timeout: float = 5.0  # between two reads of the body
+    total_timeout: float = 15.0  # a whole fetch, redirects included
+    proxy: str = ""  # an explicit proxy URL; HTTP(S)_PROXY from the environment is never used
+
+
+async def system_resolve(host: str, port: int) -> list[IPAddress]:
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos]
+
+
+class CheckedResolver(AbstractResolver):
+    """aiohttp's resolver: resolve, refuse if any answer is forbidden, return exactly those."""
+
+    def __init__(self, policy: UrlPolicy, resolve: Resolve) -> None:
+        self.policy = policy
+        self._resolve = resolve
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        try:
+            addresses = await self._resolve(host, port)
+        except OSError as error:
+            raise ImageUrlError(f"{host} does not resolve: {error.strerror or error}") from None
+        self.policy.check_addresses(host, addresses)
+        return [
+            ResolveResult(
+                hostname=host,
+                host=str(address),
+                port=port,
+                family=socket.AF_INET6 if address.version == 6 else socket.AF_INET,
+                proto=0,
+                flags=socket.AI_NUMERICHOST,
+            )
+            for address in addresses
+        ]
+
+    async def close(self) -> None:
+        pass
+
+
+class ImageFetcher:
+    """One per gateway; `fetch` may be called concurrently."""
+
+    def __init__(self, settings: FetchSettings, policy: UrlPolicy, resolve: Resolve = system_resolve) -> None:
+        self.settings = settings
+        self.policy = policy
+        self._resolve = resolve
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(
+                resolver=CheckedResolver(self.policy, self._resolve), use_dns_cache=False, limit=64
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                trust_env=False,
+                auto_decompress=False,  # a gzip bomb stays the size it was sent at
+                headers={"User-Agent": USER_AGENT},
+                cookie_jar=aiohttp.DummyCookieJar(),
+            )
+        return self._session
+
+    async def fetch(self, raw_url: str, max_bytes: int, timeout: float | None = None) -> bytes:
+        """The body of `raw_url` (after allowed redirects), or ImageUrlError saying why not."""
+        total = min(self.settings.total_timeout, timeout) if timeout else self.settings.total_timeout
+        try:
+            async with asyncio.timeout(total):
+                return await self._follow(raw_url, max_bytes)
+        except TimeoutError:
+            raise ImageUrlError(f"fetching the URL took longer than {total:g} s") from None
+
+    async def _follow(self, raw_url: str, max_bytes: int) -> bytes:
+        url = self.policy.check_url(raw_url)
+        for hop in range(self.settings.max_redirects + 1):
+            location = await self._get(url, max_bytes)
+            if isinstance(location, bytes):
+                return location
+            if hop == self.settings.max_redirects:
+                allowed = self.settings.max_redirects
+                raise ImageUrlError(
+                    f"the URL redirects ({allowed} redirect{'s' if allowed != 1 else ''} allowed"
+                    f"{'; this server follows none' if not allowed else ''})"
+                )
+            url = self.policy.check_url(str(url.join(URL(location))))
+        raise AssertionError("unreachable")
+
+    async def _get(self, url: URL, max_bytes: int) -> bytes | str:
+        """The body, or the Location of a redirect."""
+        timeout = aiohttp.ClientTimeout(
+            sock_connect=self.settings.connect_timeout, sock_read=self.settings.read_timeout
+        )
+        try:
+            async with self._client().get(
+                url, allow_redirects=False, timeout=timeout, proxy=self.settings.proxy or None
+            ) as response:
+                if not self.settings.proxy:
+                    self._check_peer(response, url)
+                if response.status in REDIRECTS:
+                    location = response.headers.get("Location")
+                    if not location:
+                        raise ImageUrlError(f"the URL answered HTTP {response.status} without a Location")
+                    return location
+                if response.status != 200:
+                    raise ImageUrlError(f"the URL answered HTTP {response.status}, not 200")
+                return await _read_capped(response, max_bytes)
+        except ImageUrlError:
+            raise
+        except (TimeoutError, aiohttp.ServerTimeoutError):
+            raise ImageUrlError(f"{url.host} did not answer within the connect/read timeouts") from None
+        except aiohttp.ClientConnectorError as error:
+            raise ImageUrlError(f"could not connect to {url.host}: {error.os_error.strerror or error}") from None
+        except (aiohttp.ClientError, ValueError) as error:
+            raise ImageUrlError(f"fetching the URL failed: {type(error).__name__}") from None
+
+    def _check_peer(self, response: aiohttp.ClientResponse, url: URL) -> None:
+        connection = response.connection
+        transport = connection.transport if connection is not None else None
+        peer: Any = transport.get_extra_info("peername") if transport is not None else None
+        if not peer:
+            return  # the body was already read into memory (a tiny response); the resolver checked it
+        address = ip_literal(str(peer[0]))
+        if address is not None:
+            self.policy.check_address(address)
+        elif url.host:
+            raise ImageUrlError(f"could not tell which address {url.host} connected to")
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+async def _read_capped(response: aiohttp.ClientResponse, max_bytes: int) -> bytes:
+    declared = response.content_length
+    if declared is not None and declared > max_bytes:
+        raise ImageUrlError(f"the image is {declared} bytes, more than the limit of {max_bytes}")
+    body = bytearray()
+    async for chunk in response.content.iter_chunked(CHUNK_BYTES):
+        body += chunk
+        if len(body) > max_bytes:
+            raise ImageUrlError(f"the image is more than the limit of {max_bytes} bytes")
+    if not body:
+        raise ImageUrlError("the URL answered with an empty body")
+    return bytes(body)

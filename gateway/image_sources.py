@@ -1,0 +1,77 @@
+"""Turn request images (bytes or URLs) into encoded bytes, before anything reaches Triton.
+
+Bytes are checked for size at once; a request with a URL where fetching is off is refused as a
+whole (the caller must change the request). URLs are fetched concurrently; one that gives no
+usable image becomes that image's own error, like an undecodable image, and its neighbours go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import grpc
+
+from clip_client._generated import clip_service_pb2 as pb
+from gateway import metrics, validation
+from gateway.config import Limits
+from gateway.errors import RequestError, Violation
+from gateway.image_fetcher import ImageFetcher
+from gateway.url_policy import ImageUrlError, UrlRefused
+
+URLS_OFF = "this server does not fetch image URLs (its operator can turn on --image-urls); send the image bytes"
+
+
+@dataclass
+class GatheredImages:
+    data: list[bytes]  # one entry per request image; empty for those not fetched (yet)
+    urls: dict[int, str] = field(default_factory=dict)  # index -> URL still to fetch
+    failed: dict[int, str] = field(default_factory=dict)  # index -> why that image has no bytes
+
+
+class ImageSources:
+    def __init__(self, fetcher: ImageFetcher | None, limits: Limits) -> None:
+        self.fetcher = fetcher  # None: URLs are refused
+        self.limits = limits
+
+    def check(self, images: Sequence[pb.Image], *, required: bool, field_name: str = "images") -> GatheredImages:
+        """The request's images, checked without fetching anything; RequestError if the request
+        must change (too many, too large, URLs where fetching is off)."""
+        urls = {index: image.url for index, image in enumerate(images) if image.WhichOneof("source") == "url"}
+        data = [b"" if index in urls else image.data for index, image in enumerate(images)]
+        validation.check_images(data, self.limits, required=required, field=field_name)
+        if urls and self.fetcher is None:
+            raise RequestError(
+                grpc.StatusCode.INVALID_ARGUMENT, [Violation(f"{field_name}[{index}].url", URLS_OFF) for index in urls]
+            )
+        return GatheredImages(data, urls)
+
+    async def fetch(self, images: GatheredImages, timeout: float) -> GatheredImages:
+        """Fetch the URLs concurrently; each one that gives no usable image goes to `failed`."""
+        if not images.urls:
+            return images
+        fetched = await asyncio.gather(*(self._fetch(url, timeout) for url in images.urls.values()))
+        for index, outcome in zip(images.urls, fetched, strict=True):
+            if isinstance(outcome, bytes):
+                images.data[index] = outcome
+            else:
+                images.failed[index] = f"image URL: {outcome}"
+        images.urls = {}
+        return images
+
+    async def _fetch(self, url: str, timeout: float) -> bytes | str:
+        """The image's bytes, or why there are none."""
+        assert self.fetcher is not None
+        try:
+            body = await self.fetcher.fetch(url, self.limits.max_image_bytes, timeout)
+        except ImageUrlError as error:
+            metrics.IMAGE_FETCHES.labels("refused" if isinstance(error, UrlRefused) else "failed").inc()
+            return str(error)
+        problem = validation.image_size_problem(body, self.limits)
+        metrics.IMAGE_FETCHES.labels("ok" if problem is None else "failed").inc()
+        return body if problem is None else f"the fetched image is too large: {problem}"
+
+    async def close(self) -> None:
+        if self.fetcher is not None:
+            await self.fetcher.close()
