@@ -36,6 +36,8 @@ def to_bytes(image: ImageInput) -> bytes:
             return handle.read()
     if isinstance(image, np.ndarray):
         return _encode_png(_array_to_pil(image))
+    if isinstance(image, ImageUrl):
+        raise TypeError("an ImageUrl is fetched by the server; it has no bytes here")
     if _is_pil_image(image):
         return _encode_png(image)
     raise TypeError(f"cannot send a {type(image).__name__} as an image: pass a path, bytes, a PIL image or an array")
