@@ -24,7 +24,7 @@ from gateway.auth import ApiKeys
 from gateway.errors import RequestError
 from gateway.http_api import inputs
 from gateway.http_api.errors import HttpError, error_response, from_exception, item_error
-from gateway.http_api.guard import BodyTooLarge, Guard
+from gateway.http_api.guard import Guard
 from gateway.http_api.schemas import (
     Classification,
     ClassificationRequest,
@@ -118,11 +118,6 @@ def create_app(service: ClipService, keys: ApiKeys) -> Any:
     @app.exception_handler(HttpError)
     async def on_http_error(request: Request, error: HttpError) -> JSONResponse:
         return error_response(error.status, error.body)
-
-    @app.exception_handler(BodyTooLarge)
-    async def on_too_large(request: Request, error: BodyTooLarge) -> JSONResponse:
-        message = f"the request body is larger than the limit of {limits.max_request_bytes} bytes"
-        return error_response(413, ErrorBody(message=message, type="invalid_request_error", code="request_too_large"))
 
     @app.exception_handler(RequestValidationError)
     async def on_invalid(request: Request, error: RequestValidationError) -> JSONResponse:
@@ -279,8 +274,6 @@ async def _from_form(
 ) -> tuple[ClassificationRequest, list[pb.Image]]:
     try:
         form = await request.form(max_files=max_images + 1, max_fields=max_labels + max_templates + 8)
-    except BodyTooLarge:
-        raise
     except Exception as error:  # a malformed multipart body, or more parts than any valid request has
         raise HttpError(400, f"the multipart body is not acceptable: {error}") from None
     images: list[pb.Image] = []

@@ -23,10 +23,6 @@ Scope = dict[str, Any]
 Message = dict[str, Any]
 
 
-class BodyTooLarge(Exception):
-    pass
-
-
 def route_label(path: str) -> str:
     """A bounded label for metrics: unknown paths are all "other"."""
     if path in ROUTES:
@@ -118,28 +114,33 @@ class Guard:
             REQUEST_ID.reset(token)
 
     async def _capped(self, scope: Scope, receive: Any, send: Any) -> None:
+        """Past the cap, answer 413 ourselves and tell the app the client went away (an exception
+        would be turned into a 400 by the framework's body parsing); its own answer is dropped."""
         received = 0
-        started_response = False
+        refused = False
+        response_started = False
 
         async def counted_receive() -> Message:
-            nonlocal received
+            nonlocal received, refused
+            if refused:
+                return {"type": "http.disconnect"}
             message: Message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_body_bytes:
-                    raise BodyTooLarge
+                if received > self.max_body_bytes and not response_started:
+                    refused = True
+                    await self._too_large(send)
+                    return {"type": "http.disconnect"}
             return message
 
-        async def tracked_send(message: Message) -> None:
-            nonlocal started_response
-            started_response |= message["type"] == "http.response.start"
+        async def guarded_send(message: Message) -> None:
+            nonlocal response_started
+            if refused:
+                return
+            response_started |= message["type"] == "http.response.start"
             await send(message)
 
-        try:
-            await self.app(scope, counted_receive, tracked_send)
-        except BodyTooLarge:
-            if not started_response:
-                await self._too_large(send)
+        await self.app(scope, counted_receive, guarded_send)
 
     async def _too_large(self, send: Any) -> None:
         await _send_error(

@@ -1,0 +1,317 @@
+"""The OpenAI-compatible HTTP API against the real gateway and Triton: the official `openai`
+package as the client, and plain HTTP (urllib) for what that package cannot send."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import select
+import socket
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import openai
+import pytest
+
+from clip_client import ClientConfig, ClipClient
+from tests.conftest import URL_API_KEY
+from tests.support.gateway import GatewayThread
+from tests.support.reference import Reference
+from tests.support.web import Canary, ImageWebServer
+from tests.test_model_parity import EMBED_TOLERANCE
+
+TEXTS = ["a photo of a cat", "a drawing of a dog", "ünïcödé 🐈"]
+LABELS = ["cat", "dog", "car"]
+
+
+@pytest.fixture(scope="module")
+def base_url(url_gateway: GatewayThread) -> str:
+    assert url_gateway.gateway.http is not None
+    return f"http://127.0.0.1:{url_gateway.gateway.http.port}"
+
+
+@pytest.fixture(scope="module")
+def oai(base_url: str) -> Iterator[openai.OpenAI]:
+    client = openai.OpenAI(base_url=f"{base_url}/v1", api_key=URL_API_KEY, max_retries=0, timeout=60)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def grpc_client(url_gateway: GatewayThread) -> Iterator[ClipClient]:
+    with ClipClient(config=ClientConfig(target=url_gateway.target, api_key=URL_API_KEY)) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def model_id(oai: openai.OpenAI) -> str:
+    return oai.models.list().data[0].id
+
+
+def http(
+    base_url: str,
+    method: str,
+    path: str,
+    body: Any = None,
+    *,
+    key: str | None = URL_API_KEY,
+    headers: dict[str, str] | None = None,
+    raw: bytes | None = None,
+) -> tuple[int, dict[str, str], Any]:
+    """(status, headers, parsed JSON) of one plain HTTP request."""
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    request = urllib.request.Request(base_url + path, data=data, method=method)
+    if data is not None and raw is None:
+        request.add_header("Content-Type", "application/json")
+    if key:
+        request.add_header("Authorization", f"Bearer {key}")
+    for name, value in (headers or {}).items():
+        request.add_header(name, value)
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, dict(response.headers), json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), json.loads(error.read())
+
+
+def data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode()
+
+
+def test_models_list_and_retrieve(oai: openai.OpenAI, grpc_client: ClipClient) -> None:
+    models = oai.models.list().data
+    assert [m.id for m in models] == [grpc_client.model_info().model_id]
+    assert oai.models.retrieve(models[0].id).id == models[0].id
+    with pytest.raises(openai.NotFoundError):
+        oai.models.retrieve("gpt-4o")
+
+
+def test_text_embeddings_with_the_openai_package_match_the_reference(
+    oai: openai.OpenAI, model_id: str, tiny_reference: Reference
+) -> None:
+    # The openai package asks for base64 unless told otherwise and decodes it itself.
+    response = oai.embeddings.create(model=model_id, input=TEXTS)
+    vectors = np.array([item.embedding for item in response.data], dtype=np.float32)
+    assert [item.index for item in response.data] == [0, 1, 2]
+    assert np.abs(vectors - tiny_reference.text_embeds(TEXTS)).max() <= EMBED_TOLERANCE
+    as_floats = oai.embeddings.create(model=model_id, input=TEXTS, encoding_format="float")
+    assert np.array([item.embedding for item in as_floats.data]) == pytest.approx(vectors, abs=1e-7)
+    assert response.model == model_id and response.object == "list"
+
+
+def test_usage_counts_clip_tokens(oai: openai.OpenAI, model_id: str) -> None:
+    # "a photo of a cat" -> [49406, 320, 1125, 539, 320, 2368, 49407]
+    response = oai.embeddings.create(model=model_id, input="a photo of a cat")
+    assert response.usage.prompt_tokens == 7 and response.usage.total_tokens == 7
+    long = oai.embeddings.create(model=model_id, input="word " * 200)
+    assert long.usage.prompt_tokens == 77  # truncated to the context length
+
+
+def test_image_embeddings_by_data_uri_and_by_url(
+    oai: openai.OpenAI, model_id: str, grpc_client: ClipClient, image_web: ImageWebServer, photo_png: bytes
+) -> None:
+    expected = grpc_client.embed(images=[photo_png]).images[0]
+    # NV-CLIP convention: data URIs are images, other strings texts, in one list.
+    mixed = oai.embeddings.create(model=model_id, input=["a photo of a cat", data_uri(photo_png)])
+    assert np.abs(np.array(mixed.data[1].embedding) - expected).max() <= 1e-6
+    assert (
+        np.abs(np.array(mixed.data[0].embedding) - grpc_client.embed(texts=["a photo of a cat"]).texts[0]).max() <= 1e-6
+    )
+    assert mixed.usage.prompt_tokens == 7  # images are not billed as tokens
+    # infinity convention: modality "image", URLs or data URIs.
+    by_url = oai.embeddings.create(
+        model=model_id, input=[image_web.url("/photo.png")], extra_body={"modality": "image"}
+    )
+    assert np.abs(np.array(by_url.data[0].embedding) - expected).max() <= 1e-6
+
+
+def test_classification_json_and_multipart_agree_with_grpc(
+    base_url: str, grpc_client: ClipClient, image_web: ImageWebServer, photo_png: bytes
+) -> None:
+    expected = grpc_client.classify([photo_png], LABELS)[0].labels
+    by_uri = http(base_url, "POST", "/v1/classifications", {"image": data_uri(photo_png), "labels": LABELS})
+    by_url = http(base_url, "POST", "/v1/classifications", {"image": [image_web.url("/photo.png")], "labels": LABELS})
+    boundary = uuid.uuid4().hex
+    parts = [(b'name="image"; filename="cat.png"\r\nContent-Type: image/png', photo_png)]
+    parts += [(b'name="labels"', label.encode()) for label in LABELS]
+    body = (
+        b"".join(
+            b"--" + boundary.encode() + b"\r\nContent-Disposition: form-data; " + head + b"\r\n\r\n" + value + b"\r\n"
+            for head, value in parts
+        )
+        + b"--"
+        + boundary.encode()
+        + b"--\r\n"
+    )
+    by_upload = http(
+        base_url,
+        "POST",
+        "/v1/classifications",
+        raw=body,
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
+    for status, _, answer in (by_uri, by_url, by_upload):
+        assert status == 200, answer
+        ranked = answer["data"][0]["labels"]
+        assert [item["label"] for item in ranked] == [s.label for s in expected]
+        assert [item["score"] for item in ranked] == pytest.approx([s.score for s in expected], abs=1e-4)
+        assert sum(item["probability"] for item in ranked) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_classification_top_k_and_templates(base_url: str, photo_png: bytes) -> None:
+    status, _, answer = http(
+        base_url,
+        "POST",
+        "/v1/classifications",
+        {"image": data_uri(photo_png), "labels": LABELS, "templates": ["a drawing of a {}."], "top_k": 2},
+    )
+    assert status == 200 and len(answer["data"][0]["labels"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("body", "param", "fragment"),
+    [
+        ({"input": ""}, "input[0]", "empty"),
+        ({"input": []}, "input", "input is empty"),
+        ({"input": [[1, 2, 3]]}, "input", "token arrays"),
+        ({"input": "x", "dimensions": 64}, "dimensions", "it does not shorten them"),
+        ({"input": "x", "encoding_format": "int8"}, "encoding_format", ""),
+        ({"input": ["ok", "data:image/png;base64,%%%"]}, "input[1]", "does not decode"),
+        ({"input": ["data:image/png;base64,aGVsbG8="]}, "input[0]", ""),  # base64 of "hello": not an image
+        ({"input": ["data:text/plain;base64,aGVsbG8="], "modality": "image"}, "input[0]", "not an image"),
+        ({"input": ["http://127.0.0.1/cat.png"], "modality": "image"}, "input[0]", "loopback"),
+        ({"input": ["file:///etc/passwd"], "modality": "image"}, "input[0]", "scheme file:"),
+        ({"input": "x", "surprise": 1}, "surprise", ""),
+    ],
+)
+def test_bad_embeddings_requests_get_openai_errors(
+    base_url: str, model_id: str, body: dict[str, Any], param: str, fragment: str, canary: Canary
+) -> None:
+    status, _, answer = http(base_url, "POST", "/v1/embeddings", {"model": model_id, **body})
+    assert status == 400, answer
+    assert answer["error"]["type"] == "invalid_request_error"
+    assert answer["error"]["param"] == param
+    assert fragment in answer["error"]["message"]
+    assert canary.connections == []
+
+
+def test_errors_through_the_openai_package(oai: openai.OpenAI, model_id: str, base_url: str) -> None:
+    with pytest.raises(openai.NotFoundError) as missing:
+        oai.embeddings.create(model="text-embedding-3-small", input="x")
+    assert missing.value.code == "model_not_found"
+    with pytest.raises(openai.BadRequestError):
+        oai.embeddings.create(model=model_id, input="x\x00y")
+    wrong_key = openai.OpenAI(base_url=f"{base_url}/v1", api_key="not-the-key", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        wrong_key.embeddings.create(model=model_id, input="x")
+
+
+def test_http_errors_have_openai_shape_and_status(base_url: str, photo_png: bytes) -> None:
+    assert http(base_url, "GET", "/v1/models", key=None)[0] == 401
+    assert http(base_url, "GET", "/v1/nope")[0] == 404
+    status, _, answer = http(
+        base_url, "POST", "/v1/embeddings", raw=b"{not json", headers={"Content-Type": "application/json"}
+    )
+    assert status == 400 and "not valid JSON" in answer["error"]["message"]
+    status, _, answer = http(base_url, "POST", "/v1/classifications", {"image": data_uri(photo_png), "labels": []})
+    assert status == 400 and answer["error"]["param"] == "labels"
+    status, _, answer = http(
+        base_url, "POST", "/v1/classifications", {"image": data_uri(photo_png), "labels": ["a"], "top_k": 5}
+    )
+    assert status == 400 and answer["error"]["param"] == "top_k"
+    status, _, answer = http(
+        base_url, "POST", "/v1/classifications", {"image": ["http://10.0.0.1/a.png"], "labels": ["a"]}
+    )
+    assert status == 400 and answer["error"]["param"] == "image[0]" and "private" in answer["error"]["message"]
+    status, _, answer = http(base_url, "POST", "/v1/classifications", raw=b"x", headers={"Content-Type": "text/plain"})
+    assert status == 415
+    for _status, _, answer in [
+        http(base_url, "GET", "/v1/models", key=None),
+        http(base_url, "GET", "/v1/nope"),
+    ]:
+        assert set(answer) == {"error"} and {"message", "type", "param", "code"} <= set(answer["error"])
+
+
+def raw_exchange(base_url: str, head: str, body_chunks: Iterator[bytes]) -> bytes:
+    """Send a request head, then body chunks until the server answers or stops reading; the
+    answer's bytes."""
+    host, port = base_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as conn:
+        conn.sendall(head.encode())
+        for chunk in body_chunks:
+            if select.select([conn], [], [], 0)[0]:
+                break  # the server has answered
+            try:
+                conn.sendall(chunk)
+            except OSError:  # it closed the connection, or stopped reading (timeout)
+                break
+        answer = b""
+        with contextlib.suppress(OSError):
+            while not answer.rstrip().endswith(b"}"):
+                more = conn.recv(65536)
+                if not more:
+                    break
+                answer += more
+        return answer
+
+
+def test_a_declared_oversized_body_is_refused_before_it_is_read(base_url: str, url_gateway: GatewayThread) -> None:
+    limit = url_gateway.gateway.config.limits.max_request_bytes
+    head = (
+        f"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {URL_API_KEY}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {limit + 1}\r\n\r\n"
+    )
+    answer = raw_exchange(base_url, head, iter([b"x" * 1024] * 4))  # 4 KiB of the promised 64 MiB
+    assert answer.startswith(b"HTTP/1.1 413") and b"request_too_large" in answer
+
+
+def test_a_chunked_body_is_cut_off_at_the_limit(base_url: str, url_gateway: GatewayThread) -> None:
+    limit = url_gateway.gateway.config.limits.max_request_bytes
+    head = (
+        f"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {URL_API_KEY}\r\n"
+        "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    piece = b"x" * (1 << 20)
+    chunk = f"{len(piece):x}\r\n".encode() + piece + b"\r\n"
+    answer = raw_exchange(base_url, head, iter([chunk] * (limit // len(piece) + 8)))
+    assert answer.startswith(b"HTTP/1.1 413") and b"request_too_large" in answer
+
+
+def test_health_is_open_and_follows_readiness(base_url: str) -> None:
+    assert http(base_url, "GET", "/v1/health/ready", key=None)[:3:2] == (200, {"status": "ready"})
+    assert http(base_url, "GET", "/v1/health/live", key=None)[0] == 200
+
+
+def test_request_ids_are_returned(base_url: str) -> None:
+    _, headers, _ = http(base_url, "GET", "/v1/models", headers={"X-Request-Id": "abc-123"})
+    assert headers.get("x-request-id") == "abc-123"
+
+
+def test_the_openapi_document_describes_every_route(base_url: str) -> None:
+    status, _, document = http(base_url, "GET", "/openapi.json", key=None)
+    assert status == 200 and document["openapi"].startswith("3.")
+    assert {"/v1/embeddings", "/v1/classifications", "/v1/models", "/v1/models/{model_id}"} <= set(document["paths"])
+    classify = document["paths"]["/v1/classifications"]["post"]["requestBody"]["content"]
+    assert {"application/json", "multipart/form-data"} <= set(classify)
+    embeddings = document["components"]["schemas"]["EmbeddingsRequest"]["properties"]
+    assert {"model", "input", "encoding_format", "dimensions", "user", "modality"} <= set(embeddings)
+    assert "400" in document["paths"]["/v1/embeddings"]["post"]["responses"]
+
+
+def test_http_requests_are_counted(base_url: str) -> None:
+    from prometheus_client import REGISTRY
+
+    def count() -> float:
+        return (
+            REGISTRY.get_sample_value("clip_gateway_http_requests_total", {"route": "/v1/models", "status": "200"})
+            or 0.0
+        )
+
+    before = count()
+    http(base_url, "GET", "/v1/models")
+    assert count() == before + 1
