@@ -71,6 +71,20 @@ def in_process(checkpoint: Path, seconds: float) -> list[tuple[Result, str]]:
     return rows
 
 
+def in_process_baseline(checkpoint: Path, seconds: float) -> Result:
+    """In-process eager fp32 get_image_features at batch 8: what every ratio is against."""
+    from transformers import CLIPModel
+
+    model = CLIPModel.from_pretrained(str(checkpoint), dtype=torch.float32).eval()
+    pixels = torch.randn(8, 3, 224, 224)
+
+    def call() -> None:
+        with torch.inference_mode():
+            model.get_image_features(pixel_values=pixels)
+
+    return closed_loop("in-process eager fp32 batch 8", call, 8, 1, seconds)
+
+
 def start_gateway(triton_url: str) -> tuple[subprocess.Popen[bytes], str]:
     """The gateway as its own process, as deployed, so its memory is measured on its own."""
     import grpc

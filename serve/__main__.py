@@ -1,6 +1,6 @@
 """Run the whole service in the foreground: export (if needed), Triton, gateway; Ctrl-C stops both.
 
-    python -m serve [--model openai/clip-vit-base-patch16] [--port 50051]
+    python -m serve [--model openai/clip-vit-base-patch16] [--port 50051] [--http-listen 127.0.0.1:8000]
 
 The model is a Hub id or a local checkpoint folder. When it cannot be had (no network and not in
 the local Hugging Face cache), the service says so in one line and serves the bundled demo model.
@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import logging
 import signal
 import sys
 import threading
+import urllib.request
 from pathlib import Path
 
 from export import checkpoint as checkpoints
@@ -70,6 +72,27 @@ async def show_it_working(target: str) -> None:
         print(f"    {score.label:<16} {score.probability:7.2%}", file=sys.stderr)
 
 
+async def show_http_working(base_url: str) -> None:
+    """The same picture through the OpenAI-compatible HTTP API, as a data URI."""
+    body = json.dumps(
+        {
+            "image": "data:image/png;base64," + base64.b64encode(SAMPLE_IMAGE.read_bytes()).decode(),
+            "labels": SAMPLE_LABELS,
+            "top_k": 1,
+        }
+    ).encode()
+    request = urllib.request.Request(
+        f"{base_url}/v1/classifications", data=body, headers={"Content-Type": "application/json"}
+    )
+    answer = await asyncio.to_thread(lambda: json.load(urllib.request.urlopen(request, timeout=60)))
+    best = answer["data"][0]["labels"][0]
+    print(
+        f"serve: HTTP API on {base_url}/v1 (OpenAPI at {base_url}/openapi.json): POST /v1/classifications "
+        f"says {best['label']} {best['probability']:.2%}",
+        file=sys.stderr,
+    )
+
+
 def supervise(
     supervisor: Supervisor, watching: threading.Event, stop: asyncio.Event, loop: asyncio.AbstractEventLoop
 ) -> None:
@@ -112,11 +135,18 @@ async def run(args: argparse.Namespace) -> int:
     )
     supervision.start()
     gateway = await Gateway.start(
-        GatewayConfig(listen=f"{args.host}:{args.port}", triton_url=triton.grpc_url, metrics_listen=args.metrics_listen)
+        GatewayConfig(
+            listen=f"{args.host}:{args.port}",
+            triton_url=triton.grpc_url,
+            metrics_listen=args.metrics_listen,
+            http_listen=args.http_listen,
+        )
     )
     try:
         target = f"{args.host}:{gateway.port}"
         await show_it_working(target)
+        if gateway.http is not None:
+            await show_http_working(f"http://{args.http_listen.rpartition(':')[0]}:{gateway.http.port}")
         print(f"serve: ready on {target} (Triton log: {args.triton_log}); Ctrl-C stops", file=sys.stderr)
         await stop.wait()
     finally:
@@ -144,6 +174,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=50051, help="gateway port (%(default)s)")
     parser.add_argument("--triton-metrics-port", type=int, default=8002)
     parser.add_argument("--metrics-listen", default="127.0.0.1:9464", help="gateway metrics address (%(default)s)")
+    parser.add_argument(
+        "--http-listen",
+        default="127.0.0.1:8000",
+        help="OpenAI-compatible HTTP API address, empty for none (%(default)s)",
+    )
     parser.add_argument("--repository", type=Path, default=ROOT / "build" / "model_repository")
     parser.add_argument("--triton-log", type=Path, default=ROOT / "build" / "triton.log")
     args = parser.parse_args(argv)

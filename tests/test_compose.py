@@ -34,6 +34,9 @@ def test_compose_file_validates_and_keeps_triton_private() -> None:
         assert "healthcheck" in services[name], name
     assert services["triton"]["depends_on"]["export"]["condition"] == "service_completed_successfully"
     assert services["gateway"]["depends_on"]["triton"]["condition"] == "service_healthy"
+    published = {str(port["published"]) for port in services["gateway"]["ports"]}
+    assert published == {"50051", "8080", "9464"}
+    assert "0.0.0.0:8080" in services["gateway"]["command"]
 
 
 @requires_compose

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from clip_client import NO_RETRY, ClientConfig, ClipClient, ClipError
+from clip_client import NO_RETRY, ClientConfig, ClipClient, ClipError, ImageUrl
 from launcher.server import TritonServer, free_port
 from tests.support.gateway import GatewayThread, gateway_config
 from tests.support.triton import ROOT
@@ -42,9 +42,9 @@ def http_json(url: str) -> dict:  # type: ignore[type-arg]
 @pytest.fixture(scope="module")
 def observed(tiny_triton: TritonServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A Prometheus scraping the test Triton and a gateway every second; yields its base URL."""
-    gateway = GatewayThread(gateway_config(tiny_triton.grpc_url))
+    gateway = GatewayThread(gateway_config(tiny_triton.grpc_url, http_listen="127.0.0.1:0", image_urls=True))
     gateway.wait_ready()
-    assert gateway.gateway.metrics_endpoint is not None
+    assert gateway.gateway.metrics_endpoint is not None and gateway.gateway.http is not None
     folder = tmp_path_factory.mktemp("prometheus")
     config = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())
     config["global"]["scrape_interval"] = config["global"]["evaluation_interval"] = "1s"
@@ -75,7 +75,7 @@ def observed(tiny_triton: TritonServer, tmp_path_factory: pytest.TempPathFactory
                 break
             except OSError:
                 time.sleep(0.2)
-        send_traffic(gateway.target)
+        send_traffic(gateway.target, f"http://127.0.0.1:{gateway.gateway.http.port}")
         yield base
     finally:
         process.terminate()
@@ -83,8 +83,9 @@ def observed(tiny_triton: TritonServer, tmp_path_factory: pytest.TempPathFactory
         gateway.stop()
 
 
-def send_traffic(target: str, seconds: float = 6.0) -> None:
-    """Good calls, repeated and new label sets, a corrupt image and a bad request, for a while."""
+def send_traffic(target: str, http_base: str, seconds: float = 6.0) -> None:
+    """Good calls, repeated and new label sets, a corrupt image, a bad request, a refused image URL
+    and HTTP API calls, for a while."""
     image = photo_bytes()[0]
     with ClipClient(config=ClientConfig(target=target, retry=NO_RETRY)) as client:
         deadline, round_number = time.monotonic() + seconds, 0
@@ -95,6 +96,8 @@ def send_traffic(target: str, seconds: float = 6.0) -> None:
             client.similarity(image, ["a cat"])
             with pytest.raises(ClipError):
                 client.classify(image, [" "])
+            client.classify(ImageUrl("http://10.0.0.1/cat.png"), ["cat"])  # refused: a private address
+            http_json(f"{http_base}/v1/models")
             round_number += 1
             time.sleep(0.2)
 

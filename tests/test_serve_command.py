@@ -29,6 +29,8 @@ def test_serve_falls_back_to_the_demo_model_and_stops_cleanly(tmp_path: Path) ->
             str(free_port()),
             "--metrics-listen",
             f"127.0.0.1:{free_port()}",
+            "--http-listen",
+            f"127.0.0.1:{free_port()}",
             "--repository",
             str(tmp_path / "repository"),
             "--triton-log",
@@ -54,6 +56,7 @@ def test_serve_falls_back_to_the_demo_model_and_stops_cleanly(tmp_path: Path) ->
     assert "(demo, fp32) answers" in output
     ranked = [line.split()[0:2] for line in lines if line.startswith("    ")]
     assert ranked[0] == ["red", "circle"]
+    assert "POST /v1/classifications says red circle" in output
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=60) == 0
     assert "serve: stopped" in process.stderr.read()

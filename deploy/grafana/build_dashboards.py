@@ -151,6 +151,16 @@ GATEWAY = [
             ("errors {{model}} {{code}}", f"sum by (model, code) (rate(clip_gateway_triton_errors_total[{WINDOW}]))"),
         ],
     ),
+    (
+        "HTTP API requests per second by route and status",
+        "reqps",
+        [("{{route}} {{status}}", f"sum by (route, status) (rate(clip_gateway_http_requests_total[{WINDOW}]))")],
+    ),
+    (
+        "Image URL fetches per second by outcome",
+        "ops",
+        [("{{outcome}}", f"sum by (outcome) (rate(clip_gateway_image_fetches_total[{WINDOW}]))")],
+    ),
     ("Serving (1) / not serving (0)", "none", [("serving", "max(clip_gateway_serving)")]),
 ]
 

@@ -1,0 +1,97 @@
+"""Unit tests of small pieces of the HTTP layer: the Guard's concurrency cap (driven as an ASGI
+callable, with an app that blocks until told), and the gateway settings that turn it on."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+
+from gateway.auth import ApiKeys
+from gateway.config import parse
+from gateway.http_api.guard import Guard, route_label
+
+
+class BlockingApp:
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.entered = 0
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        self.entered += 1
+        await self.release.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+
+async def call(
+    app: Any, path: str = "/v1/models", headers: list[tuple[bytes, bytes]] | None = None
+) -> tuple[int, dict[str, Any]]:
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "GET", "path": path, "headers": headers or []}
+    await app(scope, receive, send)
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return sent[0]["status"], json.loads(body)
+
+
+def test_past_the_concurrency_cap_requests_are_refused_at_once_with_429() -> None:
+    async def scenario() -> None:
+        inner = BlockingApp()
+        guard = Guard(inner, keys=ApiKeys([]), max_body_bytes=1000, max_concurrent=2)
+        first = [asyncio.create_task(call(guard)) for _ in range(2)]
+        while inner.entered < 2:
+            await asyncio.sleep(0.001)
+        status, body = await asyncio.wait_for(call(guard), timeout=1)
+        assert status == 429 and body["error"]["code"] == "overloaded"
+        inner.release.set()
+        assert [(await task)[0] for task in first] == [200, 200]
+        assert (await call(guard))[0] == 200  # the slots came back
+
+    asyncio.run(scenario())
+
+
+def test_keys_are_required_except_on_open_paths() -> None:
+    async def scenario() -> None:
+        inner = BlockingApp()
+        inner.release.set()
+        guard = Guard(inner, keys=ApiKeys(["k1"]), max_body_bytes=1000, max_concurrent=2)
+        assert (await call(guard))[0] == 401
+        assert (await call(guard, headers=[(b"authorization", b"Bearer k2")]))[0] == 401
+        assert (await call(guard, headers=[(b"authorization", b"Bearer k1")]))[0] == 200
+        assert (await call(guard, path="/v1/health/ready"))[0] == 200
+
+    asyncio.run(scenario())
+
+
+def test_metric_routes_are_bounded() -> None:
+    assert route_label("/v1/embeddings") == "/v1/embeddings"
+    assert route_label("/v1/models/openai/clip-vit-base-patch16") == "/v1/models/{id}"
+    assert route_label("/wp-admin/../../etc/passwd") == "other"
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "expected"),
+    [
+        ([], {}, False),
+        (["--image-urls"], {}, True),
+        ([], {"CLIP_GATEWAY_IMAGE_URLS": "true"}, True),
+        (["--no-image-urls"], {"CLIP_GATEWAY_IMAGE_URLS": "1"}, False),
+        ([], {"CLIP_GATEWAY_IMAGE_URLS": "off"}, False),
+    ],
+)
+def test_image_urls_setting(argv: list[str], env: dict[str, str], expected: bool) -> None:
+    assert parse(argv, env).image_urls is expected
+
+
+def test_a_mistyped_boolean_is_an_error() -> None:
+    with pytest.raises(ValueError, match="CLIP_GATEWAY_IMAGE_URLS"):
+        parse([], {"CLIP_GATEWAY_IMAGE_URLS": "sometimes"})
