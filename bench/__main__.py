@@ -29,6 +29,7 @@ import torch
 from PIL import Image
 
 from bench.measure import Result, closed_loop, rss_bytes
+from export.repository import Settings
 from tests.support import triton
 
 IMAGE_GFLOP = 35.1
@@ -220,7 +221,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--precisions", default="fp32,bf16")
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "bench")
-    parser.add_argument("--torch-threads", type=int, default=2)
+    parser.add_argument("--torch-threads", type=int, default=Settings.torch_threads)
+    parser.add_argument("--image-instances", type=int, default=Settings.image_instances)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(os.cpu_count() or 2)
@@ -229,7 +231,9 @@ def main() -> None:
     rows = in_process(checkpoint, args.seconds)
     memory = {}
     for precision in args.precisions.split(","):
-        repository = triton.exported("vit-b-16", precision, torch_threads=args.torch_threads)
+        repository = triton.exported(
+            "vit-b-16", precision, torch_threads=args.torch_threads, image_instances=args.image_instances
+        )
         served_rows, memory[precision] = served(repository, precision, args.seconds, args.out)
         rows += served_rows
     baseline = next(r for r, _ in rows if r.name == "in-process eager fp32 batch 8").items_per_s

@@ -4,8 +4,9 @@
 
 For each "instances x threads" configuration: export ViT-B/16 (random weights) with it, start
 Triton and the gateway, and measure the gateway's Classify (2 labels, concurrency 4, through our
-client). The baseline, in-process eager fp32 get_image_features at batch 8, is measured in the
-same run before and after the sweep; ratios use their mean. Writes latest-sweep.{json,md}.
+client) and the memory of Triton + stubs + gateway after it. The baseline, in-process eager fp32
+get_image_features at batch 8, is measured in the same run before and after the sweep; ratios
+use their mean. Writes latest-sweep.{json,md}.
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ from pathlib import Path
 import torch
 
 from bench.__main__ import ROOT, in_process_baseline, sample_png, start_gateway
-from bench.measure import Result, closed_loop
+from bench.measure import Result, closed_loop, rss_bytes
 from tests.support import triton
 
 
-def served_classify(repository: Path, seconds: float, log_file: Path, concurrency: int) -> Result:
+def served_classify(repository: Path, seconds: float, log_file: Path, concurrency: int) -> tuple[Result, int]:
+    """Classify throughput, and the RSS of Triton + stubs + gateway right after it."""
     from clip_client import ClientConfig, ClipClient
 
     server = triton.start_triton(repository, log_file)
@@ -35,13 +37,15 @@ def served_classify(repository: Path, seconds: float, log_file: Path, concurrenc
     counter = iter(range(10**9))
     try:
         with ClipClient(config=ClientConfig(target=target, timeout=600)) as clip:
-            return closed_loop(
+            result = closed_loop(
                 f"gateway Classify 2 labels c={concurrency}",
                 lambda: clip.classify(images[next(counter) % 16], ["cat", "dog"]),
                 1,
                 concurrency,
                 seconds,
             )
+        assert server.process is not None
+        return result, rss_bytes([server.process.pid, gateway.pid])
     finally:
         gateway.terminate()
         gateway.wait(30)
@@ -65,8 +69,18 @@ def main() -> None:
         instances, threads = (int(part) for part in config.split("x"))
         started = time.monotonic()
         repository = triton.exported("vit-b-16", args.precision, image_instances=instances, torch_threads=threads)
-        result = served_classify(repository, args.seconds, args.out / f"triton-sweep-{config}.log", args.concurrency)
-        rows.append({"config": config, "instances": instances, "threads": threads, **result.row()})
+        result, memory = served_classify(
+            repository, args.seconds, args.out / f"triton-sweep-{config}.log", args.concurrency
+        )
+        rows.append(
+            {
+                "config": config,
+                "instances": instances,
+                "threads": threads,
+                **result.row(),
+                "rss_gib": round(memory / 2**30, 2),
+            }
+        )
         print(f"{config}: {result.items_per_s:.2f} img/s ({time.monotonic() - started:.0f} s)", flush=True)
     after = in_process_baseline(checkpoint, args.seconds)
     baseline = (before.items_per_s + after.items_per_s) / 2
@@ -88,12 +102,12 @@ def main() -> None:
         f"Baseline in-process eager fp32 batch 8: {before.items_per_s:.2f} img/s before, "
         f"{after.items_per_s:.2f} after.",
         "",
-        "| image-encoder instances x torch threads | img/s | p50 ms | p99 ms | x eager fp32 b8 |",
-        "| --- | ---: | ---: | ---: | ---: |",
+        "| image-encoder instances x torch threads | img/s | p50 ms | p99 ms | x eager fp32 b8 | RSS GiB |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     lines += [
         f"| {r['instances']} x {r['threads']} | {r['items_per_s']} | {r['p50_ms']} | {r['p99_ms']} "
-        f"| {r['vs_baseline']} |"
+        f"| {r['vs_baseline']} | {r['rss_gib']} |"
         for r in rows
     ]
     (args.out / "latest-sweep.json").write_text(json.dumps(report, indent=2))

@@ -30,9 +30,11 @@ class Settings:
     """Deployment settings; the defaults suit a 2-core CPU machine."""
 
     device: str = "cpu"  # "cpu" or "gpu": where the encoders run
-    image_instances: int = 1
+    # Measured on 2 cores (python -m bench.sweep, README "Benchmarks"): two single-threaded image
+    # encoders beat one two-threaded one by 14-19 %, at the memory of a second copy of the tower.
+    image_instances: int = 2
     text_instances: int = 1
-    torch_threads: int = 2  # per encoder instance
+    torch_threads: int = 1  # per encoder instance
     max_batch_size: int = 32  # images per image-encoder execution
     batch_delay_us: int = 2000  # dynamic batcher's wait for more images
     max_image_pixels: int = 40_000_000

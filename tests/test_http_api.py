@@ -130,31 +130,39 @@ def test_image_embeddings_by_data_uri_and_by_url(
     assert np.abs(np.array(by_url.data[0].embedding) - expected).max() <= 1e-6
 
 
+def post_multipart(base_url: str, parts: list[tuple[bytes, bytes]]) -> tuple[int, dict[str, str], Any]:
+    """POST /v1/classifications as multipart/form-data; parts are (Content-Disposition tail, value)."""
+    boundary = uuid.uuid4().hex.encode()
+    body = b"".join(
+        b"--" + boundary + b"\r\nContent-Disposition: form-data; " + head + b"\r\n\r\n" + value + b"\r\n"
+        for head, value in parts
+    )
+    headers = {"Content-Type": f"multipart/form-data; boundary={boundary.decode()}"}
+    return http(base_url, "POST", "/v1/classifications", raw=body + b"--" + boundary + b"--\r\n", headers=headers)
+
+
+def test_bad_multipart_requests_name_the_field(base_url: str, photo_png: bytes) -> None:
+    image = (b'name="image"; filename="cat.png"\r\nContent-Type: image/png', photo_png)
+    status, _, answer = post_multipart(base_url, [(b'name="labels"', b"cat")])
+    assert status == 400 and answer["error"]["param"] == "image"
+    status, _, answer = post_multipart(base_url, [image, (b'name="labels"', b"cat"), (b'name="top_k"', b"many")])
+    assert status == 400 and answer["error"]["param"] == "top_k"
+    status, _, answer = post_multipart(base_url, [image, (b'name="labels"; filename="x"', b"cat")])
+    assert status == 400 and answer["error"]["param"].startswith("labels")
+    status, _, answer = post_multipart(
+        base_url, [(b'name="image"; filename="x.png"', b"not a picture"), (b'name="labels"', b"cat")]
+    )
+    assert status == 400 and answer["error"]["param"] == "image[0]"
+
+
 def test_classification_json_and_multipart_agree_with_grpc(
     base_url: str, grpc_client: ClipClient, image_web: ImageWebServer, photo_png: bytes
 ) -> None:
     expected = grpc_client.classify([photo_png], LABELS)[0].labels
     by_uri = http(base_url, "POST", "/v1/classifications", {"image": data_uri(photo_png), "labels": LABELS})
     by_url = http(base_url, "POST", "/v1/classifications", {"image": [image_web.url("/photo.png")], "labels": LABELS})
-    boundary = uuid.uuid4().hex
     parts = [(b'name="image"; filename="cat.png"\r\nContent-Type: image/png', photo_png)]
-    parts += [(b'name="labels"', label.encode()) for label in LABELS]
-    body = (
-        b"".join(
-            b"--" + boundary.encode() + b"\r\nContent-Disposition: form-data; " + head + b"\r\n\r\n" + value + b"\r\n"
-            for head, value in parts
-        )
-        + b"--"
-        + boundary.encode()
-        + b"--\r\n"
-    )
-    by_upload = http(
-        base_url,
-        "POST",
-        "/v1/classifications",
-        raw=body,
-        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
-    )
+    by_upload = post_multipart(base_url, parts + [(b'name="labels"', label.encode()) for label in LABELS])
     for status, _, answer in (by_uri, by_url, by_upload):
         assert status == 200, answer
         ranked = answer["data"][0]["labels"]

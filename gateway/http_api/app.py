@@ -121,7 +121,8 @@ def create_app(service: ClipService, keys: ApiKeys) -> Any:
 
     @app.exception_handler(RequestValidationError)
     async def on_invalid(request: Request, error: RequestValidationError) -> JSONResponse:
-        return error_response(400, _validation_body(error.errors()))
+        invalid = _invalid(error.errors())
+        return error_response(invalid.status, invalid.body)
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http_exception(request: Request, error: StarletteHTTPException) -> JSONResponse:
@@ -235,15 +236,15 @@ def _encode(vector: Any, encoding_format: str) -> list[float] | str:
     return list(vector)
 
 
-def _validation_body(errors: Any) -> ErrorBody:
-    """Pydantic's first complaint, worded for a person, with the field as `param`."""
+def _invalid(errors: Any) -> HttpError:
+    """A 400 from pydantic's first complaint, worded for a person, with the field as `param`."""
     first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
     location = [str(part) for part in first.get("loc", ()) if part != "body"]
     param = ".".join(location) or None
     message = f"{param}: {first.get('msg')}" if param else str(first.get("msg"))
     if first.get("type") == "json_invalid":
         message = "the request body is not valid JSON"
-    return ErrorBody(message=message, type="invalid_request_error", param=param, code="invalid_value")
+    return HttpError(400, message, param=param, code="invalid_value")
 
 
 async def _classification_request(
@@ -259,14 +260,10 @@ async def _classification_request(
     try:
         body = ClassificationRequest.model_validate_json(await request.body())
     except ValidationError as error:
-        raise HttpError(**_as_kwargs(_validation_body(error.errors()))) from None
+        raise _invalid(error.errors()) from None
     strings = [body.image] if isinstance(body.image, str) else body.image
     fields = ["image"] if isinstance(body.image, str) else [f"image[{i}]" for i in range(len(strings))]
     return body, [inputs.image_from_string(value, field) for value, field in zip(strings, fields, strict=True)]
-
-
-def _as_kwargs(body: ErrorBody) -> dict[str, Any]:
-    return {"status": 400, "message": body.message, "param": body.param, "code": body.code}
 
 
 async def _from_form(
@@ -284,20 +281,16 @@ async def _from_form(
             images.append(inputs.image_from_string(part, f"image[{index}]"))
     if not images:
         raise HttpError(400, "image: upload at least one image file as a part named image", param="image")
-    top_k = form.get("top_k")
     try:
-        body = ClassificationRequest(
-            model=_text(form.get("model")),
-            image=[""] * len(images),  # the images are in `images`; the model checks the rest
-            labels=[_text(label) or "" for label in form.getlist("labels")],
-            templates=[_text(t) or "" for t in form.getlist("templates")] or None,
-            top_k=int(str(top_k)) if top_k is not None else 0,
+        body = ClassificationRequest.model_validate(
+            {
+                "model": form.get("model"),
+                "image": [""] * len(images),  # the images themselves are in `images`
+                "labels": form.getlist("labels"),
+                "templates": form.getlist("templates") or None,
+                "top_k": form.get("top_k") or 0,
+            }
         )
-    except (ValidationError, ValueError) as error:
-        message = _validation_body(error.errors()).message if isinstance(error, ValidationError) else str(error)
-        raise HttpError(400, message) from None
+    except ValidationError as error:  # e.g. a file where a label belongs, or top_k "many"
+        raise _invalid(error.errors()) from None
     return body, images
-
-
-def _text(value: object) -> str | None:
-    return value if isinstance(value, str) else None
