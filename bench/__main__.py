@@ -221,7 +221,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--precisions", default="fp32,bf16")
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "bench")
-    parser.add_argument("--torch-threads", type=int, default=Settings.torch_threads)
+    parser.add_argument("--image-torch-threads", type=int, default=Settings.image_torch_threads)
     parser.add_argument("--image-instances", type=int, default=Settings.image_instances)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -232,7 +232,7 @@ def main() -> None:
     memory = {}
     for precision in args.precisions.split(","):
         repository = triton.exported(
-            "vit-b-16", precision, torch_threads=args.torch_threads, image_instances=args.image_instances
+            "vit-b-16", precision, image_torch_threads=args.image_torch_threads, image_instances=args.image_instances
         )
         served_rows, memory[precision] = served(repository, precision, args.seconds, args.out)
         rows += served_rows

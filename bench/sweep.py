@@ -68,7 +68,7 @@ def main() -> None:
     for config in args.configs.split(","):
         instances, threads = (int(part) for part in config.split("x"))
         started = time.monotonic()
-        repository = triton.exported("vit-b-16", args.precision, image_instances=instances, torch_threads=threads)
+        repository = triton.exported("vit-b-16", args.precision, image_instances=instances, image_torch_threads=threads)
         result, memory = served_classify(
             repository, args.seconds, args.out / f"triton-sweep-{config}.log", args.concurrency
         )

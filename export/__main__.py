@@ -131,10 +131,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--image-instances", type=int, default=defaults.image_instances)
     parser.add_argument("--text-instances", type=int, default=defaults.text_instances)
     parser.add_argument(
-        "--torch-threads",
+        "--image-torch-threads",
         type=int,
-        default=defaults.torch_threads,
-        help="torch threads per encoder instance (%(default)s)",
+        default=defaults.image_torch_threads,
+        help="torch threads per image-encoder instance (%(default)s)",
+    )
+    parser.add_argument(
+        "--text-torch-threads",
+        type=int,
+        default=defaults.text_torch_threads,
+        help="torch threads per text-encoder instance (%(default)s)",
     )
     parser.add_argument("--max-batch-size", type=int, default=defaults.max_batch_size)
     parser.add_argument("--batch-delay-us", type=int, default=defaults.batch_delay_us)
@@ -154,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
         device=args.device,
         image_instances=args.image_instances,
         text_instances=args.text_instances,
-        torch_threads=args.torch_threads,
+        image_torch_threads=args.image_torch_threads,
+        text_torch_threads=args.text_torch_threads,
         max_batch_size=args.max_batch_size,
         batch_delay_us=args.batch_delay_us,
         max_image_pixels=args.max_image_pixels,

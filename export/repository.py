@@ -34,7 +34,10 @@ class Settings:
     # encoders beat one two-threaded one by 14-19 %, at the memory of a second copy of the tower.
     image_instances: int = 2
     text_instances: int = 1
-    torch_threads: int = 1  # per encoder instance
+    image_torch_threads: int = 1  # per image-encoder instance
+    # The text encoder only runs on label-cache misses (cold label sets, Embed texts), mostly while
+    # the image encoders wait; two threads halve those waits (measured: 1000 cold labels 14.5 s -> 10.8 s).
+    text_torch_threads: int = 2
     max_batch_size: int = 32  # images per image-encoder execution
     batch_delay_us: int = 2000  # dynamic batcher's wait for more images
     max_image_pixels: int = 40_000_000
@@ -87,7 +90,8 @@ def _configure(
     elif name == "clip_similarity":
         _set_parameter(config, "logit_scale", repr(facts.logit_scale))
     elif name in ENCODERS:
-        _set_parameter(config, "torch_threads", settings.torch_threads)
+        threads = settings.image_torch_threads if name == "clip_image_encoder" else settings.text_torch_threads
+        _set_parameter(config, "torch_threads", threads)
         group = config.instance_group[0]
         group.count = settings.image_instances if name == "clip_image_encoder" else settings.text_instances
         group.kind = (

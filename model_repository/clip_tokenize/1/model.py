@@ -5,7 +5,8 @@ by the exporter as tokenizer/tokenizer.json, so token ids are the reference's by
 without importing transformers or torch in this stub. Padding is to the longest text of the
 request with the end token (the released tokenizer's pad token); the text tower pools at the
 first end token and attends causally, so padding never changes an embedding. Texts longer than
-the context are truncated to it, keeping the start and end tokens.
+the context are truncated to it, keeping the start and end tokens. Token ids are cached per
+prompt (token_cache.py), so a label set sent again is not tokenized again.
 
 With the optional TEMPLATES input every text becomes one prompt per template (text-major), the
 label substituted for "{}" by plain replacement: str.format would choke on other braces and
@@ -20,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
+from token_cache import TokenCache, padded
 from tokenizers import Tokenizer
 from triton_model_utils import decode_strings, invalid_argument, model_config, parameter
 
@@ -50,7 +52,11 @@ class TritonPythonModel:
         settings = json.loads((TOKENIZER_DIR / "tokenizer_config.json").read_text())
         pad_token = str(settings.get("pad_token") or "<|endoftext|>")
         self.tokenizer.enable_truncation(max_length=self.context_length)
-        self.tokenizer.enable_padding(pad_id=self.tokenizer.token_to_id(pad_token), pad_token=pad_token)
+        self.pad_id = self.tokenizer.token_to_id(pad_token)
+        self.cache = TokenCache(
+            lambda texts: [encoding.ids for encoding in self.tokenizer.encode_batch(texts)],
+            int(parameter(config, "token_cache_entries", "0")),
+        )
 
     def execute(self, requests: list[Any]) -> list[Any]:
         return [self._one(request) for request in requests]
@@ -69,8 +75,8 @@ class TritonPythonModel:
                 return invalid_argument(f'TEMPLATES[{index}] must contain "{{}}" exactly once: {template!r}')
         if templates:
             texts = [template.replace("{}", text) for text in texts for template in templates]
-        encodings = self.tokenizer.encode_batch(texts)
-        ids = np.array([encoding.ids for encoding in encodings], dtype=np.int64)
+        rows = self.cache.ids(texts)
+        ids = padded(rows, self.pad_id)
         # Tokens per text before padding (start and end included): what an API bills as usage.
-        counts = np.array([sum(encoding.attention_mask) for encoding in encodings], dtype=np.int32)
+        counts = np.array([len(row) for row in rows], dtype=np.int32)
         return pb_utils.InferenceResponse([pb_utils.Tensor("INPUT_IDS", ids), pb_utils.Tensor("TOKEN_COUNTS", counts)])
