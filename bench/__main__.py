@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from bench.measure import Result, closed_loop, rss_bytes
+from bench.measure import Memory, Result, closed_loop, tree_memory
 from export.repository import Settings
 from tests.support import triton
 
@@ -115,7 +115,7 @@ def start_gateway(triton_url: str) -> tuple[subprocess.Popen[bytes], str]:
     raise RuntimeError("the gateway did not become SERVING within 60 s")
 
 
-def served(repository: Path, precision: str, seconds: float, log_dir: Path) -> tuple[list[tuple[Result, str]], int]:
+def served(repository: Path, precision: str, seconds: float, log_dir: Path) -> tuple[list[tuple[Result, str]], Memory]:
     import tritonclient.grpc as grpcclient
 
     from clip_client import ClientConfig, ClipClient
@@ -191,7 +191,7 @@ def served(repository: Path, precision: str, seconds: float, log_dir: Path) -> t
                 )
             )
         assert server.process is not None
-        memory = rss_bytes([server.process.pid, gateway.pid])
+        memory = tree_memory([server.process.pid, gateway.pid])
     finally:
         gateway.terminate()
         gateway.wait(30)
@@ -247,7 +247,8 @@ def main() -> None:
         table.append(row)
     weights = sum(p.stat().st_size for p in checkpoint.glob("*.safetensors"))
     summary = {
-        f"memory {p} (Triton + stubs + gateway, RSS)": f"{m / 2**30:.2f} GiB = {m / weights:.2f}x "
+        f"memory {p} (Triton + stubs + gateway)": f"PSS {m.pss / 2**30:.2f} GiB = {m.pss / weights:.2f}x, "
+        f"RSS sum {m.rss / 2**30:.2f} GiB = {m.rss / weights:.2f}x "
         f"the {weights / 2**30:.2f} GiB fp32 weights"
         for p, m in memory.items()
     }

@@ -69,8 +69,17 @@ def closed_loop(
     )
 
 
-def rss_bytes(pids: list[int]) -> int:
-    """Resident memory of these processes and all their descendants (Triton's stubs are children)."""
+@dataclass(frozen=True)
+class Memory:
+    """Of a process tree: RSS counts every shared page once per process (libtorch's ~210 MB of
+    code in every encoder stub, Triton's shared-memory pool in Triton and each stub); PSS splits
+    each shared page between the processes that map it, so its sum is the tree's real footprint."""
+
+    rss: int
+    pss: int
+
+
+def _descendants(pids: list[int]) -> list[int]:
     children: dict[int, list[int]] = {}
     for status in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -78,17 +87,32 @@ def rss_bytes(pids: list[int]) -> int:
         except OSError:
             continue
         children.setdefault(int(fields[1]), []).append(int(status.parent.name))
-    total, stack, seen = 0, list(pids), set()
+    found, stack = [], list(pids)
     while stack:
         pid = stack.pop()
-        if pid in seen:
-            continue
-        seen.add(pid)
-        stack.extend(children.get(pid, []))
-        try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) * 1024
-        except OSError:
-            continue
-    return total
+        if pid not in found:
+            found.append(pid)
+            stack.extend(children.get(pid, []))
+    return found
+
+
+def _kib(path: Path, field: str) -> int:
+    try:
+        for line in path.read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def tree_memory(pids: list[int]) -> Memory:
+    """Memory of these processes and all their descendants (Triton's stubs are its children)."""
+    tree = _descendants(pids)
+    rss = sum(_kib(Path(f"/proc/{pid}/status"), "VmRSS") for pid in tree)
+    pss = sum(_kib(Path(f"/proc/{pid}/smaps_rollup"), "Pss") for pid in tree)
+    return Memory(rss * 1024, pss * 1024)
+
+
+def rss_bytes(pids: list[int]) -> int:
+    return tree_memory(pids).rss

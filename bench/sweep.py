@@ -23,11 +23,11 @@ from pathlib import Path
 import torch
 
 from bench.__main__ import ROOT, in_process_baseline, sample_png, start_gateway
-from bench.measure import Result, closed_loop, rss_bytes
+from bench.measure import Memory, Result, closed_loop, tree_memory
 from tests.support import triton
 
 
-def served_classify(repository: Path, seconds: float, log_file: Path, concurrency: int) -> tuple[Result, int]:
+def served_classify(repository: Path, seconds: float, log_file: Path, concurrency: int) -> tuple[Result, Memory]:
     """Classify throughput, and the RSS of Triton + stubs + gateway right after it."""
     from clip_client import ClientConfig, ClipClient
 
@@ -45,7 +45,7 @@ def served_classify(repository: Path, seconds: float, log_file: Path, concurrenc
                 seconds,
             )
         assert server.process is not None
-        return result, rss_bytes([server.process.pid, gateway.pid])
+        return result, tree_memory([server.process.pid, gateway.pid])
     finally:
         gateway.terminate()
         gateway.wait(30)
@@ -78,7 +78,8 @@ def main() -> None:
                 "instances": instances,
                 "threads": threads,
                 **result.row(),
-                "rss_gib": round(memory / 2**30, 2),
+                "pss_gib": round(memory.pss / 2**30, 2),
+                "rss_gib": round(memory.rss / 2**30, 2),
             }
         )
         print(f"{config}: {result.items_per_s:.2f} img/s ({time.monotonic() - started:.0f} s)", flush=True)
@@ -102,12 +103,13 @@ def main() -> None:
         f"Baseline in-process eager fp32 batch 8: {before.items_per_s:.2f} img/s before, "
         f"{after.items_per_s:.2f} after.",
         "",
-        "| image-encoder instances x torch threads | img/s | p50 ms | p99 ms | x eager fp32 b8 | RSS GiB |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        "| image-encoder instances x torch threads | img/s | p50 ms | p99 ms | x eager fp32 b8 "
+        "| PSS GiB | RSS sum GiB |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     lines += [
         f"| {r['instances']} x {r['threads']} | {r['items_per_s']} | {r['p50_ms']} | {r['p99_ms']} "
-        f"| {r['vs_baseline']} | {r['rss_gib']} |"
+        f"| {r['vs_baseline']} | {r['pss_gib']} | {r['rss_gib']} |"
         for r in rows
     ]
     (args.out / "latest-sweep.json").write_text(json.dumps(report, indent=2))
