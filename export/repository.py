@@ -124,6 +124,17 @@ def write_tokenizer(checkpoint: Path, target: Path) -> None:
     CLIPTokenizer.from_pretrained(str(checkpoint)).backend_tokenizer.save(str(target / "tokenizer.json"))
 
 
+def save_encoder(module: Any, folder: Path) -> None:
+    """model.pt, and its tensors again as weights.pt: CPU instances memory-map those, so several
+    instances of a tower share one copy of its weights in the page cache (model.pt alone cannot be
+    mapped: torch.jit.load copies every tensor into the process)."""
+    import torch
+
+    module.save(str(folder / "model.pt"))
+    tensors = [*module.named_parameters(), *module.named_buffers()]
+    torch.save({name: tensor.detach().contiguous() for name, tensor in tensors}, folder / "weights.pt")
+
+
 def write(
     out_dir: Path,
     *,
@@ -149,8 +160,8 @@ def write(
         if config.backend == "python":
             for module in COMMON_DIR.glob("*.py"):
                 shutil.copy2(module, target / "1" / module.name)
-    image_encoder.save(str(staging / "clip_image_encoder" / "1" / "model.pt"))
-    text_encoder.save(str(staging / "clip_text_encoder" / "1" / "model.pt"))
+    save_encoder(image_encoder, staging / "clip_image_encoder" / "1")
+    save_encoder(text_encoder, staging / "clip_text_encoder" / "1")
     write_tokenizer(tokenizer_dir, staging / "clip_tokenize" / "1" / "tokenizer")
     (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     shutil.rmtree(out_dir, ignore_errors=True)

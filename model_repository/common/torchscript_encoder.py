@@ -13,6 +13,21 @@ import triton_python_backend_utils as pb_utils
 from triton_model_utils import cancelled, model_config, parameter
 
 
+def share_weights(module: torch.jit.ScriptModule, weights: Path) -> None:
+    """Point every parameter and buffer at a read-only memory map of weights.pt, freeing the copy
+    torch.jit.load made: the instances of a tower then share one copy in the page cache (2 image
+    instances of ViT-B/16 fp32: ~330 MB less in all). Refuses a file that does not match."""
+    mapped = torch.load(weights, mmap=True, weights_only=True)
+    tensors = [*module.named_parameters(), *module.named_buffers()]
+    for name, tensor in tensors:
+        source = mapped.get(name)
+        if source is None or source.shape != tensor.shape or source.dtype != tensor.dtype:
+            raise pb_utils.TritonModelException(f"{weights} does not match model.pt at {name}")
+    with torch.no_grad():
+        for name, tensor in tensors:
+            tensor.set_(mapped[name])
+
+
 class TorchScriptEncoder:
     """Subclasses name their input and output tensors; `load` and `run_*` do the rest."""
 
@@ -27,8 +42,10 @@ class TorchScriptEncoder:
             self.device = torch.device("cuda", int(args.get("model_instance_device_id", "0")))
         else:
             self.device = torch.device("cpu")
-        path = Path(args["model_repository"]) / args["model_version"] / "model.pt"
-        self.module = torch.jit.load(str(path), map_location=self.device).eval()
+        folder = Path(args["model_repository"]) / args["model_version"]
+        self.module = torch.jit.load(str(folder / "model.pt"), map_location=self.device).eval()
+        if self.device.type == "cpu" and (folder / "weights.pt").is_file():
+            share_weights(self.module, folder / "weights.pt")
 
     def _encode(self, batch: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
