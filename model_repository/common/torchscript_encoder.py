@@ -4,6 +4,7 @@ Python-backend model. Imported only by the two encoder models, so numpy-only stu
 
 from __future__ import annotations
 
+import ctypes
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,24 @@ import numpy as np
 import torch
 import triton_python_backend_utils as pb_utils
 from triton_model_utils import cancelled, model_config, parameter
+
+
+def _malloc_trim() -> Any:
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        return None
+
+
+_TRIM = _malloc_trim()
+
+
+def release_free_heap() -> None:
+    """Give freed activation memory back to the OS. glibc keeps it otherwise: a ViT-B/16 stub sat
+    on ~600 MB of free heap after a batch of 32 (measured: 1,181 -> 589 MB PSS), for ~2 % of a
+    batch's time."""
+    if _TRIM is not None:
+        _TRIM(0)
 
 
 def share_weights(module: torch.jit.ScriptModule, weights: Path) -> None:
@@ -50,7 +69,10 @@ class TorchScriptEncoder:
     def _encode(self, batch: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
             embeds = self.module(torch.from_numpy(batch).to(self.device))
-        return embeds.float().cpu().numpy()
+        result = embeds.float().cpu().numpy()
+        if self.device.type == "cpu":
+            release_free_heap()
+        return result
 
     def run_one(self, request: Any) -> Any:
         if request.is_cancelled():
