@@ -29,7 +29,6 @@ import torch
 from PIL import Image
 
 from bench.measure import Memory, Result, closed_loop, tree_memory
-from export.repository import Settings
 from tests.support import triton
 
 IMAGE_GFLOP = 35.1
@@ -221,8 +220,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--precisions", default="fp32,bf16")
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "bench")
-    parser.add_argument("--image-torch-threads", type=int, default=Settings.image_torch_threads)
-    parser.add_argument("--image-instances", type=int, default=Settings.image_instances)
+    parser.add_argument("--image-torch-threads", type=int, default=None, help="default: the exporter's")
+    parser.add_argument("--image-instances", type=int, default=None, help="default: the exporter's")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(os.cpu_count() or 2)

@@ -128,13 +128,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="repository to write (%(default)s)")
     parser.add_argument("--precision", choices=sorted(encoders.PRECISIONS), default="fp32")
     parser.add_argument("--device", choices=("cpu", "gpu"), default=defaults.device)
-    parser.add_argument("--image-instances", type=int, default=defaults.image_instances)
+    parser.add_argument(
+        "--image-instances", type=int, default=None, help="default: measured per precision (repository.IMAGE_LAYOUT)"
+    )
     parser.add_argument("--text-instances", type=int, default=defaults.text_instances)
     parser.add_argument(
         "--image-torch-threads",
         type=int,
-        default=defaults.image_torch_threads,
-        help="torch threads per image-encoder instance (%(default)s)",
+        default=None,
+        help="torch threads per image-encoder instance; default: measured per precision (repository.IMAGE_LAYOUT)",
     )
     parser.add_argument(
         "--text-torch-threads",

@@ -25,16 +25,27 @@ ENCODERS = ("clip_image_encoder", "clip_text_encoder")
 ENSEMBLES = ("clip_classify", "clip_embed_image", "clip_embed_text")
 
 
+# (image-encoder instances, torch threads each) by (device, precision). Measured on 2 cores with
+# `python -m bench.sweep` (README "Benchmarks"): fp32 1 x 2 and 2 x 1 both 0.95x eager fp32 b8, and
+# 1 x 2 keeps one copy of the activations (PSS 1.09 vs 1.26 GiB); bf16 2 x 1 2.79x against 1 x 2
+# 2.05x (two single-threaded instances overlap batching and IPC with compute). 2 x 2 thrashes.
+IMAGE_LAYOUT = {
+    ("cpu", "fp32"): (1, 2),
+    ("cpu", "bf16"): (2, 1),
+    ("cpu", "fp16"): (2, 1),
+}
+GPU_IMAGE_LAYOUT = (1, 2)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Deployment settings; the defaults suit a 2-core CPU machine."""
 
     device: str = "cpu"  # "cpu" or "gpu": where the encoders run
-    # Measured on 2 cores (python -m bench.sweep, README "Benchmarks"): two single-threaded image
-    # encoders beat one two-threaded one by 14-19 %, at the memory of a second copy of the tower.
-    image_instances: int = 2
+    # None: IMAGE_LAYOUT's measured choice for the precision and device.
+    image_instances: int | None = None
+    image_torch_threads: int | None = None  # per image-encoder instance
     text_instances: int = 1
-    image_torch_threads: int = 1  # per image-encoder instance
     # The text encoder only runs on label-cache misses (cold label sets, Embed texts), mostly while
     # the image encoders wait; two threads halve those waits (measured: 1000 cold labels 14.5 s -> 10.8 s).
     text_torch_threads: int = 2
@@ -75,6 +86,12 @@ def _resize_tensors(config: model_config_pb2.ModelConfig, facts: ModelFacts) -> 
             tensor.dims[-2:] = [facts.crop_size, facts.crop_size]
 
 
+def image_layout(settings: Settings, precision: str) -> tuple[int, int]:
+    """Image-encoder (instances, threads): the settings where given, else the measured default."""
+    default = GPU_IMAGE_LAYOUT if settings.device == "gpu" else IMAGE_LAYOUT.get(("cpu", precision), (1, 2))
+    return settings.image_instances or default[0], settings.image_torch_threads or default[1]
+
+
 def _configure(
     name: str, config: model_config_pb2.ModelConfig, facts: ModelFacts, settings: Settings, manifest: dict[str, Any]
 ) -> None:
@@ -90,10 +107,12 @@ def _configure(
     elif name == "clip_similarity":
         _set_parameter(config, "logit_scale", repr(facts.logit_scale))
     elif name in ENCODERS:
-        threads = settings.image_torch_threads if name == "clip_image_encoder" else settings.text_torch_threads
+        instances, threads = image_layout(settings, str(manifest["precision"]))
+        if name == "clip_text_encoder":
+            instances, threads = settings.text_instances, settings.text_torch_threads
         _set_parameter(config, "torch_threads", threads)
         group = config.instance_group[0]
-        group.count = settings.image_instances if name == "clip_image_encoder" else settings.text_instances
+        group.count = instances
         group.kind = (
             model_config_pb2.ModelInstanceGroup.KIND_GPU
             if settings.device == "gpu"
