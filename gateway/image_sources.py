@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import grpc
 
@@ -17,8 +18,10 @@ from clip_client._generated import clip_service_pb2 as pb
 from gateway import metrics, validation
 from gateway.config import Limits
 from gateway.errors import RequestError, Violation
-from gateway.image_fetcher import ImageFetcher
 from gateway.url_policy import ImageUrlError, UrlRefused
+
+if TYPE_CHECKING:
+    from gateway.image_fetcher import ImageFetcher
 
 URLS_OFF = "this server does not fetch image URLs (its operator can turn on --image-urls); send the image bytes"
 

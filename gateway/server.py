@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 import grpc.aio
@@ -15,17 +16,16 @@ from grpc_reflection.v1alpha import reflection
 
 from clip_client._generated import clip_service_pb2, clip_service_pb2_grpc
 from gateway import metrics
-from gateway.auth import ApiKeyInterceptor, load_keys
+from gateway.auth import ApiKeyInterceptor, ApiKeys, load_keys
 from gateway.config import GatewayConfig
 from gateway.health import HealthWatcher
-from gateway.http_api.app import create_app
-from gateway.http_api.server import HttpServer
-from gateway.image_fetcher import FetchSettings, ImageFetcher
 from gateway.image_sources import ImageSources
 from gateway.observability import RequestContextInterceptor
 from gateway.service import ClipService
 from gateway.triton_adapter import TritonAdapter
-from gateway.url_policy import UrlPolicy
+
+if TYPE_CHECKING:
+    from gateway.http_api.server import HttpServer
 
 log = logging.getLogger("gateway.server")
 
@@ -46,6 +46,9 @@ def image_sources(config: GatewayConfig) -> ImageSources:
     """Image bytes always; image URLs only where the operator turned fetching on."""
     if not config.image_urls:
         return ImageSources(None, config.limits)
+    from gateway.image_fetcher import FetchSettings, ImageFetcher  # aiohttp: only when fetching is on
+    from gateway.url_policy import UrlPolicy
+
     settings = FetchSettings(
         max_redirects=config.url_max_redirects,
         connect_timeout=config.url_connect_timeout,
@@ -54,6 +57,14 @@ def image_sources(config: GatewayConfig) -> ImageSources:
         proxy=config.url_proxy,
     )
     return ImageSources(ImageFetcher(settings, UrlPolicy.from_setting(config.url_allowed_networks)), config.limits)
+
+
+async def start_http(service: ClipService, keys: ApiKeys, config: GatewayConfig) -> HttpServer:
+    # FastAPI, pydantic and uvicorn (~30 MB) are imported only where the HTTP API is turned on.
+    from gateway.http_api.app import create_app
+    from gateway.http_api.server import HttpServer
+
+    return await HttpServer.start(create_app(service, keys), config)
 
 
 class Gateway:
@@ -110,7 +121,7 @@ class Gateway:
         endpoint = metrics.MetricsEndpoint.start(config.metrics_listen) if config.metrics_listen else None
         await health.check_once()  # NOT_SERVING (or SERVING) before the first call can arrive
         await server.start()
-        http = await HttpServer.start(create_app(service, keys), config) if config.http_listen else None
+        http = await start_http(service, keys, config) if config.http_listen else None
         health.start()
         log.info(
             "gateway listening",
