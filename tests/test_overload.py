@@ -82,20 +82,23 @@ def test_a_cancelled_call_cancels_its_triton_request(tiny_triton: TritonServer) 
         match = re.search(r'^nv_inference_request_success\{model="clip_classify",version="1"\} (\S+)$', text, re.M)
         return float(match.group(1)) if match else 0.0
 
-    gateway = GatewayThread(gateway_config(tiny_triton.grpc_url, limits=Limits(max_labels=20000, max_prompts=20000)))
+    limits = Limits(max_labels=20000, max_prompts=100_000)
+    gateway = GatewayThread(gateway_config(tiny_triton.grpc_url, limits=limits))
     gateway.wait_ready()
+    templates = [f"picture {j} of a {{}}" for j in range(5)]  # 100,000 new prompts: ~5 s uncancelled
 
     async def scenario() -> tuple[float, float, float]:
         async with AsyncClipClient(config=ClientConfig(target=gateway.target, retry=NO_RETRY, timeout=120)) as client:
             start = classify_successes()
             await client.classify(photo_bytes()[:1], ["warm"])
             after_one = classify_successes()
-            call = asyncio.create_task(client.classify([SMALL] * 8, [f"cancelled {i}" for i in range(20000)]))
-            await asyncio.sleep(1.0)  # the call is in Triton, encoding 20,000 new labels
+            labels = [f"cancelled {i}" for i in range(20000)]
+            call = asyncio.create_task(client.classify([SMALL] * 8, labels, templates=templates))
+            await asyncio.sleep(1.5)  # the call is in Triton, encoding new prompts
             call.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await call
-            await asyncio.sleep(8)  # longer than the whole call would have taken
+            await asyncio.sleep(10)  # longer than the whole call would have taken
             return start, after_one, classify_successes()
 
     try:
