@@ -14,6 +14,7 @@ matmul peak at the precision. Writes latest.json and latest.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import io
 import json
@@ -22,13 +23,17 @@ import platform
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
 from bench.measure import Memory, Result, closed_loop, tree_memory
+from launcher.server import TritonServer
 from tests.support import triton
 
 IMAGE_GFLOP = 35.1
@@ -51,38 +56,38 @@ def sample_png(seed: int) -> bytes:
     return buffer.getvalue()
 
 
-def in_process(checkpoint: Path, seconds: float) -> list[tuple[Result, str]]:
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def eager(model: Any, precision: str, batch: int, seconds: float) -> Result:
+    """In-process transformers get_image_features, eager, at one batch size."""
+    pixels = torch.randn(batch, 3, 224, 224, dtype=PRECISIONS[precision])
+
+    def call() -> None:
+        with torch.inference_mode():
+            model.get_image_features(pixel_values=pixels)
+
+    return closed_loop(f"in-process eager {precision} batch {batch}", call, batch, 1, seconds)
+
+
+def load_reference(checkpoint: Path, precision: str) -> Any:
     from transformers import CLIPModel
 
+    return CLIPModel.from_pretrained(str(checkpoint), dtype=PRECISIONS[precision]).eval()
+
+
+def in_process(checkpoint: Path, seconds: float) -> list[tuple[Result, str]]:
     rows = []
-    for precision, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-        model = CLIPModel.from_pretrained(str(checkpoint), dtype=dtype).eval()
-        for batch in (1, 8):
-            pixels = torch.randn(batch, 3, 224, 224, dtype=dtype)
-
-            def call(model: CLIPModel = model, pixels: torch.Tensor = pixels) -> None:
-                with torch.inference_mode():
-                    model.get_image_features(pixel_values=pixels)
-
-            rows.append(
-                (closed_loop(f"in-process eager {precision} batch {batch}", call, batch, 1, seconds), precision)
-            )
+    for precision in PRECISIONS:
+        model = load_reference(checkpoint, precision)
+        rows += [(eager(model, precision, batch, seconds), precision) for batch in (1, 8)]
         del model
     return rows
 
 
 def in_process_baseline(checkpoint: Path, seconds: float) -> Result:
     """In-process eager fp32 get_image_features at batch 8: what every ratio is against."""
-    from transformers import CLIPModel
-
-    model = CLIPModel.from_pretrained(str(checkpoint), dtype=torch.float32).eval()
-    pixels = torch.randn(8, 3, 224, 224)
-
-    def call() -> None:
-        with torch.inference_mode():
-            model.get_image_features(pixel_values=pixels)
-
-    return closed_loop("in-process eager fp32 batch 8", call, 8, 1, seconds)
+    return eager(load_reference(checkpoint, "fp32"), "fp32", 8, seconds)
 
 
 def start_gateway(triton_url: str) -> tuple[subprocess.Popen[bytes], str]:
@@ -114,6 +119,37 @@ def start_gateway(triton_url: str) -> tuple[subprocess.Popen[bytes], str]:
     raise RuntimeError("the gateway did not become SERVING within 60 s")
 
 
+@dataclass(frozen=True)
+class RunningService:
+    triton: TritonServer
+    gateway: subprocess.Popen[bytes]
+    target: str
+
+    @property
+    def triton_url(self) -> str:
+        return self.triton.grpc_url
+
+    def memory(self) -> Memory:
+        """Triton with its stubs, and the gateway."""
+        assert self.triton.process is not None
+        return tree_memory([self.triton.process.pid, self.gateway.pid])
+
+
+@contextlib.contextmanager
+def running_service(repository: Path, log_file: Path) -> Iterator[RunningService]:
+    """Triton on `repository` and a gateway process in front of it, stopped on the way out."""
+    server = triton.start_triton(repository, log_file)
+    try:
+        gateway, target = start_gateway(server.grpc_url)
+        try:
+            yield RunningService(server, gateway, target)
+        finally:
+            gateway.terminate()
+            gateway.wait(30)
+    finally:
+        server.stop()
+
+
 def served(repository: Path, precision: str, seconds: float, log_dir: Path) -> tuple[list[tuple[Result, str]], Memory]:
     import tritonclient.grpc as grpcclient
 
@@ -121,12 +157,10 @@ def served(repository: Path, precision: str, seconds: float, log_dir: Path) -> t
     from tests.support.infer import bytes_input
 
     rows: list[tuple[Result, str]] = []
-    server = triton.start_triton(repository, log_dir / f"triton-{precision}.log")
-    gateway, target = start_gateway(server.grpc_url)
     images = [sample_png(i) for i in range(16)]
     counter = iter(range(10**9))
-    try:
-        client = grpcclient.InferenceServerClient(server.grpc_url)
+    with running_service(repository, log_dir / f"triton-{precision}.log") as service:
+        client = grpcclient.InferenceServerClient(service.triton_url)
         for concurrency in (1, 4, 8):
 
             def embed() -> None:
@@ -138,7 +172,7 @@ def served(repository: Path, precision: str, seconds: float, log_dir: Path) -> t
                     precision,
                 )
             )
-        with ClipClient(config=ClientConfig(target=target, timeout=600)) as clip:
+        with ClipClient(config=ClientConfig(target=service.target, timeout=600)) as clip:
             for concurrency in (1, 4, 8):
 
                 def classify() -> None:
@@ -189,12 +223,7 @@ def served(repository: Path, precision: str, seconds: float, log_dir: Path) -> t
                     "text",
                 )
             )
-        assert server.process is not None
-        memory = tree_memory([server.process.pid, gateway.pid])
-    finally:
-        gateway.terminate()
-        gateway.wait(30)
-        server.stop()
+        memory = service.memory()
     return rows, memory
 
 

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import torch
 
-from bench.__main__ import ROOT, in_process_baseline, sample_png, start_gateway
-from bench.measure import Memory, Result, closed_loop, tree_memory
+from bench.__main__ import ROOT, in_process_baseline, running_service, sample_png
+from bench.measure import Memory, Result, closed_loop
 from tests.support import triton
 
 
@@ -31,25 +31,20 @@ def served_classify(repository: Path, seconds: float, log_file: Path, concurrenc
     """Classify throughput, and the RSS of Triton + stubs + gateway right after it."""
     from clip_client import ClientConfig, ClipClient
 
-    server = triton.start_triton(repository, log_file)
-    gateway, target = start_gateway(server.grpc_url)
     images = [sample_png(i) for i in range(16)]
     counter = iter(range(10**9))
-    try:
-        with ClipClient(config=ClientConfig(target=target, timeout=600)) as clip:
-            result = closed_loop(
-                f"gateway Classify 2 labels c={concurrency}",
-                lambda: clip.classify(images[next(counter) % 16], ["cat", "dog"]),
-                1,
-                concurrency,
-                seconds,
-            )
-        assert server.process is not None
-        return result, tree_memory([server.process.pid, gateway.pid])
-    finally:
-        gateway.terminate()
-        gateway.wait(30)
-        server.stop()
+    with (
+        running_service(repository, log_file) as service,
+        ClipClient(config=ClientConfig(target=service.target, timeout=600)) as clip,
+    ):
+        result = closed_loop(
+            f"gateway Classify 2 labels c={concurrency}",
+            lambda: clip.classify(images[next(counter) % 16], ["cat", "dog"]),
+            1,
+            concurrency,
+            seconds,
+        )
+        return result, service.memory()
 
 
 def main() -> None:
