@@ -14,147 +14,25 @@ matmul peak at the precision. Writes latest.json and latest.md.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
-import io
 import json
 import os
 import platform
 import subprocess
-import sys
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image
 
-from bench.measure import Memory, Result, closed_loop, tree_memory
-from launcher.server import TritonServer
-from tests.support import triton
-
-IMAGE_GFLOP = 35.1
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def matmul_peak_gflops(dtype: torch.dtype, size: int = 2048, repeats: int = 10) -> float:
-    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
-    a @ b
-    started = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    return 2 * size**3 * repeats / (time.perf_counter() - started) / 1e9
-
-
-def sample_png(seed: int) -> bytes:
-    rgb = (np.random.default_rng(seed).random((480, 640, 3)) * 255).astype(np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(rgb).save(buffer, "JPEG", quality=90)
-    return buffer.getvalue()
-
-
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
-
-
-def eager(model: Any, precision: str, batch: int, seconds: float) -> Result:
-    """In-process transformers get_image_features, eager, at one batch size."""
-    pixels = torch.randn(batch, 3, 224, 224, dtype=PRECISIONS[precision])
-
-    def call() -> None:
-        with torch.inference_mode():
-            model.get_image_features(pixel_values=pixels)
-
-    return closed_loop(f"in-process eager {precision} batch {batch}", call, batch, 1, seconds)
-
-
-def load_reference(checkpoint: Path, precision: str) -> Any:
-    from transformers import CLIPModel
-
-    return CLIPModel.from_pretrained(str(checkpoint), dtype=PRECISIONS[precision]).eval()
-
-
-def in_process(checkpoint: Path, seconds: float) -> list[tuple[Result, str]]:
-    rows = []
-    for precision in PRECISIONS:
-        model = load_reference(checkpoint, precision)
-        rows += [(eager(model, precision, batch, seconds), precision) for batch in (1, 8)]
-        del model
-    return rows
-
-
-def in_process_baseline(checkpoint: Path, seconds: float) -> Result:
-    """In-process eager fp32 get_image_features at batch 8: what every ratio is against."""
-    return eager(load_reference(checkpoint, "fp32"), "fp32", 8, seconds)
-
-
-def start_gateway(triton_url: str) -> tuple[subprocess.Popen[bytes], str]:
-    """The gateway as its own process, as deployed, so its memory is measured on its own."""
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    from launcher.server import free_port
-
-    target = f"127.0.0.1:{free_port()}"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "--listen", target, "--triton-url", triton_url, "--log-level", "WARNING"],
-        cwd=ROOT,
-    )
-    deadline = time.monotonic() + 60
-    with grpc.insecure_channel(target) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            try:
-                if (
-                    stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status
-                    == health_pb2.HealthCheckResponse.SERVING
-                ):
-                    return process, target
-            except grpc.RpcError:
-                pass
-            time.sleep(0.2)
-    process.kill()
-    raise RuntimeError("the gateway did not become SERVING within 60 s")
-
-
-@dataclass(frozen=True)
-class RunningService:
-    triton: TritonServer
-    gateway: subprocess.Popen[bytes]
-    target: str
-
-    @property
-    def triton_url(self) -> str:
-        return self.triton.grpc_url
-
-    def memory(self) -> Memory:
-        """Triton with its stubs, and the gateway."""
-        assert self.triton.process is not None
-        return tree_memory([self.triton.process.pid, self.gateway.pid])
-
-
-@contextlib.contextmanager
-def running_service(repository: Path, log_file: Path) -> Iterator[RunningService]:
-    """Triton on `repository` and a gateway process in front of it, stopped on the way out."""
-    server = triton.start_triton(repository, log_file)
-    try:
-        gateway, target = start_gateway(server.grpc_url)
-        try:
-            yield RunningService(server, gateway, target)
-        finally:
-            gateway.terminate()
-            gateway.wait(30)
-    finally:
-        server.stop()
+from bench.measure import Memory, Result, closed_loop
+from bench.service import ROOT, bytes_input, running_service
+from bench.workloads import IMAGE_GFLOP, in_process, matmul_peak_gflops, sample_png
+from export import cache
 
 
 def served(repository: Path, precision: str, seconds: float, log_dir: Path) -> tuple[list[tuple[Result, str]], Memory]:
     import tritonclient.grpc as grpcclient
 
     from clip_client import ClientConfig, ClipClient
-    from tests.support.infer import bytes_input
 
     rows: list[tuple[Result, str]] = []
     images = [sample_png(i) for i in range(16)]
@@ -255,11 +133,11 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(os.cpu_count() or 2)
     peaks = {"fp32": matmul_peak_gflops(torch.float32), "bf16": matmul_peak_gflops(torch.bfloat16)}
-    checkpoint = triton.checkpoint("vit-b-16")
+    checkpoint = cache.checkpoint("vit-b-16")
     rows = in_process(checkpoint, args.seconds)
     memory = {}
     for precision in args.precisions.split(","):
-        repository = triton.exported(
+        repository = cache.exported(
             "vit-b-16", precision, image_torch_threads=args.image_torch_threads, image_instances=args.image_instances
         )
         served_rows, memory[precision] = served(repository, precision, args.seconds, args.out)

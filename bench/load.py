@@ -32,6 +32,7 @@ class LoadReport:
     rss_start: int  # after the warm-up third of the run: connections, pools and caches settled
     rss_end: int
     requests_after_warmup: int
+    unexpected: dict[str, str]  # exception type -> its first message, for failures that are no ClipError
 
     @property
     def growth_per_10k(self) -> float:
@@ -45,6 +46,7 @@ class LoadReport:
             "requests_per_s": round(self.requests / self.seconds, 1),
             "gateway_rss_mb": [round(self.rss_start / 2**20, 1), round(self.rss_end / 2**20, 1)],
             "gateway_rss_growth_mb_per_10k_requests": round(self.growth_per_10k / 2**20, 2),
+            "unexpected": self.unexpected,
         }
 
 
@@ -64,6 +66,7 @@ def run_load(target: str, gateway_pid: int, concurrency: int, seconds: float, ma
     images = pictures()
     labels = ["red circle", "blue square", "green triangle", "yellow star", "cat", "dog"]
     counts: Counter[str] = Counter()
+    examples: dict[str, str] = {}  # the first of each unexpected exception, for the report
     lock = threading.Lock()
     stop_at = time.monotonic() + seconds
 
@@ -86,6 +89,10 @@ def run_load(target: str, gateway_pid: int, concurrency: int, seconds: float, ma
                     outcome = "OK"
                 except ClipError as error:
                     outcome = error.code.name
+                except Exception as error:  # a broken client or harness is a failure too, never lost
+                    outcome = type(error).__name__
+                    with lock:
+                        examples.setdefault(outcome, repr(error)[:300])
                 with lock:
                     counts[outcome] += 1
 
@@ -105,16 +112,15 @@ def run_load(target: str, gateway_pid: int, concurrency: int, seconds: float, ma
     elapsed = time.monotonic() - started
     failures = {code: count for code, count in counts.items() if code not in ("OK", "sent")}
     done = counts["OK"] + sum(failures.values())
-    return LoadReport(done, failures, elapsed, rss_start, rss_bytes([gateway_pid]), done - done_at_warmup)
+    return LoadReport(done, failures, elapsed, rss_start, rss_bytes([gateway_pid]), done - done_at_warmup, examples)
 
 
 def main() -> None:
     import subprocess
     import sys
 
-    from bench.__main__ import start_gateway
+    from bench.service import start_gateway, start_triton
     from export.__main__ import export
-    from launcher.server import ServerSettings, TritonServer, free_port
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=180.0)
@@ -124,16 +130,7 @@ def main() -> None:
     args = parser.parse_args()
     repository = ROOT / "build" / "load-repository"
     export(args.model, repository)
-    triton = TritonServer(
-        ServerSettings(
-            model_repository=repository,
-            grpc_port=free_port(),
-            http_port=free_port(),
-            metrics_port=free_port(),
-            log_file=ROOT / "build" / "load-triton.log",
-        )
-    )
-    triton.start()
+    triton = start_triton(repository, ROOT / "build" / "load-triton.log")
     gateway: subprocess.Popen[bytes] | None = None
     try:
         gateway, target = start_gateway(triton.grpc_url)

@@ -22,9 +22,10 @@ from pathlib import Path
 
 import torch
 
-from bench.__main__ import ROOT, in_process_baseline, running_service, sample_png
 from bench.measure import Memory, Result, closed_loop
-from tests.support import triton
+from bench.service import ROOT, running_service
+from bench.workloads import in_process_baseline, sample_png
+from export import cache
 
 
 def served_classify(repository: Path, seconds: float, log_file: Path, concurrency: int) -> tuple[Result, Memory]:
@@ -56,14 +57,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "bench")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    checkpoint = triton.checkpoint("vit-b-16")
+    checkpoint = cache.checkpoint("vit-b-16")
     torch.set_num_threads(os.cpu_count() or 2)
     before = in_process_baseline(checkpoint, args.seconds)
     rows = []
     for config in args.configs.split(","):
         instances, threads = (int(part) for part in config.split("x"))
         started = time.monotonic()
-        repository = triton.exported("vit-b-16", args.precision, image_instances=instances, image_torch_threads=threads)
+        repository = cache.exported("vit-b-16", args.precision, image_instances=instances, image_torch_threads=threads)
         result, memory = served_classify(
             repository, args.seconds, args.out / f"triton-sweep-{config}.log", args.concurrency
         )

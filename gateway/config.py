@@ -40,7 +40,9 @@ class GatewayConfig:
     shutdown_grace: float = 10.0  # seconds in-flight calls get after SIGTERM
     health_interval: float = 1.0  # seconds between Triton model-readiness checks
     log_level: str = "INFO"
-    max_concurrent_rpcs: int = 64  # past it, calls get RESOURCE_EXHAUSTED at once instead of queueing
+    # Calls doing model work at once, gRPC and HTTP together; past it a call is refused at once as
+    # busy (gRPC UNAVAILABLE with RetryInfo, HTTP 429 with Retry-After) instead of queueing.
+    max_concurrent_rpcs: int = 64
     api_keys_file: str = ""  # one key per line; with CLIP_GATEWAY_API_KEYS (comma separated)
     api_keys: str = ""  # comma separated; prefer the file or the environment to a flag
     tls_cert_file: str = ""  # PEM certificate chain; with tls_key_file, the gateway speaks TLS only

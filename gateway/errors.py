@@ -16,6 +16,8 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from tritonclient.utils import InferenceServerException
 
+from gateway.admission import Busy
+
 log = logging.getLogger("gateway.errors")
 
 
@@ -107,6 +109,13 @@ def to_status(error: BaseException) -> status_pb2.Status:
         return status_pb2.Status(code=error.code.value[0], message=str(error), details=[detail])
     if isinstance(error, ServiceUnavailable):
         return status_pb2.Status(code=code_pb2.UNAVAILABLE, message=str(error))
+    if isinstance(error, Busy):
+        # Retryable, with the delay as data: google.rpc.RetryInfo, which clients honour.
+        retry = error_details_pb2.RetryInfo()
+        retry.retry_delay.FromMilliseconds(int(error.retry_after * 1000))
+        detail = any_pb2.Any()
+        detail.Pack(retry)
+        return status_pb2.Status(code=code_pb2.UNAVAILABLE, message=str(error), details=[detail])
     if isinstance(error, InferenceServerException):
         code, message = triton_status(error)
         return status_pb2.Status(code=code.value[0], message=message)

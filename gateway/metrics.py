@@ -31,6 +31,8 @@ HTTP_LATENCY = Histogram(
     "clip_gateway_http_request_seconds", "HTTP API latency by route", ["route"], buckets=LATENCY_BUCKETS
 )
 IMAGE_FETCHES = Counter("clip_gateway_image_fetches", "Image URL fetches by outcome (ok, refused, failed)", ["outcome"])
+WORK_SLOTS_USED = Gauge("clip_gateway_work_slots_used", "Calls doing model work now, gRPC and HTTP together")
+BUSY_REFUSALS = Counter("clip_gateway_busy_refusals", "Calls refused because every work slot was taken")
 HEALTH = Gauge("clip_gateway_serving", "1 when every Triton model the gateway needs is ready, else 0")
 
 

@@ -116,7 +116,11 @@ class RequestContextInterceptor(grpc.aio.ServerInterceptor):
                     )
                 return await inner(request, context)
             except asyncio.CancelledError:
-                code = grpc.StatusCode.CANCELLED  # the caller went away or its deadline passed
+                # gRPC cancels the handler both when the caller goes away and when its deadline
+                # passes; the remaining time tells which.
+                remaining = context.time_remaining()
+                expired = remaining is not None and remaining <= 0
+                code = grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
                 raise
             except BaseException:
                 code = context.code() or grpc.StatusCode.UNKNOWN  # type: ignore[attr-defined]

@@ -96,7 +96,6 @@ class Gateway:
             log.warning("no API keys configured: every caller is let in")
         server = grpc.aio.server(
             interceptors=[RequestContextInterceptor(), *([ApiKeyInterceptor(keys)] if keys else [])],
-            maximum_concurrent_rpcs=config.max_concurrent_rpcs,
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),

@@ -19,10 +19,11 @@ from grpc_status import rpc_status
 from clip_client._generated import clip_service_pb2 as pb
 from clip_client._generated import clip_service_pb2_grpc
 from gateway import metrics, validation
+from gateway.admission import WorkSlots
 from gateway.config import GatewayConfig
 from gateway.errors import OK, invalid, to_status
 from gateway.health import HealthWatcher
-from gateway.image_sources import ImageSources
+from gateway.image_sources import GatheredImages, ImageSources
 from gateway.item_isolation import isolate_bad_images
 from gateway.triton_adapter import ServedModel, TritonAdapter
 
@@ -90,6 +91,7 @@ class ClipService(clip_service_pb2_grpc.ClipServiceServicer):
         self.config = config
         self.limits = config.limits
         self.images = images
+        self.slots = WorkSlots(config.max_concurrent_rpcs)  # one budget for gRPC and HTTP
 
     async def _model(self) -> ServedModel:
         return await self.health.served_model()
@@ -127,13 +129,14 @@ class ClipService(clip_service_pb2_grpc.ClipServiceServicer):
         )
         validation.check_top_k(request.top_k, len(labels))
         model = await self._model()
-        images = await self.images.fetch(images, deadline.remaining())
-        record_sizes("Classify", len(images.data), len(labels))
-        outcome = await isolate_bad_images(
-            images.data,
-            lambda batch: self.triton.classify(batch, labels, templates, deadline.remaining()),
-            images.failed,
-        )
+        async with self.slots.slot():
+            images = await self.images.fetch(images, deadline.remaining())
+            record_sizes("Classify", len(images.data), len(labels))
+            outcome = await isolate_bad_images(
+                images.data,
+                lambda batch: self.triton.classify(batch, labels, templates, deadline.remaining()),
+                images.failed,
+            )
         sent_labels = list(request.labels)
         metrics.IMAGE_ERRORS.labels("Classify").inc(len(outcome.failed))
         results = outcome.per_image(
@@ -153,6 +156,12 @@ class ClipService(clip_service_pb2_grpc.ClipServiceServicer):
         if not request.images and not texts:
             raise invalid("images", "send at least one image or one text")
         model = await self._model()
+        async with self.slots.slot():
+            return await self._embed(images, texts, model, deadline)
+
+    async def _embed(
+        self, images: GatheredImages, texts: list[str], model: ServedModel, deadline: Deadline
+    ) -> pb.EmbedResponse:
         images = await self.images.fetch(images, deadline.remaining())
         record_sizes("Embed", len(images.data), len(texts))
         response = pb.EmbedResponse(model_id=model.model_id, dimension=model.embedding_dim)
@@ -182,14 +191,15 @@ class ClipService(clip_service_pb2_grpc.ClipServiceServicer):
             list(request.texts), self.limits, field="texts", maximum=self.limits.max_labels, required=True
         )
         model = await self._model()
-        images = await self.images.fetch(images, deadline.remaining())
-        record_sizes("Similarity", len(images.data), len(texts))
-        # Texts verbatim: the identity template, so Triton's prompt ensemble is a no-op.
-        outcome = await isolate_bad_images(
-            images.data,
-            lambda batch: self.triton.classify(batch, texts, ["{}"], deadline.remaining()),
-            images.failed,
-        )
+        async with self.slots.slot():
+            images = await self.images.fetch(images, deadline.remaining())
+            record_sizes("Similarity", len(images.data), len(texts))
+            # Texts verbatim: the identity template, so Triton's prompt ensemble is a no-op.
+            outcome = await isolate_bad_images(
+                images.data,
+                lambda batch: self.triton.classify(batch, texts, ["{}"], deadline.remaining()),
+                images.failed,
+            )
         metrics.IMAGE_ERRORS.labels("Similarity").inc(len(outcome.failed))
         rows = outcome.per_image(
             len(images.data),

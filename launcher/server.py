@@ -6,6 +6,7 @@ import collections
 import contextlib
 import ctypes
 import json
+import logging
 import os
 import re
 import signal
@@ -18,7 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from launcher.process_group import end_group
 from launcher.runtime import TritonRuntime, locate
+
+log = logging.getLogger("launcher.server")
 
 
 class LaunchError(RuntimeError):
@@ -217,13 +221,15 @@ class TritonServer:
         return "\n".join((errors or lines)[-10:]) or "no log output"
 
     def stop(self, timeout: float = 20.0) -> int | None:
-        """SIGTERM, then SIGKILL after `timeout`; returns the exit code."""
+        """SIGTERM to Triton (it stops its stubs), SIGKILL after `timeout`; then end whatever is
+        left in its process group, which after a crash or a SIGKILL means orphaned stubs.
+        Returns Triton's exit code."""
         process, self.process = self.process, None
         code = None
         if process is not None:
             if process.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGTERM)
+                    os.kill(process.pid, signal.SIGTERM)
                 try:
                     process.wait(timeout)
                 except subprocess.TimeoutExpired:
@@ -231,6 +237,9 @@ class TritonServer:
                         os.killpg(process.pid, signal.SIGKILL)
                     process.wait()
             code = process.returncode
+            orphans = end_group(process.pid)  # Triton leads its own group (start_new_session)
+            if orphans:
+                log.warning("ended %d process(es) Triton left behind: %s", len(orphans), orphans)
         if self._log_thread is not None:
             self._log_thread.join(5)
             self._log_thread = None

@@ -14,10 +14,11 @@ if ! python3 -c 'import sysconfig,pathlib,sys; d=sysconfig.get_config_var("LIBDI
   apt-get update -qq && apt-get install -y -qq libpython3.11 >/dev/null
 fi
 
-# Tests run a real Prometheus and validate docker-compose.yml without a Docker engine.
+# Tests run a real Prometheus (and promtool), validate docker-compose.yml, and make TLS certificates.
 missing=()
 command -v prometheus >/dev/null || missing+=(prometheus)
 command -v docker-compose >/dev/null || missing+=(docker-compose)
+command -v openssl >/dev/null || missing+=(openssl)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]} (Debian packages)" >&2
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null

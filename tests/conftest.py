@@ -1,4 +1,6 @@
-"""Session fixtures: random-weight checkpoints, their exports, and real Triton servers."""
+"""Session fixtures (random-weight checkpoints, their exports, real Triton servers and gateways)
+and two session-wide rules: no process started by a test may outlive the run, and no test may
+skip unless it is marked `may_skip` with the reason it is allowed to."""
 
 from __future__ import annotations
 
@@ -7,20 +9,44 @@ from pathlib import Path
 
 import pytest
 import tritonclient.grpc as grpcclient
-from PIL import Image
 
 from clip_client import ClipClient
+from export import cache
 from gateway.config import Limits
-from launcher.server import TritonServer
-from tests.support import images, triton
+from tests.support import images, processes, servers
 from tests.support.gateway import GatewayThread, gateway_config
 from tests.support.reference import Reference
+from tests.support.servers import LauncherTriton
 from tests.support.web import Canary, ImageWebServer
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "may_skip(reason): the test may skip, for the reason given")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> pytest.TestReport:
+    """A skip is a failure unless the test says why it may skip: in CI a silently skipped test is a
+    test that did not run."""
+    report: pytest.TestReport = yield
+    if report.skipped and not hasattr(report, "wasxfail") and item.get_closest_marker("may_skip") is None:
+        report.outcome = "failed"
+        report.longrepr = f"skipped without a may_skip mark: {report.longrepr}"
+    return report
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Every process any test started (marked by the harness) must be gone by now."""
+    try:
+        processes.assert_none_left(processes.SESSION, timeout=5)
+    except processes.Leaked as leaked:
+        session.config.get_terminal_writer().line(f"\nLEAKED PROCESSES: {leaked}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint() -> Path:
-    return triton.checkpoint("tiny")
+    return cache.checkpoint("tiny")
 
 
 @pytest.fixture(scope="session")
@@ -30,18 +56,17 @@ def tiny_reference(tiny_checkpoint: Path) -> Reference:
 
 @pytest.fixture(scope="session")
 def tiny_repository() -> Path:
-    return triton.exported("tiny")
+    return cache.exported("tiny")
 
 
 @pytest.fixture(scope="session")
-def tiny_triton(tiny_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
-    server = triton.start_triton(tiny_repository, tmp_path_factory.mktemp("triton-tiny") / "triton.log")
-    yield server
-    server.stop()
+def tiny_triton(tiny_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LauncherTriton]:
+    with servers.triton(tiny_repository, tmp_path_factory.mktemp("triton-tiny")) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
-def tiny_client(tiny_triton: TritonServer) -> Iterator[grpcclient.InferenceServerClient]:
+def tiny_client(tiny_triton: LauncherTriton) -> Iterator[grpcclient.InferenceServerClient]:
     client = grpcclient.InferenceServerClient(tiny_triton.grpc_url)
     yield client
     client.close()
@@ -49,23 +74,19 @@ def tiny_client(tiny_triton: TritonServer) -> Iterator[grpcclient.InferenceServe
 
 @pytest.fixture(scope="session")
 def vitb_checkpoint() -> Path:
-    return triton.checkpoint("vit-b-16")
+    return cache.checkpoint("vit-b-16")
 
 
 @pytest.fixture(scope="session")
-def vitb_triton(vitb_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
-    repository = triton.exported("vit-b-16")
-    server = triton.start_triton(repository, tmp_path_factory.mktemp("triton-vitb") / "triton.log")
-    yield server
-    server.stop()
+def vitb_triton(vitb_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LauncherTriton]:
+    with servers.triton(cache.exported("vit-b-16"), tmp_path_factory.mktemp("triton-vitb")) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
-def tiny_gateway(tiny_triton: TritonServer) -> Iterator[GatewayThread]:
-    gateway = GatewayThread(gateway_config(tiny_triton.grpc_url))
-    gateway.wait_ready()
-    yield gateway
-    gateway.stop()
+def tiny_gateway(tiny_triton: LauncherTriton) -> Iterator[GatewayThread]:
+    with servers.gateway(gateway_config(tiny_triton.grpc_url)) as gateway:
+        yield gateway
 
 
 @pytest.fixture(scope="session")
@@ -80,7 +101,7 @@ URL_MAX_IMAGE_BYTES = 1_000_000
 
 @pytest.fixture(scope="session")
 def photo_png() -> bytes:
-    return images.encode(Image.fromarray(images.photos()["chelsea_451x300"]), "PNG")
+    return images.photo_pngs()[2]
 
 
 @pytest.fixture(scope="session")
@@ -98,23 +119,20 @@ def image_web(photo_png: bytes) -> Iterator[ImageWebServer]:
 
 
 @pytest.fixture(scope="session")
-def url_gateway(tiny_triton: TritonServer) -> Iterator[GatewayThread]:
+def url_gateway(tiny_triton: LauncherTriton) -> Iterator[GatewayThread]:
     """A gateway that fetches image URLs, allows exactly 127.0.0.2 (the test web server; the
     canary is on 127.0.0.1), follows two redirects, has short timeouts, serves HTTP and needs a key."""
-    gateway = GatewayThread(
-        gateway_config(
-            tiny_triton.grpc_url,
-            image_urls=True,
-            url_allowed_networks="127.0.0.2/32",
-            url_max_redirects=2,
-            url_connect_timeout=1.0,
-            url_read_timeout=1.0,
-            url_total_timeout=3.0,
-            http_listen="127.0.0.1:0",
-            api_keys=URL_API_KEY,
-            limits=Limits(max_image_bytes=URL_MAX_IMAGE_BYTES),
-        )
+    config = gateway_config(
+        tiny_triton.grpc_url,
+        image_urls=True,
+        url_allowed_networks="127.0.0.2/32",
+        url_max_redirects=2,
+        url_connect_timeout=1.0,
+        url_read_timeout=1.0,
+        url_total_timeout=3.0,
+        http_listen="127.0.0.1:0",
+        api_keys=URL_API_KEY,
+        limits=Limits(max_image_bytes=URL_MAX_IMAGE_BYTES),
     )
-    gateway.wait_ready()
-    yield gateway
-    gateway.stop()
+    with servers.gateway(config) as gateway:
+        yield gateway

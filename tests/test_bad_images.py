@@ -11,7 +11,7 @@ from tritonclient.utils import InferenceServerException
 from tests.support import images
 from tests.support.infer import classify, embed_images
 
-GOOD = images.encode(Image.new("RGB", (320, 240), (200, 30, 30)), "JPEG")
+GOOD = images.SMALL_JPEG
 PNG = images.encode(Image.new("RGB", (64, 64), (0, 128, 255)), "PNG")
 
 

@@ -9,13 +9,13 @@ import pytest
 
 from clip_client.cli import main
 from tests.support.gateway import GatewayThread
-from tests.test_model_parity import photo_bytes
+from tests.support.images import photo_pngs
 
 
 @pytest.fixture
 def image_file(tmp_path: Path) -> Path:
     path = tmp_path / "astronaut.png"
-    path.write_bytes(photo_bytes()[0])
+    path.write_bytes(photo_pngs()[0])
     return path
 
 
@@ -78,8 +78,14 @@ def test_embed_info_and_similarity(
     assert embedded["dimension"] == 16 and len(embedded["images"][0]) == 16 and len(embedded["texts"]) == 1
     assert main(["--target", tiny_gateway.target, "info"]) == 0
     assert "embedding_dimension" in capsys.readouterr().out
-    assert main(["--target", tiny_gateway.target, "similarity", str(image_file), "--texts", "a", "b"]) == 0
-    assert capsys.readouterr().out.count("'") == 4
+    similarity = ["--target", tiny_gateway.target, "similarity", str(image_file), "--texts", "a", "b"]
+    assert main(["--json", *similarity]) == 0
+    scores = json.loads(capsys.readouterr().out)["rows"][0]["scores"]
+    assert main(similarity) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == str(image_file)
+    assert [line.rsplit(":", 1)[0] for line in lines[1:]] == ["  'a'", "  'b'"]
+    assert [float(line.rsplit(":", 1)[1]) for line in lines[1:]] == pytest.approx(scores, abs=1e-3)
 
 
 def test_errors_are_one_line_on_stderr(

@@ -3,18 +3,14 @@ the promises the README makes about it."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 
-import pytest
 import yaml
 
-from launcher.server import TritonServer
 from tests.support.gateway import GatewayThread
+from tests.support.servers import LauncherTriton
 from tests.support.triton import ROOT
-
-requires_compose = pytest.mark.skipif(shutil.which("docker-compose") is None, reason="Debian package docker-compose")
 
 
 def resolved(*files: str) -> dict:  # type: ignore[type-arg]
@@ -22,7 +18,6 @@ def resolved(*files: str) -> dict:  # type: ignore[type-arg]
     return yaml.safe_load(subprocess.run(args, check=True, capture_output=True, text=True, cwd=ROOT).stdout)
 
 
-@requires_compose
 def test_compose_file_validates_and_keeps_triton_private() -> None:
     config = resolved("docker-compose.yml")
     services = config["services"]
@@ -39,7 +34,6 @@ def test_compose_file_validates_and_keeps_triton_private() -> None:
     assert "0.0.0.0:8080" in services["gateway"]["command"]
 
 
-@requires_compose
 def test_gpu_variant_validates_and_reserves_a_gpu() -> None:
     services = resolved("docker-compose.yml", "docker-compose.gpu.yml")["services"]
     devices = services["triton"]["deploy"]["resources"]["reservations"]["devices"]
@@ -47,7 +41,7 @@ def test_gpu_variant_validates_and_reserves_a_gpu() -> None:
     assert "--device" in services["export"]["command"]
 
 
-def test_container_health_check_follows_the_gateway(tiny_gateway: GatewayThread, tiny_triton: TritonServer) -> None:
+def test_container_health_check_follows_the_gateway(tiny_gateway: GatewayThread, tiny_triton: LauncherTriton) -> None:
     ok = subprocess.run(
         [sys.executable, "-m", "gateway.healthcheck", tiny_gateway.target], cwd=ROOT, capture_output=True, text=True
     )

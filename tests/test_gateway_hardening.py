@@ -15,21 +15,19 @@ from clip_client import AuthenticationError, ClientConfig, ClipClient
 from clip_client._generated import clip_service_pb2 as pb
 from clip_client._generated import clip_service_pb2_grpc
 from gateway.config import Limits
-from launcher.server import TritonServer
-from tests.support import images
+from tests.support import servers
 from tests.support.gateway import GatewayThread, gateway_config
-from tests.test_model_parity import photo_bytes
+from tests.support.images import SMALL_JPEG, photo_pngs
+from tests.support.servers import LauncherTriton
 
 KEY = "s3cret-key-for-tests"
 ALLOWED = {grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED}
 
 
 @pytest.fixture(scope="module")
-def locked_gateway(tiny_triton: TritonServer) -> Iterator[GatewayThread]:
-    gateway = GatewayThread(gateway_config(tiny_triton.grpc_url, api_keys=f"other-key,{KEY}"))
-    gateway.wait_ready()
-    yield gateway
-    gateway.stop()
+def locked_gateway(tiny_triton: LauncherTriton) -> Iterator[GatewayThread]:
+    with servers.gateway(gateway_config(tiny_triton.grpc_url, api_keys=f"other-key,{KEY}")) as gateway:
+        yield gateway
 
 
 @pytest.mark.parametrize(
@@ -49,7 +47,7 @@ def test_missing_wrong_empty_or_oversized_keys_are_unauthenticated(
 
 def test_right_key_gets_in_and_health_stays_open(locked_gateway: GatewayThread) -> None:
     with ClipClient(config=ClientConfig(target=locked_gateway.target, api_key=KEY)) as client:
-        assert client.classify(photo_bytes()[:1], ["cat"]).results[0].ok
+        assert client.classify(photo_pngs()[:1], ["cat"]).results[0].ok
     with (
         ClipClient(config=ClientConfig(target=locked_gateway.target, api_key="nope")) as client,
         pytest.raises(AuthenticationError),
@@ -80,15 +78,13 @@ SMALL = Limits(
     max_image_pixels=300_000,
     max_request_bytes=1_000_000,
 )
-GOOD = images.encode(images.Image.new("RGB", (64, 48), (10, 200, 30)), "PNG")
+GOOD = SMALL_JPEG
 
 
 @pytest.fixture(scope="module")
-def fuzz_target(tiny_triton: TritonServer) -> Iterator[str]:
-    gateway = GatewayThread(gateway_config(tiny_triton.grpc_url, limits=SMALL))
-    gateway.wait_ready()
-    yield gateway.target
-    gateway.stop()
+def fuzz_target(tiny_triton: LauncherTriton) -> Iterator[str]:
+    with servers.gateway(gateway_config(tiny_triton.grpc_url, limits=SMALL)) as gateway:
+        yield gateway.target
 
 
 image_bytes = st.one_of(
@@ -128,4 +124,5 @@ def test_any_request_gets_a_documented_answer(fuzz_target: str, request: pb.Clas
             assert len(response.results) == len(request.images)
             assert all(item.status.code in (0, 3) for item in response.results)
         # and the next good request succeeds
-        assert stub.Classify(pb.ClassifyRequest(images=[pb.Image(data=GOOD)], labels=["x"]), timeout=30)
+        after = stub.Classify(pb.ClassifyRequest(images=[pb.Image(data=GOOD)], labels=["x"]), timeout=30)
+        assert after.results[0].status.code == 0 and after.results[0].labels[0].label == "x"

@@ -7,46 +7,34 @@ from pathlib import Path
 import grpc
 import pytest
 from google.protobuf import descriptor_pool, message_factory
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
 from clip_client import NO_RETRY, ClientConfig, ClipClient, UnavailableError
 from launcher.server import free_port
-from tests.support import triton
+from tests.support import servers
 from tests.support.gateway import GatewayThread, gateway_config
-from tests.test_model_parity import photo_bytes
-
-
-def health(target: str, service: str = "") -> int:
-    with grpc.insecure_channel(target) as channel:
-        response = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
-    return response.status
+from tests.support.images import photo_pngs
+from tests.support.servers import NOT_SERVING, SERVING, health
 
 
 def test_serving_only_once_tritons_models_are_ready(tiny_repository: Path, tmp_path: Path) -> None:
     port = free_port()
-    gateway = GatewayThread(gateway_config(f"127.0.0.1:{port}"))
-    try:
-        assert health(gateway.target) == health_pb2.HealthCheckResponse.NOT_SERVING
-        assert health(gateway.target, "clip.v1.ClipService") == health_pb2.HealthCheckResponse.NOT_SERVING
+    with servers.gateway(gateway_config(f"127.0.0.1:{port}"), ready=False) as gateway:
+        assert health(gateway.target) == NOT_SERVING
+        assert health(gateway.target, "clip.v1.ClipService") == NOT_SERVING
         with (
             ClipClient(config=ClientConfig(target=gateway.target, retry=NO_RETRY)) as client,
             pytest.raises(UnavailableError, match="not ready"),
         ):
-            client.classify(photo_bytes()[:1], ["cat"])
-        server = triton.start_triton(tiny_repository, tmp_path / "triton.log", grpc_port=port)
-        try:
+            client.classify(photo_pngs()[:1], ["cat"])
+        with servers.triton(tiny_repository, tmp_path, grpc_port=port):
             gateway.wait_ready(True)
-            assert health(gateway.target) == health_pb2.HealthCheckResponse.SERVING
-            assert health(gateway.target, "clip.v1.ClipService") == health_pb2.HealthCheckResponse.SERVING
+            assert health(gateway.target) == SERVING
+            assert health(gateway.target, "clip.v1.ClipService") == SERVING
             with ClipClient(gateway.target) as client:
-                assert client.classify(photo_bytes()[:1], ["cat"]).results[0].ok
-        finally:
-            server.stop()
+                assert client.classify(photo_pngs()[:1], ["cat"]).results[0].ok
         gateway.wait_ready(False)
-        assert health(gateway.target) == health_pb2.HealthCheckResponse.NOT_SERVING
-    finally:
-        gateway.stop()
+        assert health(gateway.target) == NOT_SERVING
 
 
 def test_generic_reflection_client_lists_and_calls_classify(tiny_gateway: GatewayThread) -> None:
@@ -61,7 +49,7 @@ def test_generic_reflection_client_lists_and_calls_classify(tiny_gateway: Gatewa
         request_class = message_factory.GetMessageClass(method.input_type)
         response_class = message_factory.GetMessageClass(method.output_type)
         request = request_class(labels=["cat", "rocket"])
-        request.images.add(data=photo_bytes()[0])
+        request.images.add(data=photo_pngs()[0])
         classify = channel.unary_unary(
             f"/{service.full_name}/{method.name}",
             request_serializer=request_class.SerializeToString,

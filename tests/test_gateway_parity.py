@@ -13,8 +13,9 @@ from PIL import Image
 from clip_client import AsyncClipClient, ClipClient
 from tests.support import images
 from tests.support.gateway import GatewayThread
+from tests.support.images import photo_pngs
 from tests.support.reference import Reference
-from tests.test_model_parity import EMBED_TOLERANCE, LOGIT_TOLERANCE, photo_bytes
+from tests.test_model_parity import EMBED_TOLERANCE, LOGIT_TOLERANCE
 
 LABELS = ["astronaut", "cup of coffee", "cat", "rocket"]
 
@@ -27,7 +28,7 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 def test_classify_matches_the_reference_with_the_default_template(
     clip_client: ClipClient, tiny_reference: Reference
 ) -> None:
-    data = photo_bytes()[:4]
+    data = photo_pngs()[:4]
     result = clip_client.classify(data, LABELS)
     opened = [Reference.open_image(item) for item in data]
     expected = tiny_reference.logits(opened, [f"a photo of a {label}." for label in LABELS])
@@ -46,11 +47,11 @@ def test_classify_matches_the_reference_with_the_default_template(
 
 def test_top_k_and_custom_templates(clip_client: ClipClient, tiny_reference: Reference) -> None:
     templates = ["a photo of a {}.", "a drawing of a {}."]
-    result = clip_client.classify(photo_bytes()[:1], LABELS, templates=templates, top_k=2)
+    result = clip_client.classify(photo_pngs()[:1], LABELS, templates=templates, top_k=2)
     prompts = tiny_reference.text_embeds([t.replace("{}", label) for label in LABELS for t in templates])
     label_embeds = prompts.reshape(len(LABELS), len(templates), -1).mean(axis=1)
     label_embeds /= np.linalg.norm(label_embeds, axis=1, keepdims=True)
-    image = tiny_reference.image_embeds([Reference.open_image(photo_bytes()[0])])[0]
+    image = tiny_reference.image_embeds([Reference.open_image(photo_pngs()[0])])[0]
     expected = 100.0 * label_embeds @ image
     assert [s.index for s in result[0].labels] == list(np.argsort(-expected)[:2])
     for score in result[0].labels:
@@ -58,7 +59,7 @@ def test_top_k_and_custom_templates(clip_client: ClipClient, tiny_reference: Ref
 
 
 def test_embed_matches_the_reference(clip_client: ClipClient, tiny_reference: Reference) -> None:
-    data = photo_bytes()[:3]
+    data = photo_pngs()[:3]
     texts = ["a cat", "a rocket", "naïve café 🐱"]
     result = clip_client.embed(data, texts)
     assert result.dimension == 16 and result.images.shape == (3, 16) and result.texts.shape == (3, 16)
@@ -73,7 +74,7 @@ def test_embed_matches_the_reference(clip_client: ClipClient, tiny_reference: Re
 
 
 def test_similarity_matches_the_reference(clip_client: ClipClient, tiny_reference: Reference) -> None:
-    data = photo_bytes()[:2]
+    data = photo_pngs()[:2]
     texts = ["a photo of a cat", "a rocket"]
     result = clip_client.similarity(data, texts)
     expected = tiny_reference.logits([Reference.open_image(item) for item in data], texts)
@@ -82,7 +83,7 @@ def test_similarity_matches_the_reference(clip_client: ClipClient, tiny_referenc
 
 
 async def test_async_client_gives_the_same_answers(tiny_gateway: GatewayThread, clip_client: ClipClient) -> None:
-    data = photo_bytes()[:2]
+    data = photo_pngs()[:2]
     async with AsyncClipClient(tiny_gateway.target) as client:
         classified = await client.classify(data, LABELS)
         embedded = await client.embed(data, ["a cat"])

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from clip_client import NO_RETRY, ClientConfig, ClipClient, UnavailableError
-from launcher.server import TritonServer
-from tests.support.gateway import GatewayThread, gateway_config
-from tests.test_model_parity import photo_bytes
+from tests.support import servers
+from tests.support.gateway import gateway_config
+from tests.support.images import photo_pngs
+from tests.support.servers import LauncherTriton
 
 
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl to make a test certificate")
-def test_tls_gateway_serves_tls_clients_only(tiny_triton: TritonServer, tmp_path: Path) -> None:
+def test_tls_gateway_serves_tls_clients_only(tiny_triton: LauncherTriton, tmp_path: Path) -> None:
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(
         [
@@ -39,14 +38,12 @@ def test_tls_gateway_serves_tls_clients_only(tiny_triton: TritonServer, tmp_path
         check=True,
         capture_output=True,
     )
-    gateway = GatewayThread(gateway_config(tiny_triton.grpc_url, tls_cert_file=str(cert), tls_key_file=str(key)))
-    try:
-        gateway.wait_ready()
+    with servers.gateway(
+        gateway_config(tiny_triton.grpc_url, tls_cert_file=str(cert), tls_key_file=str(key))
+    ) as gateway:
         secure = ClientConfig(target=gateway.target, secure=True, root_certificates=cert.read_bytes())
         with ClipClient(config=secure) as client:
-            assert client.classify(photo_bytes()[:1], ["cat"]).results[0].ok
+            assert client.classify(photo_pngs()[:1], ["cat"]).results[0].ok
         plain = ClientConfig(target=gateway.target, timeout=3, retry=NO_RETRY)
         with ClipClient(config=plain) as client, pytest.raises(UnavailableError):
             client.model_info()
-    finally:
-        gateway.stop()

@@ -238,8 +238,9 @@ def test_http_errors_have_openai_shape_and_status(base_url: str, photo_png: byte
         base_url, "POST", "/v1/classifications", {"image": ["http://10.0.0.1/a.png"], "labels": ["a"]}
     )
     assert status == 400 and answer["error"]["param"] == "image[0]" and "private" in answer["error"]["message"]
-    status, _, answer = http(base_url, "POST", "/v1/classifications", raw=b"x", headers={"Content-Type": "text/plain"})
-    assert status == 415
+    for path in ("/v1/classifications", "/v1/embeddings"):
+        status, _, answer = http(base_url, "POST", path, raw=b"x", headers={"Content-Type": "text/plain"})
+        assert status == 415 and answer["error"]["code"] == "unsupported_media_type", path
     for _status, _, answer in [
         http(base_url, "GET", "/v1/models", key=None),
         http(base_url, "GET", "/v1/nope"),
@@ -311,6 +312,29 @@ def test_the_openapi_document_describes_every_route(base_url: str) -> None:
     embeddings = document["components"]["schemas"]["EmbeddingsRequest"]["properties"]
     assert {"model", "input", "encoding_format", "dimensions", "user", "modality"} <= set(embeddings)
     assert "400" in document["paths"]["/v1/embeddings"]["post"]["responses"]
+
+
+def undescribed_fields(document: dict[str, Any]) -> list[str]:
+    """Every property of every schema that has no description (a $ref alone counts as none)."""
+    return [
+        f"{name}.{field}"
+        for name, schema in document["components"]["schemas"].items()
+        for field, spec in schema.get("properties", {}).items()
+        if not spec.get("description")
+    ]
+
+
+def test_the_openapi_document_describes_every_field_and_only_real_answers(base_url: str) -> None:
+    _, _, document = http(base_url, "GET", "/openapi.json", key=None)
+    assert undescribed_fields(document) == []
+    statuses = {
+        status for path in document["paths"].values() for op in path.values() for status in op.get("responses", {})
+    }
+    assert "422" not in statuses  # validation errors are 400s in OpenAI's shape
+    assert statuses <= {"200", "400", "401", "404", "413", "415", "429", "503", "504"}
+    assert http(base_url, "GET", "/docs")[0] == 404  # no viewer that needs a CDN
+    bad = {"components": {"schemas": {"X": {"properties": {"a": {"type": "string"}, "b": {"description": "b"}}}}}}
+    assert undescribed_fields(bad) == ["X.a"]  # the check can fail
 
 
 def test_http_requests_are_counted(base_url: str) -> None:

@@ -1,5 +1,5 @@
-"""Unit tests of small pieces of the HTTP layer: the Guard's concurrency cap (driven as an ASGI
-callable, with an app that blocks until told), and the gateway settings that turn it on."""
+"""Unit tests of small pieces of the HTTP layer and the gateway's admission: the Guard's key check
+(driven as an ASGI callable), the work slots, and the gateway settings that turn things on."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from gateway.admission import Busy, WorkSlots
 from gateway.auth import ApiKeys
 from gateway.config import parse
 from gateway.http_api.guard import Guard, route_label
@@ -43,18 +44,17 @@ async def call(
     return sent[0]["status"], json.loads(body)
 
 
-def test_past_the_concurrency_cap_requests_are_refused_at_once_with_429() -> None:
+def test_the_work_slots_refuse_at_once_and_come_back() -> None:
     async def scenario() -> None:
-        inner = BlockingApp()
-        guard = Guard(inner, keys=ApiKeys([]), max_body_bytes=1000, max_concurrent=2)
-        first = [asyncio.create_task(call(guard)) for _ in range(2)]
-        while inner.entered < 2:
-            await asyncio.sleep(0.001)
-        status, body = await asyncio.wait_for(call(guard), timeout=1)
-        assert status == 429 and body["error"]["code"] == "overloaded"
-        inner.release.set()
-        assert [(await task)[0] for task in first] == [200, 200]
-        assert (await call(guard))[0] == 200  # the slots came back
+        slots = WorkSlots(2, retry_after=1.5)
+        async with slots.slot(), slots.slot():
+            with pytest.raises(Busy, match="limit of 2") as busy:
+                async with slots.slot():
+                    raise AssertionError("a third slot was given")
+            assert busy.value.retry_after == 1.5
+        async with slots.slot():  # the slots came back
+            assert slots.used == 1
+        assert slots.used == 0
 
     asyncio.run(scenario())
 
@@ -63,7 +63,7 @@ def test_keys_are_required_except_on_open_paths() -> None:
     async def scenario() -> None:
         inner = BlockingApp()
         inner.release.set()
-        guard = Guard(inner, keys=ApiKeys(["k1"]), max_body_bytes=1000, max_concurrent=2)
+        guard = Guard(inner, keys=ApiKeys(["k1"]), max_body_bytes=1000)
         assert (await call(guard))[0] == 401
         assert (await call(guard, headers=[(b"authorization", b"Bearer k2")]))[0] == 401
         assert (await call(guard, headers=[(b"authorization", b"Bearer k1")]))[0] == 200

@@ -3,16 +3,13 @@ label costs exactly one text encode (read from Triton's metrics endpoint)."""
 
 from __future__ import annotations
 
-import re
-import urllib.request
-
 import numpy as np
 import tritonclient.grpc as grpcclient
 
-from launcher.server import TritonServer
+from tests.support.images import photo_pngs
 from tests.support.infer import classify, embed_texts
+from tests.support.servers import LauncherTriton, scrape
 from tests.support.triton import load_model_module
-from tests.test_model_parity import photo_bytes
 
 cache_module = load_model_module("clip_text_encoder", "label_cache")
 
@@ -44,17 +41,18 @@ def test_pad_restores_a_batch() -> None:
     assert cache_module.pad(keys, 9).tolist() == [[1, 2, 9], [1, 9, 9]]
 
 
-def misses(server: TritonServer) -> float:
-    text = urllib.request.urlopen(server.metrics_url, timeout=10).read().decode()
-    values = re.findall(r"^clip_label_cache_misses_total\{[^}]*\} ([0-9.e+]+)$", text, flags=re.MULTILINE)
-    return sum(float(v) for v in values)
+def misses(server: LauncherTriton) -> float:
+    """Summed over the text encoder's instances."""
+    return sum(
+        value for (name, _), value in scrape(server.metrics_url).items() if name == "clip_label_cache_misses_total"
+    )
 
 
 def test_one_new_label_in_a_warm_set_costs_one_encode(
-    tiny_triton: TritonServer, tiny_client: grpcclient.InferenceServerClient
+    tiny_triton: LauncherTriton, tiny_client: grpcclient.InferenceServerClient
 ) -> None:
     labels = [f"label set member number {i}" for i in range(1000)]
-    image = photo_bytes()[:1]
+    image = photo_pngs()[:1]
     classify(tiny_client, image, labels)  # warm (whatever it costs)
     before = misses(tiny_triton)
     warm_logits, _ = classify(tiny_client, image, [*labels, "one brand new label"])

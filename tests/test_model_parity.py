@@ -12,12 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from PIL import Image
 
-from launcher.server import TritonServer
-from tests.support import images
+from tests.support.images import photo_pngs
 from tests.support.infer import classify, embed_images, embed_texts
 from tests.support.reference import Reference
+from tests.support.servers import LauncherTriton
 
 EMBED_TOLERANCE = 1e-4
 LOGIT_TOLERANCE = 1e-3
@@ -31,16 +30,8 @@ LABELS = [
 ]
 
 
-def photo_bytes() -> list[bytes]:
-    photos = images.photos()
-    return [
-        images.encode(Image.fromarray(photos[name]), "PNG")
-        for name in ("astronaut_512x512", "coffee_600x400", "chelsea_451x300", "rocket_640x427", "camera_grey_512x512")
-    ]
-
-
 def check_parity(client: grpcclient.InferenceServerClient, reference: Reference) -> None:
-    data = photo_bytes()
+    data = list(photo_pngs())
     opened = [Reference.open_image(item) for item in data]
     served_images = embed_images(client, data)
     expected_images = reference.image_embeds(opened)
@@ -70,17 +61,17 @@ def test_tiny_model_matches_the_reference(
 def test_logit_scale_comes_from_the_weights(tiny_client: grpcclient.InferenceServerClient) -> None:
     # cosine of an embedding with itself is 1, so the logit is the applied scale: 100, not e^2.6592
     text = embed_texts(tiny_client, ["a cat"])
-    logits, _ = classify(tiny_client, photo_bytes()[:1], ["a cat"])
+    logits, _ = classify(tiny_client, list(photo_pngs())[:1], ["a cat"])
     config = tiny_client.get_model_config("clip_similarity", as_json=True)["config"]
     scale = math.exp(float(config["parameters"]["logit_scale"]["string_value"]))
     assert scale == pytest.approx(100.0, rel=1e-6)
-    image = embed_images(tiny_client, photo_bytes()[:1])
+    image = embed_images(tiny_client, list(photo_pngs())[:1])
     assert logits[0, 0] == pytest.approx(100.0 * float(image[0] @ text[0]), abs=1e-3)
 
 
 def test_concurrent_requests_each_get_their_own_result(tiny_client: grpcclient.InferenceServerClient) -> None:
     """The dynamic batcher merges concurrent requests; each must get back exactly its own rows."""
-    data = photo_bytes()
+    data = list(photo_pngs())
     alone = [embed_images(tiny_client, [item])[0] for item in data]
     with ThreadPoolExecutor(max_workers=8) as pool:
         batched = list(
@@ -94,7 +85,7 @@ def test_concurrent_requests_each_get_their_own_result(tiny_client: grpcclient.I
 
 
 @pytest.mark.vitb
-def test_vit_b_16_shapes_match_the_reference(vitb_triton: TritonServer, vitb_checkpoint: Path) -> None:
+def test_vit_b_16_shapes_match_the_reference(vitb_triton: LauncherTriton, vitb_checkpoint: Path) -> None:
     client = grpcclient.InferenceServerClient(vitb_triton.grpc_url)
     try:
         check_parity(client, Reference(vitb_checkpoint))
@@ -109,7 +100,7 @@ def test_prompt_templates_are_averaged_the_clip_way(
 ) -> None:
     templates = ("a photo of a {}.", "a drawing of a {}.", "{}")
     labels = ["cat", "cup of coffee", "rocket"]
-    data = photo_bytes()[:3]
+    data = list(photo_pngs())[:3]
     logits, _probs = classify(tiny_client, data, labels, templates)
     prompts = tiny_reference.text_embeds([t.replace("{}", label) for label in labels for t in templates])
     averaged = prompts.reshape(len(labels), len(templates), -1).mean(axis=1)
@@ -124,4 +115,4 @@ def test_template_without_placeholder_is_refused(tiny_client: grpcclient.Inferen
     from tritonclient.utils import InferenceServerException
 
     with pytest.raises(InferenceServerException, match=r'TEMPLATES\[1\] must contain "\{\}" exactly once'):
-        classify(tiny_client, photo_bytes()[:1], ["cat"], ("a {}", "no placeholder"))
+        classify(tiny_client, list(photo_pngs())[:1], ["cat"], ("a {}", "no placeholder"))

@@ -1,14 +1,15 @@
 """Write the Grafana dashboards (deploy/grafana/dashboards/*.json) from the panel lists below.
 
-    python deploy/grafana/build_dashboards.py
+    python deploy/grafana/build_dashboards.py [--out DIR]
 
 Generated so that every panel has the same shape and every query is in one readable place;
-tests/test_observability.py runs each query against a real Prometheus fed by a real Triton and
-gateway and fails if any returns no data.
+tests/test_observability.py builds them into a temporary folder and compares with what is
+committed, and runs each query against a real Prometheus fed by a real Triton and gateway.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -193,13 +194,16 @@ def dashboard(uid: str, title: str, panels: list[tuple[str, str, list[tuple[str,
     }
 
 
-def main() -> None:
-    OUT.mkdir(exist_ok=True)
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=OUT, help="folder to write into (%(default)s)")
+    out = parser.parse_args(argv).out
+    out.mkdir(parents=True, exist_ok=True)
     for name, board in (
         ("triton", dashboard("clip-serve-triton", "clip-serve: Triton", TRITON)),
         ("gateway", dashboard("clip-serve-gateway", "clip-serve: gateway", GATEWAY)),
     ):
-        (OUT / f"{name}.json").write_text(json.dumps(board, indent=2) + "\n")
+        (out / f"{name}.json").write_text(json.dumps(board, indent=2) + "\n")
 
 
 if __name__ == "__main__":

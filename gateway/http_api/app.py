@@ -12,8 +12,9 @@ import time
 from typing import Any
 
 import numpy as np
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
@@ -50,11 +51,12 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         401: "Missing or wrong API key.",
         404: "No such model.",
         413: "The request or one of its images is too large.",
-        429: "The gateway is at its concurrency limit.",
+        429: "The gateway is at its concurrency limit (gRPC and HTTP calls together); see Retry-After.",
         503: "The model server is not ready.",
         504: "The model server did not answer in time.",
     }.items()
 }
+UNSUPPORTED_MEDIA_TYPE: dict[str, Any] = {"model": ErrorResponse, "description": "The body is not of an accepted type."}
 CLASSIFICATION_BODY = {
     "requestBody": {
         "required": True,
@@ -92,9 +94,12 @@ def create_app(service: ClipService, keys: ApiKeys) -> Any:
         version="1",
         summary="CLIP ViT-B/16 zero-shot classification and embeddings, OpenAI-compatible.",
         description="Authenticate with `Authorization: Bearer <key>` where the operator set keys.",
-        docs_url="/docs",
+        # No viewer: Swagger UI and ReDoc load their code from a CDN, blank where there is no
+        # network. /openapi.json is complete; any OpenAPI viewer or client generator reads it.
+        docs_url=None,
         redoc_url=None,
     )
+    app.openapi = lambda: _openapi_document(app)  # type: ignore[method-assign]
 
     async def served_model() -> ServedModel:
         try:
@@ -119,7 +124,7 @@ def create_app(service: ClipService, keys: ApiKeys) -> Any:
 
     @app.exception_handler(HttpError)
     async def on_http_error(request: Request, error: HttpError) -> JSONResponse:
-        return error_response(error.status, error.body)
+        return error_response(error.status, error.body, error.headers)
 
     @app.exception_handler(RequestValidationError)
     async def on_invalid(request: Request, error: RequestValidationError) -> JSONResponse:
@@ -151,7 +156,13 @@ def create_app(service: ClipService, keys: ApiKeys) -> Any:
         check_model(model_id, model)
         return Model(id=model.model_id, created=started, owned_by="clip-serve")
 
-    @app.post("/v1/embeddings", response_model=EmbeddingsResponse, responses=ERRORS, tags=["embeddings"])
+    @app.post(
+        "/v1/embeddings",
+        response_model=EmbeddingsResponse,
+        responses={**ERRORS, 415: UNSUPPORTED_MEDIA_TYPE},
+        tags=["embeddings"],
+        dependencies=[Depends(_json_body)],
+    )
     async def embeddings(body: EmbeddingsRequest) -> EmbeddingsResponse:
         model = await served_model()
         check_model(body.model, model)
@@ -198,7 +209,7 @@ def create_app(service: ClipService, keys: ApiKeys) -> Any:
     @app.post(
         "/v1/classifications",
         response_model=ClassificationsResponse,
-        responses=ERRORS,
+        responses={**ERRORS, 415: UNSUPPORTED_MEDIA_TYPE},
         tags=["classifications"],
         openapi_extra=CLASSIFICATION_BODY,
         summary="Rank labels for images (zero-shot). JSON with image URLs or data URIs, or a multipart upload.",
@@ -229,7 +240,38 @@ def create_app(service: ClipService, keys: ApiKeys) -> Any:
             data.append(Classification(index=index, labels=labels))
         return ClassificationsResponse(data=data, model=response.model_id)
 
-    return Guard(app, keys=keys, max_body_bytes=limits.max_request_bytes, max_concurrent=config.max_concurrent_rpcs)
+    return Guard(app, keys=keys, max_body_bytes=limits.max_request_bytes)
+
+
+def _content_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+def _unsupported(content_type: str, accepted: str) -> HttpError:
+    return HttpError(415, f"send {accepted}, not {content_type}", code="unsupported_media_type")
+
+
+async def _json_body(request: Request) -> None:
+    """Runs before the body is parsed: anything but JSON is 415, like /v1/classifications."""
+    content_type = _content_type(request)
+    if content_type not in ("application/json", ""):
+        raise _unsupported(content_type, "application/json")
+
+
+def _openapi_document(app: Any) -> dict[str, Any]:
+    """FastAPI's document without the 422 responses it adds to every route: our validation errors
+    are 400s in OpenAI's shape, and 422 never reaches a caller."""
+    if app.openapi_schema is None:
+        document = get_openapi(
+            title=app.title, version=app.version, summary=app.summary, description=app.description, routes=app.routes
+        )
+        for path in document["paths"].values():
+            for operation in path.values():
+                operation.get("responses", {}).pop("422", None)
+        for unused in ("HTTPValidationError", "ValidationError"):
+            document.get("components", {}).get("schemas", {}).pop(unused, None)
+        app.openapi_schema = document
+    return dict(app.openapi_schema)
 
 
 def _encode(vector: Any, encoding_format: str) -> list[float] | str:
@@ -252,13 +294,11 @@ def _invalid(errors: Any) -> HttpError:
 async def _classification_request(
     request: Request, max_images: int, max_labels: int, max_templates: int
 ) -> tuple[ClassificationRequest, list[pb.Image]]:
-    content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    content_type = _content_type(request)
     if content_type == "multipart/form-data":
         return await _from_form(request, max_images, max_labels, max_templates)
     if content_type not in ("application/json", ""):
-        raise HttpError(
-            415, f"send application/json or multipart/form-data, not {content_type}", code="unsupported_media_type"
-        )
+        raise _unsupported(content_type, "application/json or multipart/form-data")
     try:
         body = ClassificationRequest.model_validate_json(await request.body())
     except ValidationError as error:

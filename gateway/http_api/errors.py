@@ -7,9 +7,12 @@ two APIs cannot disagree about what went wrong.
 
 from __future__ import annotations
 
+import math
+
 from fastapi.responses import JSONResponse
 from google.rpc import code_pb2
 
+from gateway.admission import Busy
 from gateway.errors import RequestError, to_status
 from gateway.http_api.schemas import ErrorBody, ErrorResponse
 
@@ -37,10 +40,12 @@ class HttpError(Exception):
         kind: str = "invalid_request_error",
         param: str | None = None,
         code: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.body = ErrorBody(message=message, type=kind, param=param, code=code)
+        self.headers = headers
 
 
 def error_response(status: int, body: ErrorBody, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -51,6 +56,11 @@ def from_exception(error: BaseException) -> HttpError:
     """Any failure of the service layer, as an HttpError."""
     if isinstance(error, HttpError):
         return error
+    if isinstance(error, Busy):
+        retry_after = str(max(1, math.ceil(error.retry_after)))
+        return HttpError(
+            429, str(error), kind="rate_limit_error", code="overloaded", headers={"Retry-After": retry_after}
+        )
     status = to_status(error)
     http_status, kind = _HTTP.get(status.code, (500, "server_error"))
     if isinstance(error, RequestError) and error.violations:

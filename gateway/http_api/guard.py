@@ -1,10 +1,10 @@
 """What every HTTP request passes before a route sees it, as one ASGI layer: request id, API key,
-body-size cap (counted while the body streams in, not trusted from Content-Length alone), the
-concurrency cap (refused at once with 429, never queued), metrics and one access-log line."""
+body-size cap (counted while the body streams in, not trusted from Content-Length alone), metrics
+and one access-log line. The concurrency cap is not here: it is the gateway's one budget of work
+slots (gateway.admission), taken by the service call itself and shared with gRPC."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -16,7 +16,7 @@ from gateway.auth import ApiKeys
 from gateway.observability import MAX_REQUEST_ID_CHARS, REQUEST_ID
 
 log = logging.getLogger("gateway.http")
-OPEN_PATHS = frozenset({"/v1/health/live", "/v1/health/ready", "/openapi.json", "/docs"})
+OPEN_PATHS = frozenset({"/v1/health/live", "/v1/health/ready", "/openapi.json"})
 ROUTES = frozenset({"/v1/embeddings", "/v1/classifications", "/v1/models", *OPEN_PATHS})
 
 Scope = dict[str, Any]
@@ -52,11 +52,10 @@ async def _send_error(send: Any, status: int, message: str, kind: str, code: str
 
 
 class Guard:
-    def __init__(self, app: Any, *, keys: ApiKeys, max_body_bytes: int, max_concurrent: int) -> None:
+    def __init__(self, app: Any, *, keys: ApiKeys, max_body_bytes: int) -> None:
         self.app = app
         self.keys = keys
         self.max_body_bytes = max_body_bytes
-        self.slots = asyncio.Semaphore(max_concurrent)
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -91,18 +90,7 @@ class Guard:
             if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
                 await self._too_large(send_with_id)
                 return
-            if self.slots.locked():
-                await _send_error(
-                    send_with_id,
-                    429,
-                    "the gateway is at its concurrency limit; retry shortly",
-                    "rate_limit_error",
-                    "overloaded",
-                    [(b"retry-after", b"1")],
-                )
-                return
-            async with self.slots:
-                await self._capped(scope, receive, send_with_id)
+            await self._capped(scope, receive, send_with_id)
         finally:
             seconds = time.perf_counter() - started
             metrics.HTTP_REQUESTS.labels(route, str(status)).inc()

@@ -38,21 +38,21 @@ class EmbeddingsRequest(BaseModel):
 
 
 class Embedding(BaseModel):
-    object: Literal["embedding"] = "embedding"
+    object: Literal["embedding"] = Field("embedding", description='Always "embedding".')
     index: int = Field(description="Position of the input this vector is for.")
     embedding: list[float] | str = Field(description="Unit-norm vector, or its base64 form.")
 
 
 class Usage(BaseModel):
     prompt_tokens: int = Field(description="CLIP BPE tokens of the text inputs (start and end tokens included).")
-    total_tokens: int
+    total_tokens: int = Field(description="Equal to prompt_tokens: images count no tokens.")
 
 
 class EmbeddingsResponse(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[Embedding]
-    model: str
-    usage: Usage
+    object: Literal["list"] = Field("list", description='Always "list".')
+    data: list[Embedding] = Field(description="One vector per input, in input order.")
+    model: str = Field(description="The id of the model that answered.")
+    usage: Usage = Field(description="Tokens the text inputs used.")
 
 
 class ClassificationRequest(BaseModel):
@@ -70,42 +70,42 @@ class ClassificationRequest(BaseModel):
 
 
 class LabelScore(BaseModel):
-    label: str
+    label: str = Field(description="The label as sent.")
     index: int = Field(description="Position of the label in the request.")
     probability: float = Field(description="Softmax over the request's labels.")
     score: float = Field(description="The model's scaled cosine similarity (logit), before the softmax.")
 
 
 class Classification(BaseModel):
-    object: Literal["classification"] = "classification"
+    object: Literal["classification"] = Field("classification", description='Always "classification".')
     index: int = Field(description="Position of the image in the request.")
-    labels: list[LabelScore]
+    labels: list[LabelScore] = Field(description="The labels ranked by probability, best first (top_k of them).")
 
 
 class ClassificationsResponse(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[Classification]
-    model: str
+    object: Literal["list"] = Field("list", description='Always "list".')
+    data: list[Classification] = Field(description="One entry per image, in request order.")
+    model: str = Field(description="The id of the model that answered.")
 
 
 class Model(BaseModel):
-    id: str
-    object: Literal["model"] = "model"
+    id: str = Field(description="The model's id: its Hub id, or a local checkpoint's name.")
+    object: Literal["model"] = Field("model", description='Always "model".')
     created: int = Field(description="Unix time the model server started serving it (0 if unknown).")
-    owned_by: str
+    owned_by: str = Field(description='Always "clip-serve".')
 
 
 class ModelList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[Model]
+    object: Literal["list"] = Field("list", description='Always "list".')
+    data: list[Model] = Field(description="The one model this server serves.")
 
 
 class ErrorBody(BaseModel):
-    message: str
+    message: str = Field(description="What is wrong, for a person to read.")
     type: str = Field(description="invalid_request_error, authentication_error, not_found_error, server_error, ...")
     param: str | None = Field(None, description="The request field at fault, e.g. input[2].")
-    code: str | None = None
+    code: str | None = Field(None, description="A stable machine-readable code, e.g. model_not_found, overloaded.")
 
 
 class ErrorResponse(BaseModel):
-    error: ErrorBody
+    error: ErrorBody = Field(description="Why the request failed (OpenAI's error shape).")

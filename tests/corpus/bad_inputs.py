@@ -21,6 +21,8 @@ import numpy as np
 from PIL import Image
 
 from gateway.config import Limits
+from tests.support.images import SMALL_JPEG, encode
+from tests.support.images import gradient_photo as photo
 
 LIMITS = Limits(
     max_images=8,
@@ -41,23 +43,11 @@ class Case:
     expected: str  # "OK", "INVALID_ARGUMENT" or "RESOURCE_EXHAUSTED"
     image: bytes | None = None  # an image case: sent next to a good image
     scope: str = "item"  # image cases: "item" (its own status) or "call" (the call fails)
-    message: str = ""  # a part of the error message that names the problem
+    message: str = ""  # a part of the error message that names the problem (required unless OK)
     request: dict = field(default_factory=dict)  # type: ignore[type-arg]  # a request case: Classify/Embed fields
 
 
-def encode(image: Image.Image, fmt: str, **options: object) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, fmt, **options)
-    return buffer.getvalue()
-
-
-def photo(width: int = 320, height: int = 240, seed: int = 0) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    gradient = np.linspace(0, 255, width, dtype=np.float32)[None, :, None] * np.ones((height, 1, 3))
-    return Image.fromarray(np.clip(gradient + rng.normal(0, 20, (height, width, 3)), 0, 255).astype(np.uint8))
-
-
-GOOD = encode(photo(), "JPEG", quality=90)
+GOOD = SMALL_JPEG
 
 
 def image_cases() -> list[Case]:
@@ -69,6 +59,7 @@ def image_cases() -> list[Case]:
                 f"random bytes {index}",
                 "INVALID_ARGUMENT",
                 rng.integers(0, 256, int(rng.integers(1, 4000)), dtype=np.uint8).tobytes(),
+                message="not an image in an accepted format",
             )
         )
     # Not GIF: random bytes after its header often declare a frame too big to open (a size-limit case).
@@ -81,14 +72,28 @@ def image_cases() -> list[Case]:
     for fmt, signature in signatures.items():
         for index in range(10):
             body = rng.integers(0, 256, int(rng.integers(8, 3000)), dtype=np.uint8).tobytes()
-            cases.append(Case(f"{fmt} signature then random bytes {index}", "INVALID_ARGUMENT", signature + body))
+            cases.append(
+                Case(
+                    f"{fmt} signature then random bytes {index}",
+                    "INVALID_ARGUMENT",
+                    signature + body,
+                    message=f"corrupt or truncated {fmt} image",
+                )
+            )
     base = photo()
     for fmt, options in (("JPEG", {"quality": 90}), ("PNG", {}), ("GIF", {}), ("WEBP", {"quality": 80}), ("BMP", {})):
         whole = encode(base if fmt != "GIF" else base.convert("P"), fmt, **options)
         count = 15 if fmt in ("JPEG", "PNG") else 10
         for step in range(count):
             cut = max(2, int(len(whole) * (step + 0.5) / (count + 1)))
-            cases.append(Case(f"truncated {fmt} at {cut} of {len(whole)} bytes", "INVALID_ARGUMENT", whole[:cut]))
+            cases.append(
+                Case(
+                    f"truncated {fmt} at {cut} of {len(whole)} bytes",
+                    "INVALID_ARGUMENT",
+                    whole[:cut],
+                    message=f"corrupt or truncated {fmt} image",
+                )
+            )
     for orientation in range(1, 9):
         exif = Image.Exif()
         exif[0x0112] = orientation
@@ -153,10 +158,15 @@ def image_cases() -> list[Case]:
             message="SVG is not an accepted",
         ),
         Case("TIFF", "INVALID_ARGUMENT", encode(base, "TIFF"), message="TIFF is not an accepted"),
-        Case("ICO", "INVALID_ARGUMENT", encode(base.resize((32, 32)), "ICO")),
-        Case("TGA", "INVALID_ARGUMENT", encode(base, "TGA")),
-        Case("EPS-looking text", "INVALID_ARGUMENT", b"%!PS-Adobe-3.0 EPSF-3.0\n"),
-        Case("HTML", "INVALID_ARGUMENT", b"<!doctype html><html></html>"),
+        Case("ICO", "INVALID_ARGUMENT", encode(base.resize((32, 32)), "ICO"), message="ICO is not an accepted"),
+        Case("TGA", "INVALID_ARGUMENT", encode(base, "TGA"), message="TGA is not an accepted"),
+        Case(
+            "EPS-looking text",
+            "INVALID_ARGUMENT",
+            b"%!PS-Adobe-3.0 EPSF-3.0\n",
+            message="PostScript/EPS is not an accepted",
+        ),
+        Case("HTML", "INVALID_ARGUMENT", b"<!doctype html><html></html>", message="HTML is not an accepted"),
     ]
     return cases
 
@@ -167,39 +177,59 @@ def request_cases() -> list[Case]:
         Case("no images", "INVALID_ARGUMENT", request={"labels": ["cat"]}, message="images"),
         Case("no labels", "INVALID_ARGUMENT", request={"images": [GOOD]}, message="labels"),
         Case("empty label", "INVALID_ARGUMENT", request={"images": [GOOD], "labels": [""]}, message="labels[0]"),
-        Case("whitespace label", "INVALID_ARGUMENT", request={"images": [GOOD], "labels": [" \t\n"]}),
-        Case("label over max_label_chars", "INVALID_ARGUMENT", request={"images": [GOOD], "labels": [long_label]}),
+        Case(
+            "whitespace label",
+            "INVALID_ARGUMENT",
+            request={"images": [GOOD], "labels": [" \t\n"]},
+            message="labels[0]: empty or only whitespace",
+        ),
+        Case(
+            "label over max_label_chars",
+            "INVALID_ARGUMENT",
+            request={"images": [GOOD], "labels": [long_label]},
+            message=f"labels[0]: {LIMITS.max_label_chars + 1} characters, more than the limit of",
+        ),
         Case(
             "NUL in a label",
             "INVALID_ARGUMENT",
             request={"images": [GOOD], "labels": ["ca\x00t"]},
             message="control characters",
         ),
-        Case("bell in a label", "INVALID_ARGUMENT", request={"images": [GOOD], "labels": ["\x07"]}),
+        Case(
+            "bell in a label",
+            "INVALID_ARGUMENT",
+            request={"images": [GOOD], "labels": ["\x07"]},
+            message="labels[0]: contains control characters",
+        ),
         Case(
             "too many labels",
             "INVALID_ARGUMENT",
             request={"images": [GOOD], "labels": [f"l{i}" for i in range(LIMITS.max_labels + 1)]},
+            message=f"labels: {LIMITS.max_labels + 1} entries, more than the limit of {LIMITS.max_labels}",
         ),
         Case(
             "too many images",
             "INVALID_ARGUMENT",
             request={"images": [GOOD] * (LIMITS.max_images + 1), "labels": ["cat"]},
+            message=f"images: {LIMITS.max_images + 1} images, more than the limit of {LIMITS.max_images}",
         ),
         Case(
             "template without {}",
             "INVALID_ARGUMENT",
             request={"images": [GOOD], "labels": ["cat"], "prompt_templates": ["a photo"]},
+            message='prompt_templates[0]: must contain "{}" exactly once',
         ),
         Case(
             "template with two {}",
             "INVALID_ARGUMENT",
             request={"images": [GOOD], "labels": ["cat"], "prompt_templates": ["{} and {}"]},
+            message='prompt_templates[0]: must contain "{}" exactly once',
         ),
         Case(
             "too many templates",
             "INVALID_ARGUMENT",
             request={"images": [GOOD], "labels": ["cat"], "prompt_templates": ["{}"] * (LIMITS.max_templates + 1)},
+            message=f"prompt_templates: {LIMITS.max_templates + 1} templates, more than the limit",
         ),
         Case(
             "labels x templates over max_prompts",
@@ -209,8 +239,14 @@ def request_cases() -> list[Case]:
                 "labels": [f"l{i}" for i in range(30)],
                 "prompt_templates": ["{}", "a {}", "b {}", "c {}"],
             },
+            message=f"labels x templates = 120 prompts, more than the limit of {LIMITS.max_prompts}",
         ),
-        Case("top_k above the labels", "INVALID_ARGUMENT", request={"images": [GOOD], "labels": ["a"], "top_k": 2}),
+        Case(
+            "top_k above the labels",
+            "INVALID_ARGUMENT",
+            request={"images": [GOOD], "labels": ["a"], "top_k": 2},
+            message="top_k: 2 is more than the 1 labels sent",
+        ),
         Case(
             "unicode garbage labels",
             "OK",
@@ -221,20 +257,42 @@ def request_cases() -> list[Case]:
         ),
         Case("zero-width label", "OK", request={"images": [GOOD], "labels": ["\u200b\u200dcat"]}),
         Case("duplicate labels", "OK", request={"images": [GOOD], "labels": ["cat", "cat"]}),
-        Case("Embed with nothing", "INVALID_ARGUMENT", request={"method": "Embed"}),
-        Case("Embed text over max_label_chars", "INVALID_ARGUMENT", request={"method": "Embed", "texts": [long_label]}),
+        Case(
+            "Embed with nothing",
+            "INVALID_ARGUMENT",
+            request={"method": "Embed"},
+            message="send at least one image or one text",
+        ),
+        Case(
+            "Embed text over max_label_chars",
+            "INVALID_ARGUMENT",
+            request={"method": "Embed", "texts": [long_label]},
+            message="texts[0]: 201 characters, more than the limit of 200",
+        ),
         Case(
             "Embed too many texts",
             "INVALID_ARGUMENT",
             request={"method": "Embed", "texts": ["t"] * (LIMITS.max_texts + 1)},
+            message=f"texts: {LIMITS.max_texts + 1} entries, more than the limit of {LIMITS.max_texts}",
         ),
         Case(
             "request over max_request_bytes",
             "RESOURCE_EXHAUSTED",
             request={"images": [GOOD + bytes(1_500_000)] * 4, "labels": ["cat"]},
+            message="larger than max",
         ),
-        Case("invalid UTF-8 on the wire", "INVALID_ARGUMENT", request={"raw": b"\x12\x03\xff\xfe\xfd"}),
-        Case("garbage on the wire", "INVALID_ARGUMENT", request={"raw": b"\xff\xff\xff\xff"}),
+        Case(
+            "invalid UTF-8 on the wire",
+            "INVALID_ARGUMENT",
+            request={"raw": b"\x12\x03\xff\xfe\xfd"},
+            message="not a valid message of this method",
+        ),
+        Case(
+            "garbage on the wire",
+            "INVALID_ARGUMENT",
+            request={"raw": b"\xff\xff\xff\xff"},
+            message="not a valid message of this method",
+        ),
     ]
 
 

@@ -19,8 +19,22 @@ class GatewayThread:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="gateway", daemon=True)
         self.thread.start()
-        self.gateway: Gateway = self.run(Gateway.start(config))
+        try:
+            self.gateway: Gateway = self.run(Gateway.start(config))
+        except BaseException:
+            self._end_loop()
+            raise
         self.target = f"127.0.0.1:{self.gateway.port}"
+
+    @property
+    def http_base(self) -> str:
+        assert self.gateway.http is not None, "this gateway has no HTTP API (http_listen)"
+        return f"http://127.0.0.1:{self.gateway.http.port}"
+
+    @property
+    def metrics_url(self) -> str:
+        assert self.gateway.metrics_endpoint is not None, "this gateway has no metrics endpoint"
+        return f"http://127.0.0.1:{self.gateway.metrics_endpoint.port}/metrics"
 
     def run(self, coroutine: Coroutine[Any, Any, T], timeout: float = 60.0) -> T:
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
@@ -34,9 +48,16 @@ class GatewayThread:
         self.run(poll(), timeout + 5)
 
     def stop(self, grace: float = 1.0) -> None:
-        self.run(self.gateway.stop(grace))
+        try:
+            self.run(self.gateway.stop(grace))
+        finally:
+            self._end_loop()
+
+    def _end_loop(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
+        assert not self.thread.is_alive(), "the gateway's event loop did not stop"
+        self.loop.close()
 
 
 def gateway_config(triton_url: str, **overrides: Any) -> GatewayConfig:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 from pathlib import Path
 
@@ -31,6 +32,25 @@ def encode(image: Image.Image, fmt: str, **options: object) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, fmt, **options)
     return buffer.getvalue()
+
+
+@functools.cache
+def photo_pngs() -> tuple[bytes, ...]:
+    """Five real photographs as PNG (astronaut, coffee, cat, rocket, grey cameraman), encoded once."""
+    photos_by_name = photos()
+    names = ("astronaut_512x512", "coffee_600x400", "chelsea_451x300", "rocket_640x427", "camera_grey_512x512")
+    return tuple(encode(Image.fromarray(photos_by_name[name]), "PNG") for name in names)
+
+
+def gradient_photo(width: int = 320, height: int = 240, seed: int = 0) -> Image.Image:
+    """A noisy gradient: photo-like statistics, any size, no file needed."""
+    rng = np.random.default_rng(seed)
+    gradient = np.linspace(0, 255, width, dtype=np.float32)[None, :, None] * np.ones((height, 1, 3))
+    return Image.fromarray(np.clip(gradient + rng.normal(0, 20, (height, width, 3)), 0, 255).astype(np.uint8))
+
+
+# A small good JPEG (320x240, 15 kB) for requests where the picture does not matter.
+SMALL_JPEG = encode(gradient_photo(), "JPEG", quality=90)
 
 
 def jpeg_with_orientation(rgb: np.ndarray, orientation: int) -> bytes:

@@ -1,4 +1,4 @@
-"""Build checkpoints and model repositories once per test session and run real Triton servers."""
+"""Import a Triton model's own modules for unit tests that need no server."""
 
 from __future__ import annotations
 
@@ -7,47 +7,11 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-from export import repository as repo_writer
-from export.__main__ import export
-from export.random_checkpoint import build
-from launcher.server import ServerSettings, TritonServer, free_port
-
 ROOT = Path(__file__).resolve().parents[2]
-CACHE = ROOT / "build" / "test-cache"  # survives between runs: exports are deterministic per shape
-
-
-def checkpoint(shape: str) -> Path:
-    folder = CACHE / "checkpoints" / shape
-    if not (folder / "model.safetensors").is_file():
-        build(shape, folder)
-    return folder
-
-
-def exported(shape: str, precision: str = "fp32", **settings: object) -> Path:
-    """An exported repository; always re-exported so model code changes are picked up."""
-    out = CACHE / "repositories" / f"{shape}-{precision}"
-    export(str(checkpoint(shape)), out, precision, repo_writer.Settings(**settings))  # type: ignore[arg-type]
-    return out
-
-
-def start_triton(repository: Path, log_file: Path, grpc_port: int | None = None) -> TritonServer:
-    server = TritonServer(
-        ServerSettings(
-            model_repository=repository,
-            grpc_port=grpc_port or free_port(),
-            http_port=free_port(),
-            metrics_port=free_port(),
-            work_dir=ROOT / "build" / "triton",
-            log_file=log_file,
-            response_cache_bytes=64 << 20,
-        )
-    )
-    server.start(ready_timeout=300)
-    return server
 
 
 def load_model_module(model: str, module: str) -> ModuleType:
-    """Import a module that lives in a model's version folder, for unit tests without Triton."""
+    """Import a module that lives in a model's version folder."""
     path = ROOT / "model_repository" / model / "1" / f"{module}.py"
     spec = importlib.util.spec_from_file_location(module, path)
     assert spec is not None and spec.loader is not None

@@ -40,7 +40,14 @@ SIGNATURES = {
     b"<svg": "SVG",
     b"<?xml": "XML/SVG",
     b"\x00\x00\x00\x0cjP": "JPEG 2000",
+    b"\x00\x00\x01\x00": "ICO",
+    b"\x00\x00\x02\x00": "CUR",
+    b"%!PS": "PostScript/EPS",
+    b"<!doctype html": "HTML",
+    b"<!DOCTYPE html": "HTML",
+    b"<html": "HTML",
 }
+TGA_FOOTER = b"TRUEVISION-XFILE.\x00"  # TGA has no leading signature; version 2 files end with this
 SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
 
 
@@ -87,6 +94,8 @@ def sniff(data: bytes) -> str | None:
     """The format that `data`'s leading bytes announce, if we know it."""
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "WEBP"
+    if data.endswith(TGA_FOOTER):
+        return "TGA"
     head = data[:16].lstrip()
     return next((name for magic, name in SIGNATURES.items() if head.startswith(magic)), None)
 

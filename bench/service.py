@@ -1,0 +1,100 @@
+"""The served path as a benchmark runs it: Triton through the launcher's library on free ports,
+and the gateway as its own process (so its memory is measured on its own); both stopped on the
+way out, whatever happens."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tritonclient.grpc as grpcclient
+
+from bench.measure import Memory, tree_memory
+from launcher.server import ServerSettings, TritonServer, free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def bytes_input(name: str, items: list[bytes]) -> grpcclient.InferInput:
+    tensor = grpcclient.InferInput(name, [len(items)], "BYTES")
+    tensor.set_data_from_numpy(np.array(items, dtype=np.object_))
+    return tensor
+
+
+def start_triton(repository: Path, log_file: Path) -> TritonServer:
+    server = TritonServer(
+        ServerSettings(
+            model_repository=repository,
+            grpc_port=free_port(),
+            http_port=free_port(),
+            metrics_port=free_port(),
+            work_dir=ROOT / "build" / "triton",
+            log_file=log_file,
+            response_cache_bytes=64 << 20,
+        )
+    )
+    server.start(ready_timeout=300)
+    return server
+
+
+def start_gateway(triton_url: str) -> tuple[subprocess.Popen[bytes], str]:
+    """`python -m gateway` on a free port, returned once it reports SERVING."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    target = f"127.0.0.1:{free_port()}"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "--listen", target, "--triton-url", triton_url, "--log-level", "WARNING"],
+        cwd=ROOT,
+    )
+    deadline = time.monotonic() + 60
+    with grpc.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            try:
+                serving = health_pb2.HealthCheckResponse.SERVING
+                if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == serving:
+                    return process, target
+            except grpc.RpcError:
+                pass
+            time.sleep(0.2)
+    process.kill()
+    process.wait()
+    raise RuntimeError("the gateway did not become SERVING within 60 s")
+
+
+@dataclass(frozen=True)
+class RunningService:
+    triton: TritonServer
+    gateway: subprocess.Popen[bytes]
+    target: str
+
+    @property
+    def triton_url(self) -> str:
+        return self.triton.grpc_url
+
+    def memory(self) -> Memory:
+        """Triton with its stubs, and the gateway."""
+        assert self.triton.process is not None
+        return tree_memory([self.triton.process.pid, self.gateway.pid])
+
+
+@contextlib.contextmanager
+def running_service(repository: Path, log_file: Path) -> Iterator[RunningService]:
+    """Triton on `repository` and a gateway process in front of it."""
+    server = start_triton(repository, log_file)
+    try:
+        gateway, target = start_gateway(server.grpc_url)
+        try:
+            yield RunningService(server, gateway, target)
+        finally:
+            gateway.terminate()
+            gateway.wait(30)
+    finally:
+        server.stop()

@@ -1,0 +1,67 @@
+"""What the benchmarks measure against: this machine's matmul peak and in-process eager
+transformers, plus the sample images they send."""
+
+from __future__ import annotations
+
+import io
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from bench.measure import Result, closed_loop
+
+IMAGE_GFLOP = 35.1
+
+
+def matmul_peak_gflops(dtype: torch.dtype, size: int = 2048, repeats: int = 10) -> float:
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    a @ b
+    started = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * size**3 * repeats / (time.perf_counter() - started) / 1e9
+
+
+def sample_png(seed: int) -> bytes:
+    rgb = (np.random.default_rng(seed).random((480, 640, 3)) * 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def eager(model: Any, precision: str, batch: int, seconds: float) -> Result:
+    """In-process transformers get_image_features, eager, at one batch size."""
+    pixels = torch.randn(batch, 3, 224, 224, dtype=PRECISIONS[precision])
+
+    def call() -> None:
+        with torch.inference_mode():
+            model.get_image_features(pixel_values=pixels)
+
+    return closed_loop(f"in-process eager {precision} batch {batch}", call, batch, 1, seconds)
+
+
+def load_reference(checkpoint: Path, precision: str) -> Any:
+    from transformers import CLIPModel
+
+    return CLIPModel.from_pretrained(str(checkpoint), dtype=PRECISIONS[precision]).eval()
+
+
+def in_process(checkpoint: Path, seconds: float) -> list[tuple[Result, str]]:
+    rows = []
+    for precision in PRECISIONS:
+        model = load_reference(checkpoint, precision)
+        rows += [(eager(model, precision, batch, seconds), precision) for batch in (1, 8)]
+        del model
+    return rows
+
+
+def in_process_baseline(checkpoint: Path, seconds: float) -> Result:
+    """In-process eager fp32 get_image_features at batch 8: what every ratio is against."""
+    return eager(load_reference(checkpoint, "fp32"), "fp32", 8, seconds)

@@ -1,0 +1,254 @@
+"""The test harness's servers: Triton through the launcher, gateways (in a thread or as their own
+process), Prometheus. Each is a context manager: it is ready (or fails with the reason) when the
+`with` body starts, and it is stopped, with a check that none of its processes is left, however
+the body ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import sys
+import urllib.request
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import grpc
+import yaml
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from gateway.config import GatewayConfig
+from launcher.server import free_port
+from launcher.supervisor import child_pids
+from tests.support.gateway import GatewayThread
+from tests.support.processes import ManagedProcess, wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)")
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def scrape(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Every sample of a Prometheus text endpoint, keyed by its name exactly as exposed (no
+    suffix added, unlike prometheus_client's parser) and its label set."""
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    samples = {}
+    for line in text.splitlines():
+        match = _SAMPLE.match(line)
+        if match:
+            labels = frozenset(_LABEL.findall(match.group(2) or ""))
+            samples[(match.group(1), labels)] = float(match.group(3))
+    return samples
+
+
+def metric(url: str, name: str, **labels: str) -> float:
+    """One sample's value (0 when the series does not exist yet)."""
+    return scrape(url).get((name, frozenset(labels.items())), 0.0)
+
+
+def health(target: str, service: str = "", timeout: float = 5.0, credentials: Any = None) -> int | None:
+    """The grpc.health.v1 status, or None when the server does not answer."""
+    channel = grpc.secure_channel(target, credentials) if credentials else grpc.insecure_channel(target)
+    with channel:
+        try:
+            request = health_pb2.HealthCheckRequest(service=service)
+            return int(health_pb2_grpc.HealthStub(channel).Check(request, timeout=timeout).status)
+        except grpc.RpcError:
+            return None
+
+
+def wait_health(target: str, status: int = SERVING, timeout: float = 120.0) -> None:
+    wait_for(lambda: health(target, timeout=2) == status, timeout, f"{target} reporting health {status}")
+
+
+class LauncherTriton:
+    """`python -m launcher` as a user runs it: Triton on free ports, supervised."""
+
+    def __init__(
+        self, repository: Path, log_dir: Path, grpc_port: int | None = None, extra_args: Sequence[str] = ()
+    ) -> None:
+        self.repository = repository
+        self.grpc_port = grpc_port or free_port()
+        self.http_port = free_port()
+        self.metrics_port = free_port()
+        self.triton_log = log_dir / "triton.log"
+        self.process = ManagedProcess(
+            "triton",
+            [
+                sys.executable,
+                "-m",
+                "launcher",
+                f"--model-repository={repository}",
+                f"--grpc-port={self.grpc_port}",
+                f"--http-port={self.http_port}",
+                f"--metrics-port={self.metrics_port}",
+                f"--log-file={self.triton_log}",
+                "--response-cache-mb=64",
+                *extra_args,
+            ],
+            log_dir / "launcher.log",
+            cwd=ROOT,
+        )
+
+    @property
+    def grpc_url(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+    def wait_ready(self, timeout: float = 300.0) -> None:
+        """Every model READY: the launcher says so only then."""
+        self.process.wait_for_log("Triton ready", timeout)
+
+    def triton_pid(self) -> int:
+        (pid,) = wait_for(lambda: child_pids(self.process.pid), 60, "a tritonserver under the launcher")
+        return pid
+
+    def stub_pids(self) -> dict[int, str]:
+        """pid -> model name of each Python-backend stub of the current Triton."""
+        stubs = {}
+        for pid in child_pids(self.triton_pid()):
+            with contextlib.suppress(OSError):
+                command = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+                stubs[pid] = command.split(str(self.repository), 1)[-1].strip("/").split("/", 1)[0]
+        return stubs
+
+    def stub_pid(self, model: str) -> int:
+        return next(pid for pid, name in self.stub_pids().items() if name == model)
+
+    def metric(self, name: str, **labels: str) -> float:
+        return metric(self.metrics_url, name, **labels)
+
+    def stop(self) -> int:
+        return self.process.stop()
+
+
+@contextlib.contextmanager
+def triton(repository: Path, log_dir: Path, **options: Any) -> Iterator[LauncherTriton]:
+    server = LauncherTriton(repository, log_dir, **options)
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+@contextlib.contextmanager
+def gateway(config: GatewayConfig, ready: bool = True) -> Iterator[GatewayThread]:
+    """A gateway in this process (its metrics in this process's registry), ready when `ready`."""
+    thread = GatewayThread(config)
+    try:
+        if ready:
+            thread.wait_ready()
+        yield thread
+    finally:
+        thread.stop()
+
+
+class GatewayProcess:
+    """`python -m gateway` in its own process, as deployed; SERVING when constructed."""
+
+    def __init__(self, triton_url: str, log_dir: Path, *flags: str, wait: bool = True) -> None:
+        self.port = free_port()
+        self.metrics_port = free_port()
+        self.target = f"127.0.0.1:{self.port}"
+        self.process = ManagedProcess(
+            "gateway",
+            [
+                sys.executable,
+                "-m",
+                "gateway",
+                f"--listen={self.target}",
+                f"--triton-url={triton_url}",
+                f"--metrics-listen=127.0.0.1:{self.metrics_port}",
+                "--health-interval=0.2",
+                *flags,
+            ],
+            log_dir / f"gateway-{self.port}.log",
+            cwd=ROOT,
+        )
+        if wait:
+            try:
+                wait_for(
+                    lambda: health(self.target, timeout=2) == SERVING or not self.process.running(),
+                    120,
+                    "the gateway reporting SERVING",
+                    explain=self.process.log_tail,
+                )
+                assert self.process.running(), self.process.log_tail()
+            except BaseException:
+                self.process.stop()
+                raise
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+    def metric(self, name: str, **labels: str) -> float:
+        return metric(self.metrics_url, name, **labels)
+
+    def stop(self) -> int:
+        return self.process.stop()
+
+
+@contextlib.contextmanager
+def gateway_process(triton_url: str, log_dir: Path, *flags: str) -> Iterator[GatewayProcess]:
+    process = GatewayProcess(triton_url, log_dir, *flags)
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+@contextlib.contextmanager
+def prometheus(targets: dict[str, list[str]], folder: Path, scrape_interval: str = "1s") -> Iterator[str]:
+    """A real Prometheus with the shipped deploy/prometheus.yml, each job pointed at `targets`
+    (job name -> host:port list); yields its base URL once /-/ready answers."""
+    config = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())
+    config["global"]["scrape_interval"] = config["global"]["evaluation_interval"] = scrape_interval
+    for job in config["scrape_configs"]:
+        job["static_configs"] = [{"targets": targets[job["job_name"]]}]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "prometheus.yml").write_text(yaml.safe_dump(config))
+    port = free_port()
+    process = ManagedProcess(
+        "prometheus",
+        [
+            "prometheus",
+            f"--config.file={folder / 'prometheus.yml'}",
+            f"--storage.tsdb.path={folder / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        folder / "prometheus.log",
+    )
+    base = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        assert process.running(), f"prometheus exited: {process.log_tail()}"
+        try:
+            with urllib.request.urlopen(f"{base}/-/ready", timeout=2) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+    try:
+        wait_for(ready, 60, "Prometheus answering /-/ready", interval=0.2, explain=process.log_tail)
+        yield base
+    finally:
+        process.stop()
