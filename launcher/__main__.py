@@ -31,6 +31,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--http-port", type=int, default=defaults.http_port)
     parser.add_argument("--metrics-port", type=int, default=defaults.metrics_port)
     parser.add_argument("--log-file", type=Path, help="write Triton's log here instead of stdout")
+    parser.add_argument(
+        "--work-dir",
+        type=Path,
+        default=defaults.work_dir,
+        help="where Triton's Python backend is prepared (env CLIP_SERVE_TRITON_DIR, default %(default)s)",
+    )
     parser.add_argument("--ready-timeout", type=float, default=300.0, help="seconds to wait for the models")
     parser.add_argument(
         "--max-restarts",
@@ -52,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
             http_port=args.http_port,
             metrics_port=args.metrics_port,
             log_file=args.log_file,
+            work_dir=args.work_dir,
             response_cache_bytes=args.response_cache_mb << 20,
         )
     )

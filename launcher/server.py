@@ -36,7 +36,10 @@ class ServerSettings:
     http_port: int = 8000
     metrics_port: int = 8002
     address: str = "127.0.0.1"  # Triton is internal: only the gateway talks to it
-    work_dir: Path = Path("build/triton")
+    # Where the Python backend for this interpreter is prepared (copied once, then reused). The
+    # container image prepares it at build time and names it in CLIP_SERVE_TRITON_DIR, so a
+    # read-only root filesystem is enough at run time.
+    work_dir: Path = field(default_factory=lambda: Path(os.environ.get("CLIP_SERVE_TRITON_DIR", "build/triton")))
     log_file: Path | None = None  # None: Triton's log goes to this process's stdout
     response_cache_bytes: int = 256 * 1024 * 1024
     # Pre-sized shared memory per stub, so the first large request does not pay for growth.

@@ -12,8 +12,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import dataclasses
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -23,6 +25,8 @@ from pathlib import Path
 from export import checkpoint as checkpoints
 from export.__main__ import DEFAULT_MODEL, export
 from export.repository import Settings
+from gateway.config import ENV_PREFIX, GatewayConfig
+from gateway.config import parse as parse_gateway
 from launcher.server import LaunchError, ServerSettings, TritonServer, free_port
 from launcher.supervisor import Supervisor
 
@@ -104,8 +108,30 @@ def supervise(
         loop.call_soon_threadsafe(stop.set)
 
 
+def gateway_config(args: argparse.Namespace, triton_url: str) -> GatewayConfig:
+    """Every CLIP_GATEWAY_* setting from the environment (API keys, limits, TLS, ...), as
+    `python -m gateway` reads them; serve's own flags win where given, and where neither says,
+    serve's defaults: gRPC on 127.0.0.1:50051, HTTP API on 127.0.0.1:8000."""
+    config = parse_gateway([], os.environ)
+    listen = config.listen
+    if args.host is not None or args.port is not None:
+        default_host, _, default_port = listen.rpartition(":")
+        listen = f"{args.host or default_host}:{args.port if args.port is not None else default_port}"
+    http_listen = args.http_listen
+    if http_listen is None:
+        http_listen = os.environ.get(ENV_PREFIX + "HTTP_LISTEN", "127.0.0.1:8000")
+    metrics_listen = config.metrics_listen if args.metrics_listen is None else args.metrics_listen
+    return dataclasses.replace(
+        config, listen=listen, triton_url=triton_url, http_listen=http_listen, metrics_listen=metrics_listen
+    )
+
+
+def loopback_for(host: str) -> str:
+    """Where this process reaches its own listener: a wildcard address is reached on loopback."""
+    return "127.0.0.1" if host in ("", "0.0.0.0", "[::]", "::") else host
+
+
 async def run(args: argparse.Namespace) -> int:
-    from gateway.config import GatewayConfig
     from gateway.observability import configure_logging
     from gateway.server import Gateway
 
@@ -134,19 +160,15 @@ async def run(args: argparse.Namespace) -> int:
         target=supervise, args=(Supervisor(triton), watching, stop, asyncio.get_running_loop()), daemon=True
     )
     supervision.start()
-    gateway = await Gateway.start(
-        GatewayConfig(
-            listen=f"{args.host}:{args.port}",
-            triton_url=triton.grpc_url,
-            metrics_listen=args.metrics_listen,
-            http_listen=args.http_listen,
-        )
-    )
+    config = gateway_config(args, triton.grpc_url)
+    gateway = await Gateway.start(config)
     try:
-        target = f"{args.host}:{gateway.port}"
+        host = config.listen.rpartition(":")[0]
+        target = f"{loopback_for(host)}:{gateway.port}"
         await show_it_working(target)
         if gateway.http is not None:
-            await show_http_working(f"http://{args.http_listen.rpartition(':')[0]}:{gateway.http.port}")
+            http_host = loopback_for(config.http_listen.rpartition(":")[0])
+            await show_http_working(f"http://{http_host}:{gateway.http.port}")
         print(f"serve: ready on {target} (Triton log: {args.triton_log}); Ctrl-C stops", file=sys.stderr)
         await stop.wait()
     finally:
@@ -170,14 +192,16 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="choose the model, export it to --repository, and exit (compose's export step)",
     )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=50051, help="gateway port (%(default)s)")
+    # The gateway's own settings come from CLIP_GATEWAY_* (see `python -m gateway --help`); these
+    # flags override the few that serve sets itself.
+    parser.add_argument("--host", help="gateway host (default: from CLIP_GATEWAY_LISTEN, else 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="gateway port (default: from CLIP_GATEWAY_LISTEN, else 50051)")
     parser.add_argument("--triton-metrics-port", type=int, default=8002)
-    parser.add_argument("--metrics-listen", default="127.0.0.1:9464", help="gateway metrics address (%(default)s)")
+    parser.add_argument("--metrics-listen", help="gateway metrics address (default: CLIP_GATEWAY_METRICS_LISTEN)")
     parser.add_argument(
         "--http-listen",
-        default="127.0.0.1:8000",
-        help="OpenAI-compatible HTTP API address, empty for none (%(default)s)",
+        help="OpenAI-compatible HTTP API address, empty for none (default: CLIP_GATEWAY_HTTP_LISTEN, else "
+        "127.0.0.1:8000)",
     )
     parser.add_argument("--repository", type=Path, default=ROOT / "build" / "model_repository")
     parser.add_argument("--triton-log", type=Path, default=ROOT / "build" / "triton.log")

@@ -3,6 +3,7 @@ the promises the README makes about it."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -13,9 +14,17 @@ from tests.support.servers import LauncherTriton
 from tests.support.triton import ROOT
 
 
-def resolved(*files: str) -> dict:  # type: ignore[type-arg]
+def resolved(*files: str, **env: str) -> dict:  # type: ignore[type-arg]
     args = ["docker-compose", *[arg for f in files for arg in ("-f", str(ROOT / f))], "config"]
-    return yaml.safe_load(subprocess.run(args, check=True, capture_output=True, text=True, cwd=ROOT).stdout)
+    environment = {"PATH": os.environ["PATH"], "GRAFANA_ADMIN_PASSWORD": "from-the-environment", **env}
+    done = subprocess.run(args, check=True, capture_output=True, text=True, cwd=ROOT, env=environment)
+    return yaml.safe_load(done.stdout)
+
+
+def published_on(port: str) -> tuple[str, str]:
+    """("127.0.0.1", "50051") from docker-compose config's "127.0.0.1:50051:50051/tcp"."""
+    host_ip, published, _ = port.split(":")
+    return host_ip, published
 
 
 def test_compose_file_validates_and_keeps_triton_private() -> None:
@@ -28,10 +37,29 @@ def test_compose_file_validates_and_keeps_triton_private() -> None:
     for name in ("triton", "gateway", "prometheus", "grafana"):
         assert "healthcheck" in services[name], name
     assert services["triton"]["depends_on"]["export"]["condition"] == "service_completed_successfully"
+    assert "launcher.healthcheck" in services["triton"]["healthcheck"]["test"]
     assert services["gateway"]["depends_on"]["triton"]["condition"] == "service_healthy"
-    published = {str(port["published"]) for port in services["gateway"]["ports"]}
-    assert published == {"50051", "8080", "9464"}
+    published = {published_on(port) for port in services["gateway"]["ports"]}
+    assert published == {("127.0.0.1", "50051"), ("127.0.0.1", "8080"), ("127.0.0.1", "9464")}
     assert "0.0.0.0:8080" in services["gateway"]["command"]
+
+
+def test_compose_is_safe_by_default() -> None:
+    services = resolved("docker-compose.yml")["services"]
+    for name in ("gateway", "prometheus", "grafana"):  # loopback unless the user opts in
+        assert {published_on(port)[0] for port in services[name]["ports"]} == {"127.0.0.1"}, name
+    opened = resolved("docker-compose.yml", CLIP_PUBLISH_ADDRESS="0.0.0.0")["services"]["gateway"]["ports"]
+    assert {published_on(port)[0] for port in opened} == {"0.0.0.0"}
+    gateway = services["gateway"]
+    assert gateway["environment"]["CLIP_GATEWAY_API_KEYS_FILE"] == "/run/secrets/api_keys"
+    assert [secret["source"] for secret in gateway["secrets"]] == ["api_keys"]
+    assert services["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"] == "from-the-environment"
+
+
+def test_compose_refuses_to_start_without_a_grafana_password() -> None:
+    args = ["docker-compose", "-f", str(ROOT / "docker-compose.yml"), "config"]
+    done = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, env={"PATH": os.environ["PATH"]})
+    assert done.returncode != 0 and "GRAFANA_ADMIN_PASSWORD" in done.stderr
 
 
 def test_gpu_variant_validates_and_reserves_a_gpu() -> None:

@@ -89,7 +89,14 @@ class ManagedProcess:
 
     counter = 0
 
-    def __init__(self, name: str, argv: Sequence[str], log_file: Path, cwd: Path | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        log_file: Path,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         ManagedProcess.counter += 1
         self.name = name
         self.mark = f"{SESSION}/{name}-{ManagedProcess.counter}"
@@ -99,7 +106,7 @@ class ManagedProcess:
             self.process = subprocess.Popen(
                 list(argv),
                 cwd=cwd,
-                env={**os.environ, MARK: self.mark},
+                env={**os.environ, **(env or {}), MARK: self.mark},
                 stdin=subprocess.DEVNULL,
                 stdout=sink,
                 stderr=subprocess.STDOUT,
