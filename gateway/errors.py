@@ -89,6 +89,7 @@ def triton_status(error: InferenceServerException) -> tuple[grpc.StatusCode, str
         log.error("triton failure: %s %s", error.status(), error.message())
         return code, "inference failed inside the model server"
     if code == grpc.StatusCode.UNAVAILABLE:
+        log.warning("triton unavailable: %s %s", error.status(), error.message())
         return code, "the model server is unavailable; retry later"
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return code, "deadline exceeded while waiting for the model server"

@@ -1,9 +1,11 @@
 """grpc.health.v1 status that follows Triton's model readiness.
 
-NOT_SERVING until every model the gateway needs is READY, and again as soon as one is not
-(Triton's server liveness stays green when a Python stub dies, so only model readiness tells).
-The served model's facts are read from Triton each time it becomes ready, so a Triton restarted
-with another export is reported correctly.
+SERVING while at least one Triton server behind `--triton-url` has every model the gateway needs
+READY (calls are balanced across the ready ones); NOT_SERVING before that and when none has.
+Model readiness only says that a model loaded: a Python stub that dies later leaves its model
+READY in Triton 2.51, which is why the launcher watches the stubs and restarts Triton.
+The served model's facts are read from a ready server each time the gateway becomes ready, so a
+Triton restarted with another export is reported correctly.
 """
 
 from __future__ import annotations
@@ -39,10 +41,12 @@ class HealthWatcher:
             await self.servicer.set(service, status)
 
     async def check_once(self) -> bool:
-        ready = not self._stopping and await self.triton.models_ready()
+        states = {} if self._stopping else await self.triton.backend_readiness()
+        ready_backends = [address for address, ready in states.items() if ready]
+        ready = bool(ready_backends)
         if ready and self._served is None:
             try:
-                self._served = await self.triton.served_model()
+                self._served = await self.triton.served_model(ready_backends[0])
             except Exception as error:  # models just went away again: not ready after all
                 log.warning("could not read the served model from Triton: %s", error)
                 ready = False

@@ -24,6 +24,12 @@ TRITON_LATENCY = Histogram(
     "clip_gateway_triton_seconds", "Latency of calls to Triton by model", ["model"], buckets=LATENCY_BUCKETS
 )
 TRITON_ERRORS = Counter("clip_gateway_triton_errors", "Failed calls to Triton by model and status", ["model", "code"])
+TRITON_RETRIES = Counter(
+    "clip_gateway_triton_retries", "Calls to Triton tried again (on another server) after UNAVAILABLE", ["model"]
+)
+TRITON_BACKENDS = Gauge(
+    "clip_gateway_triton_backends", "Triton servers behind --triton-url by readiness of their models", ["state"]
+)
 HTTP_REQUESTS = Counter(
     "clip_gateway_http_requests", "Finished HTTP API requests by route and HTTP status", ["route", "status"]
 )

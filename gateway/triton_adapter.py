@@ -1,8 +1,12 @@
-"""The gateway's only door to Triton: one shared tritonclient.grpc.aio client.
+"""The gateway's only door to Triton: one shared tritonclient.grpc.aio client, over a channel that
+balances calls per request (round_robin) across every server the target names.
 
 Each call passes the caller's remaining deadline on as `client_timeout`; when a caller cancels,
 the awaiting coroutine is cancelled and with it the gRPC call to Triton, which then cancels the
-request inside Triton.
+request inside Triton. A call that meets UNAVAILABLE (a server gone, a dropped connection) is
+tried again, which round_robin sends to another server (every clip.v1 call is idempotent), at
+most twice, within the caller's deadline.
+Health asks each server on its own (`backend_readiness`), so one ready server is enough to serve.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import tritonclient.grpc.aio as grpcclient_aio
 from tritonclient.utils import InferenceServerException
 
 from gateway import metrics
+from gateway.triton_backends import resolve
 
 CLASSIFY, EMBED_IMAGE, EMBED_TEXT = "clip_classify", "clip_embed_image", "clip_embed_text"
 REQUIRED_MODELS = (CLASSIFY, EMBED_IMAGE, EMBED_TEXT)
@@ -39,6 +44,44 @@ class ServedModel:
     scale: float
 
 
+MAX_MESSAGE_BYTES = 2**31 - 1  # tritonclient's own default: the gateway has capped requests already
+# Per-request balancing across every address of the target; gRPC's own retries stay off (ours are
+# counted); reconnection to a server that went away is tried at least every 5 s, so it gets
+# traffic soon after it is back; keepalive notices a silently dead server.
+CHANNEL_ARGS = [
+    ("grpc.lb_policy_name", "round_robin"),
+    ("grpc.enable_retries", 0),
+    ("grpc.initial_reconnect_backoff_ms", 500),
+    ("grpc.max_reconnect_backoff_ms", 5000),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+]
+RETIRED_CHANNEL_GRACE = 60.0  # seconds a replaced channel keeps serving the calls already on it
+
+
+def _connect(url: str) -> grpcclient_aio.InferenceServerClient:
+    return grpcclient_aio.InferenceServerClient(url, channel_args=CHANNEL_ARGS)
+
+
+# Worth trying on another server: this one is gone or going (UNAVAILABLE), or is up but has not
+# loaded the model yet (NOT_FOUND, a Triton just restarted).
+RETRYABLE = frozenset({"StatusCode.UNAVAILABLE", "StatusCode.NOT_FOUND"})
+
+
+# The first retry goes at once (round_robin picks the next server); a later one waits a moment,
+# for the channel to have noticed that a connection dropped, so it is not picked again.
+ATTEMPTS = 3
+RETRY_PAUSE = 0.05  # seconds, times the number of tries so far
+
+
+def _retryable(error: InferenceServerException) -> bool:
+    return str(error.status()) in RETRYABLE
+
+
 def _strings(name: str, items: Sequence[bytes | str]) -> grpcclient.InferInput:
     tensor = grpcclient.InferInput(name, [len(items)], "BYTES")
     tensor.set_data_from_numpy(np.array([i.encode() if isinstance(i, str) else i for i in items], dtype=np.object_))
@@ -48,17 +91,28 @@ def _strings(name: str, items: Sequence[bytes | str]) -> grpcclient.InferInput:
 class TritonAdapter:
     def __init__(self, url: str) -> None:
         self.url = url
-        self.client = grpcclient_aio.InferenceServerClient(url)
+        self.client = _connect(url)
+        self.backends: tuple[str, ...] = ()
+        self._probes: dict[str, grpcclient_aio.InferenceServerClient] = {}  # one per server, for health
+        self._retiring: set[asyncio.Task[None]] = set()
 
     async def _infer(self, model: str, inputs: list[grpcclient.InferInput], timeout: float | None) -> Any:
-        started = time.perf_counter()
-        try:
-            return await self.client.infer(model, inputs, client_timeout=timeout)
-        except InferenceServerException as error:
-            metrics.TRITON_ERRORS.labels(model, str(error.status()).removeprefix("StatusCode.")).inc()
-            raise
-        finally:
-            metrics.TRITON_LATENCY.labels(model).observe(time.perf_counter() - started)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for attempt in range(1, ATTEMPTS + 1):
+            remaining = None if deadline is None else deadline - time.monotonic()
+            started = time.perf_counter()
+            try:
+                return await self.client.infer(model, inputs, client_timeout=remaining)
+            except InferenceServerException as error:
+                metrics.TRITON_ERRORS.labels(model, str(error.status()).removeprefix("StatusCode.")).inc()
+                pause = RETRY_PAUSE * (attempt - 1)
+                if attempt == ATTEMPTS or not _retryable(error) or (deadline and deadline - time.monotonic() < pause):
+                    raise
+                metrics.TRITON_RETRIES.labels(model).inc()
+                await asyncio.sleep(pause)
+            finally:
+                metrics.TRITON_LATENCY.labels(model).observe(time.perf_counter() - started)
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def classify(
         self, images: Sequence[bytes], labels: Sequence[str], templates: Sequence[str], timeout: float | None
@@ -77,20 +131,52 @@ class TritonAdapter:
         result = await self._infer(EMBED_TEXT, [_strings("TEXT", texts)], timeout)
         return result.as_numpy("TEXT_EMBEDS"), result.as_numpy("TOKEN_COUNTS")
 
-    async def models_ready(self, names: Sequence[str] = REQUIRED_MODELS, timeout: float = 2.0) -> bool:
-        """True when every model is READY. Triton's own liveness stays green when a Python stub
-        dies, so the gateway's health follows model readiness instead."""
+    async def backend_readiness(self, names: Sequence[str] = REQUIRED_MODELS, timeout: float = 2.0) -> dict[str, bool]:
+        """Each server the target names now -> whether all of `names` are READY on it. Triton's
+        own liveness stays green when a Python stub dies, so model readiness is what counts. When
+        the set of servers changes, the balancing channel is renewed so that new ones get calls."""
+        backends = await resolve(self.url)
+        if backends != self.backends:
+            if self.backends:  # not at start: the channel made then already saw this set
+                self._renew_channel()
+            self.backends = backends
+        for address in set(self._probes) - set(backends):
+            await self._probes.pop(address).close()
+        checks = await asyncio.gather(*(self._ready(address, names, timeout) for address in backends))
+        states = dict(zip(backends, checks, strict=True))
+        metrics.TRITON_BACKENDS.labels("ready").set(sum(states.values()))
+        metrics.TRITON_BACKENDS.labels("not_ready").set(len(states) - sum(states.values()))
+        return states
+
+    async def _ready(self, address: str, names: Sequence[str], timeout: float) -> bool:
+        probe = self._probes.get(address)
+        if probe is None:
+            probe = self._probes[address] = _connect(address)
         try:
             async with asyncio.timeout(timeout):
-                checks = await asyncio.gather(*(self.client.is_model_ready(name) for name in names))
+                checks = await asyncio.gather(*(probe.is_model_ready(name) for name in names))
         except (InferenceServerException, TimeoutError, OSError):
             return False
         return all(checks)
 
-    async def served_model(self) -> ServedModel:
-        classify = (await self.client.get_model_config(CLASSIFY, as_json=True))["config"]
-        similarity = (await self.client.get_model_config("clip_similarity", as_json=True))["config"]
-        tokenize = (await self.client.get_model_config("clip_tokenize", as_json=True))["config"]
+    def _renew_channel(self) -> None:
+        """A new channel resolves the target again; the old one finishes its calls, then closes."""
+        retired, self.client = self.client, _connect(self.url)
+
+        async def close_later() -> None:
+            await asyncio.sleep(RETIRED_CHANNEL_GRACE)
+            await retired.close()
+
+        task = asyncio.get_running_loop().create_task(close_later(), name="retire-triton-channel")
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+    async def served_model(self, address: str) -> ServedModel:
+        """What the exporter recorded, read from the server at `address` (a ready one)."""
+        probe = self._probes.get(address) or self.client
+        classify = (await probe.get_model_config(CLASSIFY, as_json=True))["config"]
+        similarity = (await probe.get_model_config("clip_similarity", as_json=True))["config"]
+        tokenize = (await probe.get_model_config("clip_tokenize", as_json=True))["config"]
 
         def parameter(config: dict, key: str) -> str:  # type: ignore[type-arg]
             return str(config.get("parameters", {}).get(key, {}).get("string_value", ""))
@@ -107,4 +193,10 @@ class TritonAdapter:
         )
 
     async def close(self) -> None:
+        for task in list(self._retiring):
+            task.cancel()
+        await asyncio.gather(*self._retiring, return_exceptions=True)
+        for probe in self._probes.values():
+            await probe.close()
+        self._probes.clear()
         await self.client.close()

@@ -70,6 +70,9 @@ class ClientBase:
         return [
             ("grpc.max_send_message_length", self.config.max_message_bytes),
             ("grpc.max_receive_message_length", self.config.max_message_bytes),
+            # gRPC connections are long-lived: without this a client talks to one gateway forever
+            ("grpc.lb_policy_name", self.config.load_balancing),
+            ("grpc.max_reconnect_backoff_ms", 5000),  # a gateway back from a restart is used again soon
         ]
 
     def _credentials(self) -> grpc.ChannelCredentials | None:

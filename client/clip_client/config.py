@@ -29,6 +29,8 @@ NO_RETRY = RetryPolicy(max_attempts=1)
 
 @dataclass(frozen=True)
 class ClientConfig:
+    # host:port; or every address of a name, balanced per call: "dns:///clip-gateway-headless:50051"
+    # (a Kubernetes headless Service), "ipv4:10.0.0.5:50051,10.0.0.6:50051"
     target: str = "localhost:50051"
     timeout: float | None = 30.0  # seconds per call, retries included; None waits forever
     retry: RetryPolicy = field(default_factory=RetryPolicy)
@@ -36,4 +38,7 @@ class ClientConfig:
     secure: bool = False  # TLS; root_certificates None uses the system's
     root_certificates: bytes | None = None
     max_message_bytes: int = 64 * 1024 * 1024
+    # gRPC load balancing over the target's addresses: "round_robin" spreads calls over every
+    # gateway a name resolves to; "pick_first" keeps one connection (gRPC's default).
+    load_balancing: str = "round_robin"
     default_templates: tuple[str, ...] = ()  # empty: the server's default ("a photo of a {}.")

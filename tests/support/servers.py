@@ -71,13 +71,21 @@ class LauncherTriton:
     """`python -m launcher` as a user runs it: Triton on free ports, supervised."""
 
     def __init__(
-        self, repository: Path, log_dir: Path, grpc_port: int | None = None, extra_args: Sequence[str] = ()
+        self,
+        repository: Path,
+        log_dir: Path,
+        grpc_port: int | None = None,
+        extra_args: Sequence[str] = (),
+        address: str = "127.0.0.1",
+        ports: tuple[int, int] | None = None,
     ) -> None:
+        """`address`: where Triton listens (several Tritons may share ports on different loopback
+        addresses); `ports`: its HTTP and metrics ports (default: free ones)."""
         self.repository = repository
+        self.address = address
         self.grpc_port = grpc_port or free_port()
-        self.http_port = free_port()
-        self.metrics_port = free_port()
-        self.triton_log = log_dir / "triton.log"
+        self.http_port, self.metrics_port = ports or (free_port(), free_port())
+        self.triton_log = log_dir / f"triton-{address}.log"
         self.process = ManagedProcess(
             "triton",
             [
@@ -85,6 +93,7 @@ class LauncherTriton:
                 "-m",
                 "launcher",
                 f"--model-repository={repository}",
+                f"--address={address}",
                 f"--grpc-port={self.grpc_port}",
                 f"--http-port={self.http_port}",
                 f"--metrics-port={self.metrics_port}",
@@ -92,21 +101,21 @@ class LauncherTriton:
                 "--response-cache-mb=64",
                 *extra_args,
             ],
-            log_dir / "launcher.log",
+            log_dir / f"launcher-{address}.log",
             cwd=ROOT,
         )
 
     @property
     def grpc_url(self) -> str:
-        return f"127.0.0.1:{self.grpc_port}"
+        return f"{self.address}:{self.grpc_port}"
 
     @property
     def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        return f"http://{self.address}:{self.http_port}"
 
     @property
     def metrics_url(self) -> str:
-        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+        return f"http://{self.address}:{self.metrics_port}/metrics"
 
     def wait_ready(self, timeout: float = 300.0) -> None:
         """Every model READY: the launcher says so only then."""
@@ -157,26 +166,44 @@ def gateway(config: GatewayConfig, ready: bool = True) -> Iterator[GatewayThread
         thread.stop()
 
 
+def with_hosts_file(argv: list[str], hosts: Path) -> list[str]:
+    """`argv` run with `hosts` in place of /etc/hosts, in a mount namespace of its own (root only):
+    how tests give a process a DNS name with several addresses, as Kubernetes DNS does for a
+    headless Service, without touching the machine's own /etc/hosts."""
+    script = 'mount --bind "$0" /etc/hosts && exec "$@"'
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, str(hosts), *argv]
+
+
 class GatewayProcess:
     """`python -m gateway` in its own process, as deployed; SERVING when constructed."""
 
-    def __init__(self, triton_url: str, log_dir: Path, *flags: str, wait: bool = True) -> None:
-        self.port = free_port()
+    def __init__(
+        self,
+        triton_url: str,
+        log_dir: Path,
+        *flags: str,
+        wait: bool = True,
+        address: str = "127.0.0.1",
+        port: int | None = None,
+        hosts: Path | None = None,
+    ) -> None:
+        self.port = port or free_port()
         self.metrics_port = free_port()
-        self.target = f"127.0.0.1:{self.port}"
+        self.target = f"{address}:{self.port}"
+        argv = [
+            sys.executable,
+            "-m",
+            "gateway",
+            f"--listen={self.target}",
+            f"--triton-url={triton_url}",
+            f"--metrics-listen=127.0.0.1:{self.metrics_port}",
+            "--health-interval=0.2",
+            *flags,
+        ]
         self.process = ManagedProcess(
             "gateway",
-            [
-                sys.executable,
-                "-m",
-                "gateway",
-                f"--listen={self.target}",
-                f"--triton-url={triton_url}",
-                f"--metrics-listen=127.0.0.1:{self.metrics_port}",
-                "--health-interval=0.2",
-                *flags,
-            ],
-            log_dir / f"gateway-{self.port}.log",
+            with_hosts_file(argv, hosts) if hosts else argv,
+            log_dir / f"gateway-{address}-{self.port}.log",
             cwd=ROOT,
         )
         if wait:
