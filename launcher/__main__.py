@@ -16,7 +16,7 @@ import threading
 from pathlib import Path
 
 from launcher.runtime import RuntimeMissing
-from launcher.server import LaunchError, ServerSettings, TritonServer, manifest
+from launcher.server import LaunchError, ServerSettings, TritonServer, manifest, repository_location
 from launcher.supervisor import Supervisor
 
 
@@ -25,7 +25,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m launcher", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--model-repository", type=Path, default=defaults.model_repository)
+    parser.add_argument(
+        "--model-repository",
+        type=repository_location,
+        default=defaults.model_repository,
+        help="an exported repository: a folder, or object storage Triton reads itself (s3://, gs://, as://)",
+    )
     parser.add_argument("--address", default=defaults.address)
     parser.add_argument("--grpc-port", type=int, default=defaults.grpc_port)
     parser.add_argument("--http-port", type=int, default=defaults.http_port)
@@ -71,11 +76,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"launcher: {error}", file=sys.stderr)
         return 1
     served = manifest(args.model_repository)
-    print(
-        f"launcher: Triton ready on grpc {server.grpc_url}, serving {served.get('model_id', '?')} "
-        f"({served.get('variant', '?')}, {served.get('precision', '?')}); Ctrl-C stops it",
-        file=sys.stderr,
+    what = (
+        f"{served.get('model_id', '?')} ({served.get('variant', '?')}, {served.get('precision', '?')})"
+        if served
+        else str(args.model_repository)
     )
+    print(f"launcher: Triton ready on grpc {server.grpc_url}, serving {what}; Ctrl-C stops it", file=sys.stderr)
     supervisor = Supervisor(server, max_restarts=args.max_restarts)
     try:
         supervisor.run(stop)

@@ -1,9 +1,12 @@
-"""End every process of a process group, including ones whose parent is already dead.
+"""End every process of a process group, including ones whose parent is already dead, and the
+shared memory they leave.
 
 Triton runs in a session (and process group) of its own; the Python-backend stubs it forks stay in
 that group. When Triton dies abruptly (SIGKILL, a crash), a stub that is busy with a request is
 reparented to init and lives on, ignoring SIGTERM, holding its tower's weights. Its group id still
-names the dead Triton, so the group is how we find it.
+names the dead Triton, so the group is how we find it. Each stub also has a shared-memory region in
+/dev/shm (64 MB and more, in RAM) that only a clean Triton shutdown removes: after a crash it stays
+until someone deletes it, so we note the regions while Triton runs and delete what is left.
 """
 
 from __future__ import annotations
@@ -33,6 +36,33 @@ def members(pgid: int) -> list[int]:
         if fields is not None and fields[0] != "Z" and int(fields[2]) == pgid:
             found.append(int(entry.name))
     return sorted(found)
+
+
+SHM_DIR = Path("/dev/shm")
+SHM_PREFIX = "triton_python_backend_shm_region_"
+
+
+def shm_regions(pgid: int) -> set[str]:
+    """The /dev/shm regions of the group's Python-backend stubs (named on their command lines)."""
+    regions = set()
+    for pid in members(pgid):
+        try:
+            arguments = (Path("/proc") / str(pid) / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        regions.update(arg.decode() for arg in arguments if arg.startswith(SHM_PREFIX.encode()))
+    return regions
+
+
+def remove_shm_regions(regions: set[str]) -> list[str]:
+    """Delete those of `regions` that still exist; returns them."""
+    removed = []
+    for name in sorted(regions):
+        path = SHM_DIR / name
+        if name.startswith(SHM_PREFIX) and "/" not in name and path.is_file():
+            path.unlink(missing_ok=True)
+            removed.append(name)
+    return removed
 
 
 def end_group(pgid: int, grace: float = 5.0) -> list[int]:

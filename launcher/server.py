@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from launcher.process_group import end_group
+from launcher.process_group import end_group, remove_shm_regions, shm_regions
 from launcher.runtime import TritonRuntime, locate
 
 log = logging.getLogger("launcher.server")
@@ -31,7 +31,7 @@ class LaunchError(RuntimeError):
 
 @dataclass(frozen=True)
 class ServerSettings:
-    model_repository: Path
+    model_repository: Path | str  # a local folder, or a URL Triton reads itself (s3://, gs://, as://)
     grpc_port: int = 8001
     http_port: int = 8000
     metrics_port: int = 8002
@@ -74,14 +74,29 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def expected_models(repository: Path) -> list[str]:
-    return sorted(path.parent.name for path in repository.glob("*/config.pbtxt"))
+def is_remote(repository: Path | str) -> bool:
+    """Object storage that Triton reads itself (s3://bucket/path, gs://, as://)."""
+    return isinstance(repository, str) and "://" in repository
+
+
+def repository_location(text: str) -> Path | str:
+    """A --model-repository value: a URL stays a string, anything else is a local path."""
+    return text if "://" in text else Path(text)
+
+
+def expected_models(repository: Path | str) -> list[str]:
+    """The models a local repository holds; for object storage, not known before Triton lists them."""
+    if is_remote(repository):
+        return []
+    return sorted(path.parent.name for path in Path(repository).glob("*/config.pbtxt"))
 
 
 def command(runtime: TritonRuntime, settings: ServerSettings) -> list[str]:
+    repository = settings.model_repository
+    location = repository if is_remote(repository) else Path(repository).resolve()
     return [
         str(runtime.binary),
-        f"--model-repository={settings.model_repository.resolve()}",
+        f"--model-repository={location}",
         f"--backend-directory={runtime.backend_dir.resolve()}",
         f"--cache-directory={runtime.cache_dir}",
         f"--cache-config=local,size={settings.response_cache_bytes}",
@@ -112,6 +127,8 @@ class TritonServer:
         self._log_thread: threading.Thread | None = None
         # The last lines of Triton's log, to explain a failed start.
         self.recent_log: collections.deque[str] = collections.deque(maxlen=400)
+        # Shared-memory regions of this Triton's stubs, to delete if Triton cannot (it crashed).
+        self.regions: set[str] = set()
 
     def _pump_log(self) -> None:
         """Copy Triton's output to the log file (or our stdout) and keep its tail."""
@@ -137,7 +154,7 @@ class TritonServer:
 
     def start(self, ready_timeout: float = 300.0) -> None:
         settings = self.settings
-        if not expected_models(settings.model_repository):
+        if not is_remote(settings.model_repository) and not expected_models(settings.model_repository):
             raise LaunchError(f"{settings.model_repository} holds no models: run `python -m export` first")
         for name, port in (
             ("grpc", settings.grpc_port),
@@ -168,6 +185,12 @@ class TritonServer:
         except BaseException:
             self.stop()
             raise
+        self.note_regions()
+
+    def note_regions(self) -> None:
+        """Remember the stubs' shared-memory regions (call when Triton has started stubs)."""
+        if self.process is not None:
+            self.regions |= shm_regions(self.process.pid)
 
     def wait_ready(self, timeout: float) -> None:
         """Poll until every model in the repository is READY; fail fast on a load error or an exit."""
@@ -189,10 +212,13 @@ class TritonServer:
                 if failed:
                     details = "; ".join(f"{name}: {reason}" for name, reason in sorted(failed.items()))
                     raise LaunchError(f"models failed to load: {details}")
-                if all(states.get(name, ("", ""))[0] == "READY" for name in expected):
+                # Object storage: every model Triton found there (its index is complete once it lists any).
+                wanted = expected or list(states)
+                if wanted and all(states.get(name, ("", ""))[0] == "READY" for name in wanted):
                     return
                 if time.monotonic() > deadline:
-                    pending = [name for name in expected if states.get(name, ("", ""))[0] != "READY"]
+                    pending = [name for name in wanted if states.get(name, ("", ""))[0] != "READY"]
+                    pending = pending or ["(no model listed yet)"]
                     raise LaunchError(
                         f"models not ready after {timeout:.0f}s: {', '.join(pending)}; {self.failure_reason()}"
                     )
@@ -240,9 +266,14 @@ class TritonServer:
                         os.killpg(process.pid, signal.SIGKILL)
                     process.wait()
             code = process.returncode
+            self.regions |= shm_regions(process.pid)  # stubs still running (orphans) name theirs
             orphans = end_group(process.pid)  # Triton leads its own group (start_new_session)
             if orphans:
                 log.warning("ended %d process(es) Triton left behind: %s", len(orphans), orphans)
+            leftover = remove_shm_regions(self.regions)
+            if leftover:
+                log.warning("deleted %d shared-memory region(s) Triton left in /dev/shm", len(leftover))
+            self.regions = set()
         if self._log_thread is not None:
             self._log_thread.join(5)
             self._log_thread = None
@@ -252,6 +283,9 @@ class TritonServer:
         return code
 
 
-def manifest(repository: Path) -> dict[str, object]:
-    path = repository / "manifest.json"
+def manifest(repository: Path | str) -> dict[str, object]:
+    """What the exporter recorded (model id, precision, ...); empty for object storage."""
+    if is_remote(repository):
+        return {}
+    path = Path(repository) / "manifest.json"
     return json.loads(path.read_text()) if path.is_file() else {}

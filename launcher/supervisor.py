@@ -55,6 +55,7 @@ class Supervisor:
         """Call once Triton is ready: remember the stubs it runs."""
         assert self.server.process is not None
         self.stubs = child_pids(self.server.process.pid)
+        self.server.note_regions()
 
     def problem(self) -> str | None:
         process = self.server.process

@@ -13,15 +13,23 @@ import tritonclient.grpc as grpcclient
 from clip_client import ClipClient
 from export import cache
 from gateway.config import Limits
+from launcher.process_group import SHM_DIR, SHM_PREFIX, remove_shm_regions
 from tests.support import images, processes, servers
 from tests.support.gateway import GatewayThread, gateway_config
 from tests.support.reference import Reference
 from tests.support.servers import LauncherTriton
 from tests.support.web import Canary, ImageWebServer
 
+SHM_AT_START: set[str] = set()
+
+
+def shm_regions_now() -> set[str]:
+    return {path.name for path in SHM_DIR.glob(SHM_PREFIX + "*")}
+
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "may_skip(reason): the test may skip, for the reason given")
+    SHM_AT_START.update(shm_regions_now())
 
 
 @pytest.hookimpl(wrapper=True)
@@ -36,11 +44,18 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Every process any test started (marked by the harness) must be gone by now."""
+    """Every process any test started (marked by the harness) must be gone by now, and so must the
+    shared memory of every Triton they ran (crashed ones included)."""
     try:
         processes.assert_none_left(processes.SESSION, timeout=5)
     except processes.Leaked as leaked:
         session.config.get_terminal_writer().line(f"\nLEAKED PROCESSES: {leaked}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    regions = shm_regions_now() - SHM_AT_START
+    if regions:
+        remove_shm_regions(regions)
+        message = f"\nLEAKED SHARED MEMORY: {len(regions)} Triton region(s) left in {SHM_DIR}"
+        session.config.get_terminal_writer().line(message, red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 

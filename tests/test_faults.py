@@ -16,7 +16,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 
 from clip_client import NO_RETRY, ClientConfig, ClipClient, ClipError
-from launcher.process_group import members
+from launcher.process_group import SHM_DIR, members, shm_regions
 from tests.support import servers
 from tests.support.gateway import gateway_config
 from tests.support.images import photo_pngs
@@ -81,6 +81,7 @@ def test_gateway_rides_out_a_triton_kill_under_load(supervised: LauncherTriton) 
                 thread.start()
             wait_for(lambda: outcomes["OK"] >= 4, 60, "successful calls before the kill")
             old_triton = supervised.triton_pid()
+            regions = shm_regions(old_triton)
             os.kill(old_triton, signal.SIGKILL)
             killed = time.monotonic()
             gw.wait_ready(False, timeout=10)  # NOT_SERVING while Triton is down
@@ -95,10 +96,12 @@ def test_gateway_rides_out_a_triton_kill_under_load(supervised: LauncherTriton) 
     left = members(old_triton)  # the dead Triton's process group: its stubs, busy or not
     print(
         f"Triton SIGKILL under load: outcomes {dict(outcomes)}, serving again after {recovered:.1f}s, "
-        f"slowest call {slowest[0]:.2f}s, processes left of the killed Triton: {len(left)}"
+        f"slowest call {slowest[0]:.2f}s, processes left of the killed Triton: {len(left)}, "
+        f"its shared-memory regions left: {sum((SHM_DIR / name).exists() for name in regions)} of {len(regions)}"
     )
     assert not unexpected, unexpected
     assert left == []  # no orphaned stub of the dead Triton
+    assert regions and not [name for name in regions if (SHM_DIR / name).exists()]  # nor its shared memory
     assert set(outcomes) <= {"OK", "UNAVAILABLE"}, outcomes
     assert outcomes["UNAVAILABLE"] > 0 and outcomes["OK"] > 0
     assert slowest[0] < CALL_TIMEOUT + 0.5  # a protocol deadline: every call ended within it (0.5 s margin)

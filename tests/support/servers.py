@@ -72,15 +72,17 @@ class LauncherTriton:
 
     def __init__(
         self,
-        repository: Path,
+        repository: Path | str,
         log_dir: Path,
         grpc_port: int | None = None,
         extra_args: Sequence[str] = (),
         address: str = "127.0.0.1",
         ports: tuple[int, int] | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         """`address`: where Triton listens (several Tritons may share ports on different loopback
-        addresses); `ports`: its HTTP and metrics ports (default: free ones)."""
+        addresses); `ports`: its HTTP and metrics ports (default: free ones); `env`: more
+        environment (object-storage credentials, say)."""
         self.repository = repository
         self.address = address
         self.grpc_port = grpc_port or free_port()
@@ -103,6 +105,7 @@ class LauncherTriton:
             ],
             log_dir / f"launcher-{address}.log",
             cwd=ROOT,
+            env=env,
         )
 
     @property
