@@ -120,7 +120,7 @@ def main() -> None:
     import sys
 
     from bench.service import start_gateway, start_triton
-    from export.__main__ import export
+    from export.pipeline import export
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=180.0)

@@ -9,7 +9,7 @@
 - per-replica throughput of gateway Classify (2 labels) at concurrency 1, 2, 4, 8, with the image
   encoder's queue time and compute time per request at each (what the autoscaler's target is
   chosen from: the queue time at which one replica is saturated).
-Writes build/bench/sizing-<precision>.{json,md}.
+Writes build/bench/sizing_<machine class>_<cores>core_<precision>.json (commit it to bench/results/).
 """
 
 from __future__ import annotations
@@ -17,13 +17,12 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
-import platform
 import statistics
 import time
 import urllib.request
 from pathlib import Path
 
+from bench.machine import describe, machine_class
 from bench.measure import closed_loop, tree_memory
 from bench.service import ROOT, running_service, start_triton
 from bench.workloads import sample_png
@@ -108,7 +107,7 @@ def main() -> None:
         shm = shm_bytes()
     report = {
         "date": datetime.date.today().isoformat(),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "machine": describe(),
         "precision": args.precision,
         "export_s": round(export_s, 1),
         "triton_ready_s": [round(value, 1) for value in starts],
@@ -118,7 +117,8 @@ def main() -> None:
         "dev_shm_mib": round(shm / 2**20, 1),
         "load": load,
     }
-    (args.out / f"sizing-{args.precision}.json").write_text(json.dumps(report, indent=2) + "\n")
+    name = f"sizing_{machine_class(report['machine'])}_{report['machine']['cores']}core_{args.precision}.json"
+    (args.out / name).write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
 
 

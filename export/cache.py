@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from export import repository
-from export.__main__ import export
+from export.pipeline import export
 from export.random_checkpoint import build
 
 CACHE = Path(__file__).resolve().parents[1] / "build" / "test-cache"

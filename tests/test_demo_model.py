@@ -16,7 +16,7 @@ from demo.evaluate import EVAL_SEED
 from demo.shapes import CLASSES, dataset
 from demo.train import HELD_OUT_TEMPLATES, TRAIN_TEMPLATES
 from export import cache
-from export.__main__ import export
+from export.pipeline import export
 from tests.support import servers
 from tests.support.gateway import gateway_config
 from tests.support.reference import Reference

@@ -178,3 +178,5 @@ def test_committed_dashboards_are_what_the_generator_writes(tmp_path: Path) -> N
     )
     generated = {path.name: path.read_text() for path in sorted(tmp_path.glob("*.json"))}
     assert generated == {path.name: path.read_text() for path in DASHBOARDS}
+    kubernetes_copy = ROOT / "deploy" / "kubernetes" / "components" / "monitoring" / "dashboards"
+    assert generated == {path.name: path.read_text() for path in sorted(kubernetes_copy.glob("*.json"))}

@@ -14,6 +14,8 @@ import json
 from pathlib import Path
 
 OUT = Path(__file__).with_name("dashboards")
+# The Kubernetes kit ships the same files as ConfigMaps; kustomize reads files below its own folder only.
+KUBERNETES_COPY = Path(__file__).parents[1] / "kubernetes" / "components" / "monitoring" / "dashboards"
 DATASOURCE = {"type": "prometheus", "uid": "prometheus"}
 WINDOW = "1m"
 
@@ -196,14 +198,15 @@ def dashboard(uid: str, title: str, panels: list[tuple[str, str, list[tuple[str,
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=OUT, help="folder to write into (%(default)s)")
+    parser.add_argument("--out", type=Path, help=f"one folder to write into (default: {OUT} and {KUBERNETES_COPY})")
     out = parser.parse_args(argv).out
-    out.mkdir(parents=True, exist_ok=True)
-    for name, board in (
-        ("triton", dashboard("clip-serve-triton", "clip-serve: Triton", TRITON)),
-        ("gateway", dashboard("clip-serve-gateway", "clip-serve: gateway", GATEWAY)),
-    ):
-        (out / f"{name}.json").write_text(json.dumps(board, indent=2) + "\n")
+    for folder in [out] if out else [OUT, KUBERNETES_COPY]:
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, board in (
+            ("triton", dashboard("clip-serve-triton", "clip-serve: Triton", TRITON)),
+            ("gateway", dashboard("clip-serve-gateway", "clip-serve: gateway", GATEWAY)),
+        ):
+            (folder / f"{name}.json").write_text(json.dumps(board, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,87 @@
+"""Export a CLIP checkpoint to a Triton model repository.
+
+    python -m export --model openai/clip-vit-base-patch16 --out build/model_repository
+    python -m export --model path/to/local/checkpoint --precision bf16
+
+The checkpoint is a Hugging Face Hub id (fetched into the HF cache) or a local folder in the
+Hub's layout: config.json, model.safetensors or pytorch_model.bin, vocab.json, merges.txt,
+tokenizer_config.json, preprocessor_config.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from export import checkpoint as checkpoints
+from export import encoders, repository
+from export.pipeline import DEFAULT_MODEL, DEFAULT_OUT, export
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    defaults = repository.Settings()
+    parser = argparse.ArgumentParser(
+        prog="python -m export", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="Hub id or local checkpoint folder (%(default)s)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="repository to write (%(default)s)")
+    parser.add_argument("--precision", choices=sorted(encoders.PRECISIONS), default="fp32")
+    parser.add_argument("--device", choices=("cpu", "gpu"), default=defaults.device)
+    parser.add_argument(
+        "--image-instances", type=int, default=None, help="default: measured per precision (repository.IMAGE_LAYOUT)"
+    )
+    parser.add_argument("--text-instances", type=int, default=defaults.text_instances)
+    parser.add_argument(
+        "--preprocess-instances",
+        type=int,
+        default=defaults.preprocess_instances,
+        help="image decoding instances, one core each, ~120 images/s each (%(default)s)",
+    )
+    parser.add_argument(
+        "--image-torch-threads",
+        type=int,
+        default=None,
+        help="torch threads per image-encoder instance; default: measured per precision (repository.IMAGE_LAYOUT)",
+    )
+    parser.add_argument(
+        "--text-torch-threads",
+        type=int,
+        default=defaults.text_torch_threads,
+        help="torch threads per text-encoder instance (%(default)s)",
+    )
+    parser.add_argument("--max-batch-size", type=int, default=defaults.max_batch_size)
+    parser.add_argument("--batch-delay-us", type=int, default=defaults.batch_delay_us)
+    parser.add_argument("--max-image-pixels", type=int, default=defaults.max_image_pixels)
+    parser.add_argument(
+        "--label-cache-mb",
+        type=int,
+        default=defaults.label_cache_bytes >> 20,
+        help="per-label text embedding cache per text-encoder instance (%(default)s MB)",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    settings = repository.Settings(
+        device=args.device,
+        image_instances=args.image_instances,
+        text_instances=args.text_instances,
+        preprocess_instances=args.preprocess_instances,
+        image_torch_threads=args.image_torch_threads,
+        text_torch_threads=args.text_torch_threads,
+        max_batch_size=args.max_batch_size,
+        batch_delay_us=args.batch_delay_us,
+        max_image_pixels=args.max_image_pixels,
+        label_cache_bytes=args.label_cache_mb << 20,
+    )
+    try:
+        manifest = export(args.model, args.out, args.precision, settings)
+    except checkpoints.CheckpointError as error:
+        print(f"export: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps(manifest, indent=2))
+    print(f"wrote {args.out}", file=sys.stderr)
+    return 0
