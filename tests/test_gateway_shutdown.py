@@ -6,6 +6,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
+import uuid
 from pathlib import Path
 
 from clip_client import NO_RETRY, ClientConfig, ClipClient, ClipError
@@ -21,7 +22,7 @@ def test_sigterm_drains_in_flight_calls_and_refuses_new_ones(tiny_triton: Launch
     try:
         outcome: dict[str, object] = {}
         # Several seconds of work on the tiny model: 32 images x 20,000 fresh labels.
-        labels = [f"shutdown drain label {i}" for i in range(20000)]
+        labels = [f"shutdown drain label {uuid.uuid4().hex[:8]} {i}" for i in range(20000)]
 
         def long_call() -> None:
             with ClipClient(config=ClientConfig(target=gateway.target, timeout=120, retry=NO_RETRY)) as client:

@@ -17,7 +17,8 @@ def test_a_process_left_behind_is_found_killed_and_reported(tmp_path: Path) -> N
     leaker = ManagedProcess("leaker", ["sh", "-c", "sleep 600 & echo started"], tmp_path / "leaker.log")
     leaker.wait_for_log("started", timeout=30)
     wait_for(lambda: not leaker.running(), 30, "the shell exiting")
-    assert [command for _, command in marked(leaker.mark)] == ["sleep 600"]
+    # (until the background child has exec'd, it still shows the shell's command line)
+    wait_for(lambda: [command for _, command in marked(leaker.mark)] == ["sleep 600"], 30, "the orphan sleeping")
     with pytest.raises(Leaked, match="sleep 600"):
         leaker.stop(leak_wait=0.5)
     assert marked(leaker.mark) == []  # and it was ended

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import threading
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,8 @@ def test_503_while_the_model_server_is_not_ready(tmp_path: Path) -> None:
 
 def test_504_when_the_call_outlives_its_deadline(tiny_triton: LauncherTriton) -> None:
     config = gateway_config(tiny_triton.grpc_url, http_listen="127.0.0.1:0", default_timeout=0.2)
-    labels = [f"deadline label {i}" for i in range(1000)]  # new prompts: seconds of text encoding
+    run = uuid.uuid4().hex[:8]  # labels no earlier test has put in the label cache
+    labels = [f"http deadline label {run} {i}" for i in range(1000)]  # new prompts: seconds of text encoding
     with servers.gateway(config) as gateway:
         status, _, body = http(gateway.http_base, "POST", "/v1/classifications", classification(labels, 8))
         assert status == 504, body
@@ -54,7 +56,7 @@ def test_429_with_retry_after_at_the_concurrency_cap(tiny_triton: LauncherTriton
         )
 
     config = gateway_config(tiny_triton.grpc_url, http_listen="127.0.0.1:0", max_concurrent_rpcs=1)
-    labels = [f"slow http label {i}" for i in range(1000)]
+    labels = [f"slow http label {uuid.uuid4().hex[:8]} {i}" for i in range(1000)]
     with servers.gateway(config) as gateway:
         before = images_done()
         answers: list[int] = []

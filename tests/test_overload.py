@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -48,7 +49,7 @@ def retry_delay(error: grpc.RpcError) -> float | None:
 def test_calls_past_the_concurrency_cap_are_refused_as_busy_without_queueing(tiny_triton: LauncherTriton) -> None:
     """Refused calls end while the admitted ones are still running (had they queued for a slot,
     they would end only after an admitted call freed one), as UNAVAILABLE with a retry delay."""
-    labels = [f"overload label {i}" for i in range(1000)]
+    labels = [f"overload label {uuid.uuid4().hex[:8]} {i}" for i in range(1000)]
     requests = [  # built before any clock
         pb.ClassifyRequest(images=[pb.Image(data=SMALL_JPEG)] * 16, labels=[f"{label} {index}" for label in labels])
         for index in range(12)
@@ -82,7 +83,7 @@ DEADLINE = 0.3
 def test_short_deadline_reaches_the_gateway_and_ends_the_call(tiny_gateway: GatewayThread) -> None:
     target = tiny_gateway.target
     request_images = [photo_pngs()[0]] * 32
-    labels = [f"deadline label {i}" for i in range(1000)]
+    labels = [f"deadline label {uuid.uuid4().hex[:8]} {i}" for i in range(1000)]  # not in the label cache
     expired_before = gateway_sample("clip_gateway_requests_total", method="Classify", code="DEADLINE_EXCEEDED")
     with ClipClient(config=ClientConfig(target=target, retry=NO_RETRY)) as client:
         started = time.monotonic()
@@ -127,7 +128,7 @@ def test_a_cancelled_call_cancels_its_triton_request(tiny_triton: LauncherTriton
                     "similarity": count("nv_inference_request_success", "clip_similarity"),
                     "images": count("nv_inference_request_success", "clip_preprocess_image"),
                 }
-                labels = [f"cancelled {i}" for i in range(20000)]
+                labels = [f"cancelled {uuid.uuid4().hex[:8]} {i}" for i in range(20000)]
                 call = asyncio.create_task(client.classify([SMALL_JPEG] * 8, labels, templates=templates))
                 # In flight inside Triton: its images are done, its prompts are not.
                 while count("nv_inference_request_success", "clip_preprocess_image") == before["images"]:
