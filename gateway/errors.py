@@ -53,35 +53,13 @@ _TRITON_CODES = {
     "StatusCode.RESOURCE_EXHAUSTED": grpc.StatusCode.RESOURCE_EXHAUSTED,
     "StatusCode.NOT_FOUND": grpc.StatusCode.UNAVAILABLE,  # a model not loaded: the service is not ready
 }
-_STUB_DOWN = "is not healthy"
-# Our Python models word their INVALID_ARG errors for clients; Triton wraps them in context.
-_ITEM_ERROR = re.compile(r"(?P<tensor>IMAGE|TEXT|TEMPLATES)\[(?P<index>\d+)\]: (?P<message>.*)", re.DOTALL)
+# Our Python models word their INVALID_ARG errors for clients; Triton wraps them in context, which
+# is taken off for the caller (the wording only: no decision depends on the text).
 _OWN_MESSAGE = re.compile(r"(?:in ensemble '[^']+', )?(?:\[request id: [^\]]*\] )?(?P<message>.*)", re.DOTALL)
-
-
-@dataclass(frozen=True)
-class TritonItemError:
-    """A Triton INVALID_ARG that names one item of the request (e.g. IMAGE[2])."""
-
-    tensor: str
-    index: int
-    message: str
-
-
-def triton_item_error(error: InferenceServerException) -> TritonItemError | None:
-    if error.status() != "StatusCode.INVALID_ARGUMENT":
-        return None
-    match = _ITEM_ERROR.search(error.message() or "")
-    if match is None:
-        return None
-    return TritonItemError(match["tensor"], int(match["index"]), match["message"].strip())
 
 
 def triton_status(error: InferenceServerException) -> tuple[grpc.StatusCode, str]:
     code = _TRITON_CODES.get(str(error.status()), grpc.StatusCode.INTERNAL)
-    if code == grpc.StatusCode.INTERNAL and _STUB_DOWN in (error.message() or ""):
-        # A dead Python-backend stub: the launcher's supervisor is restarting Triton; retry later.
-        code = grpc.StatusCode.UNAVAILABLE
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         match = _OWN_MESSAGE.match(error.message() or "")
         return code, (match["message"] if match else "invalid request").strip()

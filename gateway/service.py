@@ -23,8 +23,8 @@ from gateway.admission import WorkSlots
 from gateway.config import GatewayConfig
 from gateway.errors import OK, invalid, to_status
 from gateway.health import HealthWatcher
+from gateway.image_results import run_images
 from gateway.image_sources import GatheredImages, ImageSources
-from gateway.item_isolation import isolate_bad_images
 from gateway.triton_adapter import ServedModel, TritonAdapter
 
 Response = TypeVar("Response")
@@ -132,14 +132,14 @@ class ClipService(clip_service_pb2_grpc.ClipServiceServicer):
         async with self.slots.slot():
             images = await self.images.fetch(images, deadline.remaining())
             record_sizes("Classify", len(images.data), len(labels))
-            outcome = await isolate_bad_images(
+            outcome = await run_images(
                 images.data,
                 lambda batch: self.triton.classify(batch, labels, templates, deadline.remaining()),
                 images.failed,
             )
         sent_labels = list(request.labels)
-        metrics.IMAGE_ERRORS.labels("Classify").inc(len(outcome.failed))
-        results = outcome.per_image(
+        metrics.IMAGE_ERRORS.labels("Classify").inc(len(outcome.errors))
+        results = outcome.items(
             len(images.data),
             lambda value, row: pb.ImageClassification(
                 status=OK, labels=ranked(sent_labels, value[0][row], value[1][row], request.top_k)
@@ -172,12 +172,12 @@ class ClipService(clip_service_pb2_grpc.ClipServiceServicer):
                 for vector, count in zip(vectors, token_counts, strict=True)
             )
         if images.data:
-            outcome = await isolate_bad_images(
+            outcome = await run_images(
                 images.data, lambda batch: self.triton.embed_images(batch, deadline.remaining()), images.failed
             )
-            metrics.IMAGE_ERRORS.labels("Embed").inc(len(outcome.failed))
+            metrics.IMAGE_ERRORS.labels("Embed").inc(len(outcome.errors))
             response.image_embeddings.extend(
-                outcome.per_image(
+                outcome.items(
                     len(images.data),
                     lambda vectors, row: pb.Embedding(status=OK, vector=vectors[row].tolist()),
                     lambda status: pb.Embedding(status=status),
@@ -195,13 +195,13 @@ class ClipService(clip_service_pb2_grpc.ClipServiceServicer):
             images = await self.images.fetch(images, deadline.remaining())
             record_sizes("Similarity", len(images.data), len(texts))
             # Texts verbatim: the identity template, so Triton's prompt ensemble is a no-op.
-            outcome = await isolate_bad_images(
+            outcome = await run_images(
                 images.data,
                 lambda batch: self.triton.classify(batch, texts, ["{}"], deadline.remaining()),
                 images.failed,
             )
-        metrics.IMAGE_ERRORS.labels("Similarity").inc(len(outcome.failed))
-        rows = outcome.per_image(
+        metrics.IMAGE_ERRORS.labels("Similarity").inc(len(outcome.errors))
+        rows = outcome.items(
             len(images.data),
             lambda value, row: pb.SimilarityRow(status=OK, scores=value[0][row].tolist()),
             lambda status: pb.SimilarityRow(status=status),

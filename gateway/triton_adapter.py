@@ -24,6 +24,7 @@ import tritonclient.grpc.aio as grpcclient_aio
 from tritonclient.utils import InferenceServerException
 
 from gateway import metrics
+from gateway.image_results import ImageOutcomes
 from gateway.triton_backends import resolve
 
 CLASSIFY, EMBED_IMAGE, EMBED_TEXT = "clip_classify", "clip_embed_image", "clip_embed_text"
@@ -82,6 +83,10 @@ def _retryable(error: InferenceServerException) -> bool:
     return str(error.status()) in RETRYABLE
 
 
+def _outcomes(result: Any) -> ImageOutcomes:
+    return ImageOutcomes(result.as_numpy("IMAGE_ERROR_CODES"), result.as_numpy("IMAGE_ERROR_MESSAGES"))
+
+
 def _strings(name: str, items: Sequence[bytes | str]) -> grpcclient.InferInput:
     tensor = grpcclient.InferInput(name, [len(items)], "BYTES")
     tensor.set_data_from_numpy(np.array([i.encode() if isinstance(i, str) else i for i in items], dtype=np.object_))
@@ -116,15 +121,17 @@ class TritonAdapter:
 
     async def classify(
         self, images: Sequence[bytes], labels: Sequence[str], templates: Sequence[str], timeout: float | None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """LOGITS and PROBS [images, labels]; templates are averaged per label inside Triton."""
+    ) -> tuple[tuple[np.ndarray, np.ndarray], ImageOutcomes]:
+        """LOGITS and PROBS [usable images, labels], and each image's outcome; templates are
+        averaged per label inside Triton."""
         inputs = [_strings("IMAGE", images), _strings("TEXT", labels), _strings("TEMPLATES", templates)]
         result = await self._infer(CLASSIFY, inputs, timeout)
-        return result.as_numpy("LOGITS"), result.as_numpy("PROBS")
+        return (result.as_numpy("LOGITS"), result.as_numpy("PROBS")), _outcomes(result)
 
-    async def embed_images(self, images: Sequence[bytes], timeout: float | None) -> np.ndarray:
+    async def embed_images(self, images: Sequence[bytes], timeout: float | None) -> tuple[np.ndarray, ImageOutcomes]:
+        """IMAGE_EMBEDS [usable images, dim], and each image's outcome."""
         result = await self._infer(EMBED_IMAGE, [_strings("IMAGE", images)], timeout)
-        return result.as_numpy("IMAGE_EMBEDS")
+        return result.as_numpy("IMAGE_EMBEDS"), _outcomes(result)
 
     async def embed_texts(self, texts: Sequence[str], timeout: float | None) -> tuple[np.ndarray, np.ndarray]:
         """TEXT_EMBEDS [texts, dim] and TOKEN_COUNTS [texts]."""

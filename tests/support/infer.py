@@ -17,6 +17,15 @@ def embed_images(client: grpcclient.InferenceServerClient, images: list[bytes]) 
     return result.as_numpy("IMAGE_EMBEDS")
 
 
+def embed_images_with_outcomes(
+    client: grpcclient.InferenceServerClient, images: list[bytes]
+) -> tuple[np.ndarray, list[int], list[str]]:
+    """IMAGE_EMBEDS (usable images only), and each image's error code and message."""
+    result = client.infer("clip_embed_image", [bytes_input("IMAGE", images)])
+    messages = [item.decode() for item in result.as_numpy("IMAGE_ERROR_MESSAGES")]
+    return result.as_numpy("IMAGE_EMBEDS"), result.as_numpy("IMAGE_ERROR_CODES").tolist(), messages
+
+
 def embed_texts(client: grpcclient.InferenceServerClient, texts: list[str]) -> np.ndarray:
     result = client.infer("clip_embed_text", [bytes_input("TEXT", [t.encode() for t in texts])])
     return result.as_numpy("TEXT_EMBEDS")

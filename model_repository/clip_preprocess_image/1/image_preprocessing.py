@@ -51,8 +51,16 @@ TGA_FOOTER = b"TRUEVISION-XFILE.\x00"  # TGA has no leading signature; version 2
 SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
 
 
+INVALID_ARGUMENT, RESOURCE_EXHAUSTED = 3, 8  # google.rpc.Code values, as the gateway passes them on
+
+
 class ImageError(ValueError):
-    """The bytes are not an image we can use; the message says why."""
+    """The bytes are not an image we can use; the message says why, `code` whose fault in what way:
+    INVALID_ARGUMENT (not a usable image) or RESOURCE_EXHAUSTED (more pixels than the limit)."""
+
+    def __init__(self, message: str, code: int = INVALID_ARGUMENT) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 @dataclass(frozen=True)
@@ -72,14 +80,15 @@ def decode(data: bytes, max_pixels: int) -> Image.Image:
         # formats= restricts the decoders PIL will even try: no PSD, no FITS, no EPS.
         image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
     except Image.DecompressionBombError as error:  # PIL's own cap, far above ours
-        raise ImageError(f"image has more pixels than the limit of {max_pixels}: {error}") from None
+        raise ImageError(f"image has more pixels than the limit of {max_pixels}: {error}", RESOURCE_EXHAUSTED) from None
     except (OSError, ValueError):  # UnidentifiedImageError is an OSError
         raise ImageError(_unidentified(data)) from None
     width, height = image.size
     if width <= 0 or height <= 0:
         raise ImageError(f"image has no pixels ({width}x{height})")
     if width * height > max_pixels:
-        raise ImageError(f"image is {width}x{height} = {width * height} pixels, more than the limit of {max_pixels}")
+        too_many = f"image is {width}x{height} = {width * height} pixels, more than the limit of {max_pixels}"
+        raise ImageError(too_many, RESOURCE_EXHAUSTED)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

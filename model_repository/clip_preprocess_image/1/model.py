@@ -1,4 +1,11 @@
-"""Triton model: raw image bytes -> PIXEL_VALUES (see image_preprocessing for the rules)."""
+"""Triton model: raw image bytes -> PIXEL_VALUES of the usable ones, and a status per image.
+
+One bad image never fails the request: PIXEL_VALUES holds one row per image whose
+IMAGE_ERROR_CODES entry is 0 (in request order), and IMAGE_ERROR_CODES / IMAGE_ERROR_MESSAGES say
+for every image what was wrong (a google.rpc code and a message; 0 and "" when fine). When no image
+is usable, PIXEL_VALUES holds one row of zeros, because the image encoder cannot take an empty
+batch; its results are to be ignored. See image_preprocessing for the rules.
+"""
 
 from __future__ import annotations
 
@@ -33,12 +40,24 @@ class TritonPythonModel:
         images = decode_strings(request, "IMAGE")
         if not images:
             return invalid_argument("IMAGE is empty: send at least one image")
-        pixels = []
-        for index, data in enumerate(images):
+        pixels, codes, messages = [], [], []
+        for data in images:
             if request.is_cancelled():
                 return cancelled()
             try:
                 pixels.append(preprocess(data, self.config))
+                codes.append(0)
+                messages.append(b"")
             except ImageError as error:
-                return invalid_argument(f"IMAGE[{index}]: {error}")
-        return pb_utils.InferenceResponse([pb_utils.Tensor("PIXEL_VALUES", np.stack(pixels))])
+                codes.append(error.code)
+                messages.append(str(error).encode())
+        if not pixels:  # a placeholder row: the encoder takes no empty batch
+            size = self.config.crop_size
+            pixels.append(np.zeros((3, size, size), dtype=np.float32))
+        return pb_utils.InferenceResponse(
+            [
+                pb_utils.Tensor("PIXEL_VALUES", np.stack(pixels)),
+                pb_utils.Tensor("IMAGE_ERROR_CODES", np.array(codes, dtype=np.int32)),
+                pb_utils.Tensor("IMAGE_ERROR_MESSAGES", np.array(messages, dtype=np.object_)),
+            ]
+        )
