@@ -23,6 +23,7 @@ def checkpoint(shape: str) -> Path:
 def exported(shape: str, precision: str = "fp32", **settings: object) -> Path:
     """An exported repository of `checkpoint(shape)`; always re-exported, so that changes to the
     model code are picked up."""
-    out = CACHE / "repositories" / f"{shape}-{precision}"
+    variant = "".join(f"-{key}{value}" for key, value in sorted(settings.items()) if value is not None)
+    out = CACHE / "repositories" / f"{shape}-{precision}{variant}"
     export(str(checkpoint(shape)), out, precision, repository.Settings(**settings))  # type: ignore[arg-type]
     return out

@@ -52,6 +52,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="torch threads per text-encoder instance (%(default)s)",
     )
     parser.add_argument("--max-batch-size", type=int, default=defaults.max_batch_size)
+    parser.add_argument(
+        "--text-batch-size",
+        type=int,
+        default=defaults.text_batch_size,
+        help="texts per text-encoder forward pass; new texts of a request go in chunks (%(default)s)",
+    )
     parser.add_argument("--batch-delay-us", type=int, default=defaults.batch_delay_us)
     parser.add_argument("--max-image-pixels", type=int, default=defaults.max_image_pixels)
     parser.add_argument(
@@ -76,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         batch_delay_us=args.batch_delay_us,
         max_image_pixels=args.max_image_pixels,
         label_cache_bytes=args.label_cache_mb << 20,
+        text_batch_size=args.text_batch_size,
     )
     try:
         manifest = export(args.model, args.out, args.precision, settings)

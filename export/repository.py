@@ -56,6 +56,7 @@ class Settings:
     batch_delay_us: int = 2000  # dynamic batcher's wait for more images
     max_image_pixels: int = 40_000_000
     label_cache_bytes: int = 64 * 1024 * 1024  # per text-encoder instance
+    text_batch_size: int = 64  # texts per text-encoder forward pass (a request's misses go in chunks)
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ class ModelFacts:
     logit_scale: float  # the log of the applied scale, read from the weights
     image_mean: tuple[float, ...]
     image_std: tuple[float, ...]
-    eos_token_id: int = 49407
+    eos_token_id: int
 
 
 def read_config(path: Path) -> model_config_pb2.ModelConfig:
@@ -124,6 +125,7 @@ def _configure(
         )
         if name == "clip_text_encoder":
             _set_parameter(config, "label_cache_bytes", settings.label_cache_bytes)
+            _set_parameter(config, "encode_batch_size", settings.text_batch_size)
             _set_parameter(config, "eos_token_id", facts.eos_token_id)
         if name == "clip_image_encoder":
             config.max_batch_size = settings.max_batch_size

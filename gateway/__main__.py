@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from gateway.config import parse
+from gateway.config import LimitsConflict, parse
 from gateway.observability import configure_logging
 from gateway.server import Gateway
 
@@ -23,7 +23,11 @@ async def _main() -> None:
 
 
 def main() -> int:
-    asyncio.run(_main())
+    try:
+        asyncio.run(_main())
+    except LimitsConflict as conflict:
+        print(f"gateway: refusing to serve: {conflict}", file=sys.stderr)
+        return 2
     return 0
 
 

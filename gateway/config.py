@@ -13,20 +13,23 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 ENV_PREFIX = "CLIP_GATEWAY_"
+REPOSITORY_LIMITS = ("max_images", "max_image_pixels")  # read from Triton when not set here
 
 
 @dataclass(frozen=True)
 class Limits:
-    """Request limits, checked before anything reaches Triton."""
+    """Request limits, checked before anything reaches Triton. The two that the model repository
+    also enforces have one source, Triton's model configs, read when Triton becomes ready: None
+    takes Triton's value, a number must not exceed it (the gateway refuses to serve otherwise)."""
 
-    max_images: int = 32  # per request; also the image encoder's max batch
+    max_images: int | None = None  # per request; None: the image encoder's max batch size
     max_labels: int = 1000  # ImageNet-size label sets
     max_texts: int = 1000  # per Embed request
     max_templates: int = 100
     max_prompts: int = 20_000  # labels x templates sent to the text encoder
     max_label_chars: int = 1000  # per label, text or template
     max_image_bytes: int = 20 * 1024 * 1024
-    max_image_pixels: int = 40_000_000  # must not exceed the Triton preprocessing limit
+    max_image_pixels: int | None = None  # decoded pixels per image; None: the preprocessing model's limit
     max_request_bytes: int = 64 * 1024 * 1024
 
 
@@ -67,10 +70,14 @@ def _add_fields(parser: argparse.ArgumentParser, cls: type, env: Mapping[str, st
         if dataclasses.is_dataclass(spec.type) or spec.name == "limits":
             continue
         default = spec.default if spec.default is not dataclasses.MISSING else None
-        kind = type(default) if default is not None else str
+        kind: type = type(default) if default is not None else str
+        if default is None and str(spec.type).startswith("int"):  # int | None: a number, or unset
+            kind = int
+        from_repository = default is None and spec.name in REPOSITORY_LIMITS
+        default_text = "the model repository's" if from_repository else str(default)
         raw = env.get(_env_name(spec.name))
         flag = "--" + spec.name.replace("_", "-")
-        help_text = f"env {_env_name(spec.name)} (default {default})"
+        help_text = f"env {_env_name(spec.name)} (default {default_text})"
         if kind is bool:  # --image-urls / --no-image-urls; the environment says true/false
             value = default if raw is None else _truth(_env_name(spec.name), raw)
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=value, help=help_text)
@@ -95,3 +102,31 @@ def parse(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = Non
     args = vars(parser.parse_args(argv))
     limits = Limits(**{spec.name: args.pop(spec.name) for spec in dataclasses.fields(Limits)})
     return GatewayConfig(limits=limits, **args)
+
+
+class LimitsConflict(Exception):
+    """A gateway limit is larger than what the model repository allows: the gateway would accept
+    requests that Triton then refuses."""
+
+
+def effective_limits(configured: Limits, max_batch_size: int, max_image_pixels: int) -> Limits:
+    """The gateway's limits with the repository's filled in; LimitsConflict where a configured one
+    exceeds the repository's."""
+    problems = []
+    if configured.max_images is not None and configured.max_images > max_batch_size:
+        problems.append(
+            f"--max-images {configured.max_images} is more than the image encoder's max batch size "
+            f"{max_batch_size} (export with --max-batch-size, or lower --max-images)"
+        )
+    if configured.max_image_pixels is not None and configured.max_image_pixels > max_image_pixels:
+        problems.append(
+            f"--max-image-pixels {configured.max_image_pixels} is more than the preprocessing model's "
+            f"{max_image_pixels} (export with --max-image-pixels, or lower --max-image-pixels)"
+        )
+    if problems:
+        raise LimitsConflict("; ".join(problems))
+    return dataclasses.replace(
+        configured,
+        max_images=configured.max_images or max_batch_size,
+        max_image_pixels=configured.max_image_pixels or max_image_pixels,
+    )

@@ -18,6 +18,7 @@ from grpc_health.v1 import health_pb2
 from grpc_health.v1.health import aio as health_aio
 
 from gateway import metrics
+from gateway.config import Limits, LimitsConflict, effective_limits
 from gateway.errors import ServiceUnavailable
 from gateway.triton_adapter import ServedModel, TritonAdapter
 
@@ -26,12 +27,19 @@ log = logging.getLogger("gateway.health")
 
 
 class HealthWatcher:
-    def __init__(self, triton: TritonAdapter, servicer: health_aio.HealthServicer, interval: float) -> None:
+    def __init__(
+        self, triton: TritonAdapter, servicer: health_aio.HealthServicer, interval: float, limits: Limits
+    ) -> None:
         self.triton = triton
         self.servicer = servicer
         self.interval = interval
+        self.configured_limits = limits
         self.ready = False
         self._served: ServedModel | None = None
+        self._limits: Limits | None = None
+        # Set when the gateway's own settings contradict the model repository: it must not serve.
+        self.conflict: LimitsConflict | None = None
+        self.conflict_found = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
 
@@ -46,7 +54,14 @@ class HealthWatcher:
         ready = bool(ready_backends)
         if ready and self._served is None:
             try:
-                self._served = await self.triton.served_model(ready_backends[0])
+                served = await self.triton.served_model(ready_backends[0])
+                self._limits = effective_limits(self.configured_limits, served.max_batch_size, served.max_image_pixels)
+                self._served = served
+            except LimitsConflict as conflict:
+                log.error("the gateway's limits contradict the model repository: %s", conflict)
+                self.conflict = conflict
+                self.conflict_found.set()
+                ready = False
             except Exception as error:  # models just went away again: not ready after all
                 log.warning("could not read the served model from Triton: %s", error)
                 ready = False
@@ -87,3 +102,8 @@ class HealthWatcher:
         if not self.ready or self._served is None:
             raise ServiceUnavailable("the model server is not ready; retry later")
         return self._served
+
+    def limits(self) -> Limits:
+        """The limits in force: the gateway's own with the model repository's filled in (once
+        Triton has been ready; before that, the configured ones, which only bound parsing)."""
+        return self._limits or self.configured_limits

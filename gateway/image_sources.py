@@ -34,27 +34,28 @@ class GatheredImages:
 
 
 class ImageSources:
-    def __init__(self, fetcher: ImageFetcher | None, limits: Limits) -> None:
+    def __init__(self, fetcher: ImageFetcher | None) -> None:
         self.fetcher = fetcher  # None: URLs are refused
-        self.limits = limits
 
-    def check(self, images: Sequence[pb.Image], *, required: bool, field_name: str = "images") -> GatheredImages:
+    def check(
+        self, images: Sequence[pb.Image], limits: Limits, *, required: bool, field_name: str = "images"
+    ) -> GatheredImages:
         """The request's images, checked without fetching anything; RequestError if the request
         must change (too many, too large, URLs where fetching is off)."""
         urls = {index: image.url for index, image in enumerate(images) if image.WhichOneof("source") == "url"}
         data = [b"" if index in urls else image.data for index, image in enumerate(images)]
-        validation.check_images(data, self.limits, required=required, field=field_name)
+        validation.check_images(data, limits, required=required, field=field_name)
         if urls and self.fetcher is None:
             raise RequestError(
                 grpc.StatusCode.INVALID_ARGUMENT, [Violation(f"{field_name}[{index}].url", URLS_OFF) for index in urls]
             )
         return GatheredImages(data, urls)
 
-    async def fetch(self, images: GatheredImages, timeout: float) -> GatheredImages:
+    async def fetch(self, images: GatheredImages, limits: Limits, timeout: float) -> GatheredImages:
         """Fetch the URLs concurrently; each one that gives no usable image goes to `failed`."""
         if not images.urls:
             return images
-        fetched = await asyncio.gather(*(self._fetch(url, timeout) for url in images.urls.values()))
+        fetched = await asyncio.gather(*(self._fetch(url, limits, timeout) for url in images.urls.values()))
         for index, outcome in zip(images.urls, fetched, strict=True):
             if isinstance(outcome, bytes):
                 images.data[index] = outcome
@@ -63,15 +64,15 @@ class ImageSources:
         images.urls = {}
         return images
 
-    async def _fetch(self, url: str, timeout: float) -> bytes | str:
+    async def _fetch(self, url: str, limits: Limits, timeout: float) -> bytes | str:
         """The image's bytes, or why there are none."""
         assert self.fetcher is not None
         try:
-            body = await self.fetcher.fetch(url, self.limits.max_image_bytes, timeout)
+            body = await self.fetcher.fetch(url, limits.max_image_bytes, timeout)
         except ImageUrlError as error:
             metrics.IMAGE_FETCHES.labels("refused" if isinstance(error, UrlRefused) else "failed").inc()
             return str(error)
-        problem = validation.image_size_problem(body, self.limits)
+        problem = validation.image_size_problem(body, limits)
         metrics.IMAGE_FETCHES.labels("ok" if problem is None else "failed").inc()
         return body if problem is None else f"the fetched image is too large: {problem}"
 

@@ -45,7 +45,7 @@ def add_port(server: grpc.aio.Server, config: GatewayConfig) -> int:
 def image_sources(config: GatewayConfig) -> ImageSources:
     """Image bytes always; image URLs only where the operator turned fetching on."""
     if not config.image_urls:
-        return ImageSources(None, config.limits)
+        return ImageSources(None)
     from gateway.image_fetcher import FetchSettings, ImageFetcher  # aiohttp: only when fetching is on
     from gateway.url_policy import UrlPolicy
 
@@ -56,7 +56,7 @@ def image_sources(config: GatewayConfig) -> ImageSources:
         total_timeout=config.url_total_timeout,
         proxy=config.url_proxy,
     )
-    return ImageSources(ImageFetcher(settings, UrlPolicy.from_setting(config.url_allowed_networks)), config.limits)
+    return ImageSources(ImageFetcher(settings, UrlPolicy.from_setting(config.url_allowed_networks)))
 
 
 async def start_http(service: ClipService, keys: ApiKeys, config: GatewayConfig) -> HttpServer:
@@ -104,7 +104,7 @@ class Gateway:
         )
         triton = TritonAdapter(config.triton_url)
         health_servicer = health_aio.HealthServicer()
-        health = HealthWatcher(triton, health_servicer, config.health_interval)
+        health = HealthWatcher(triton, health_servicer, config.health_interval, config.limits)
         service = ClipService(triton, health, config, image_sources(config))
         clip_service_pb2_grpc.add_ClipServiceServicer_to_server(service, server)
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -119,6 +119,9 @@ class Gateway:
         port = add_port(server, config)
         endpoint = metrics.MetricsEndpoint.start(config.metrics_listen) if config.metrics_listen else None
         await health.check_once()  # NOT_SERVING (or SERVING) before the first call can arrive
+        if health.conflict is not None:
+            await triton.close()
+            raise health.conflict
         await server.start()
         http = await start_http(service, keys, config) if config.http_listen else None
         health.start()
@@ -146,10 +149,18 @@ class Gateway:
         log.info("gateway stopped")
 
     async def serve_until_signalled(self) -> None:
+        """Serve until SIGINT/SIGTERM, or until the model repository turns out to contradict the
+        gateway's limits (raised after stopping: the gateway must not serve then)."""
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
-        await stop.wait()
+        stopping = asyncio.ensure_future(stop.wait())
+        conflict = asyncio.ensure_future(self.health.conflict_found.wait())
+        await asyncio.wait([stopping, conflict], return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        conflict.cancel()
         log.info("shutting down", extra={"grace_s": self.config.shutdown_grace})
         await self.stop()
+        if self.health.conflict is not None:
+            raise self.health.conflict

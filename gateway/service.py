@@ -20,7 +20,7 @@ from clip_client._generated import clip_service_pb2 as pb
 from clip_client._generated import clip_service_pb2_grpc
 from gateway import metrics, validation
 from gateway.admission import WorkSlots
-from gateway.config import GatewayConfig
+from gateway.config import GatewayConfig, Limits
 from gateway.errors import OK, invalid, to_status
 from gateway.health import HealthWatcher
 from gateway.image_results import run_images
@@ -89,12 +89,12 @@ class ClipService(clip_service_pb2_grpc.ClipServiceServicer):
         self.triton = triton
         self.health = health
         self.config = config
-        self.limits = config.limits
         self.images = images
         self.slots = WorkSlots(config.max_concurrent_rpcs)  # one budget for gRPC and HTTP
 
-    async def _model(self) -> ServedModel:
-        return await self.health.served_model()
+    async def _model(self) -> tuple[ServedModel, Limits]:
+        """The model that answers and the limits in force (the repository's filled in)."""
+        return await self.health.served_model(), self.health.limits()
 
     def _deadline(self, context: grpc.aio.ServicerContext) -> Deadline:
         return Deadline.of(context, self.config.default_timeout)
@@ -120,17 +120,17 @@ class ClipService(clip_service_pb2_grpc.ClipServiceServicer):
         return await self.model_info()
 
     async def classify(self, request: pb.ClassifyRequest, deadline: Deadline) -> pb.ClassifyResponse:
-        images = self.images.check(request.images, required=True)
+        model, limits = await self._model()
+        images = self.images.check(request.images, limits, required=True)
         labels = validation.check_texts(
-            list(request.labels), self.limits, field="labels", maximum=self.limits.max_labels, required=True
+            list(request.labels), limits, field="labels", maximum=limits.max_labels, required=True
         )
         templates = validation.check_templates(
-            list(request.prompt_templates), len(labels), self.limits, self.config.default_template
+            list(request.prompt_templates), len(labels), limits, self.config.default_template
         )
         validation.check_top_k(request.top_k, len(labels))
-        model = await self._model()
         async with self.slots.slot():
-            images = await self.images.fetch(images, deadline.remaining())
+            images = await self.images.fetch(images, limits, deadline.remaining())
             record_sizes("Classify", len(images.data), len(labels))
             outcome = await run_images(
                 images.data,
@@ -149,20 +149,20 @@ class ClipService(clip_service_pb2_grpc.ClipServiceServicer):
         return pb.ClassifyResponse(results=results, model_id=model.model_id)
 
     async def embed(self, request: pb.EmbedRequest, deadline: Deadline) -> pb.EmbedResponse:
-        images = self.images.check(request.images, required=False)
+        model, limits = await self._model()
+        images = self.images.check(request.images, limits, required=False)
         texts = validation.check_texts(
-            list(request.texts), self.limits, field="texts", maximum=self.limits.max_texts, required=False
+            list(request.texts), limits, field="texts", maximum=limits.max_texts, required=False
         )
         if not request.images and not texts:
             raise invalid("images", "send at least one image or one text")
-        model = await self._model()
         async with self.slots.slot():
-            return await self._embed(images, texts, model, deadline)
+            return await self._embed(images, texts, model, limits, deadline)
 
     async def _embed(
-        self, images: GatheredImages, texts: list[str], model: ServedModel, deadline: Deadline
+        self, images: GatheredImages, texts: list[str], model: ServedModel, limits: Limits, deadline: Deadline
     ) -> pb.EmbedResponse:
-        images = await self.images.fetch(images, deadline.remaining())
+        images = await self.images.fetch(images, limits, deadline.remaining())
         record_sizes("Embed", len(images.data), len(texts))
         response = pb.EmbedResponse(model_id=model.model_id, dimension=model.embedding_dim)
         if texts:
@@ -186,13 +186,13 @@ class ClipService(clip_service_pb2_grpc.ClipServiceServicer):
         return response
 
     async def similarity(self, request: pb.SimilarityRequest, deadline: Deadline) -> pb.SimilarityResponse:
-        images = self.images.check(request.images, required=True)
+        model, limits = await self._model()
+        images = self.images.check(request.images, limits, required=True)
         texts = validation.check_texts(
-            list(request.texts), self.limits, field="texts", maximum=self.limits.max_labels, required=True
+            list(request.texts), limits, field="texts", maximum=limits.max_labels, required=True
         )
-        model = await self._model()
         async with self.slots.slot():
-            images = await self.images.fetch(images, deadline.remaining())
+            images = await self.images.fetch(images, limits, deadline.remaining())
             record_sizes("Similarity", len(images.data), len(texts))
             # Texts verbatim: the identity template, so Triton's prompt ensemble is a no-op.
             outcome = await run_images(
@@ -209,8 +209,7 @@ class ClipService(clip_service_pb2_grpc.ClipServiceServicer):
         return pb.SimilarityResponse(rows=rows, scale=model.scale, model_id=model.model_id)
 
     async def model_info(self) -> pb.GetModelInfoResponse:
-        model = await self._model()
-        limits = self.limits
+        model, limits = await self._model()
         return pb.GetModelInfoResponse(
             model_id=model.model_id,
             revision=model.revision,

@@ -43,6 +43,8 @@ class ServedModel:
     image_size: int
     context_length: int
     scale: float
+    max_batch_size: int  # of the image encoder: the most images one request may carry
+    max_image_pixels: int  # the preprocessing model's limit per decoded image
 
 
 MAX_MESSAGE_BYTES = 2**31 - 1  # tritonclient's own default: the gateway has capped requests already
@@ -184,6 +186,8 @@ class TritonAdapter:
         classify = (await probe.get_model_config(CLASSIFY, as_json=True))["config"]
         similarity = (await probe.get_model_config("clip_similarity", as_json=True))["config"]
         tokenize = (await probe.get_model_config("clip_tokenize", as_json=True))["config"]
+        encoder = (await probe.get_model_config("clip_image_encoder", as_json=True))["config"]
+        preprocess = (await probe.get_model_config("clip_preprocess_image", as_json=True))["config"]
 
         def parameter(config: dict, key: str) -> str:  # type: ignore[type-arg]
             return str(config.get("parameters", {}).get(key, {}).get("string_value", ""))
@@ -197,6 +201,8 @@ class TritonAdapter:
             image_size=int(parameter(classify, "image_size") or 0),
             context_length=int(parameter(tokenize, "context_length") or 0),
             scale=math.exp(float(parameter(similarity, "logit_scale") or 0.0)),
+            max_batch_size=int(encoder.get("max_batch_size", 0)),
+            max_image_pixels=int(parameter(preprocess, "max_image_pixels")),
         )
 
     async def close(self) -> None:

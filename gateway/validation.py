@@ -52,6 +52,8 @@ BOMB = -1
 
 
 def check_images(images: Sequence[bytes], limits: Limits, *, required: bool, field: str = "images") -> None:
+    """`limits` must be the limits in force (the repository's filled in, see config.effective_limits)."""
+    assert limits.max_images is not None and limits.max_image_pixels is not None
     found = Violations()
     if required and not images:
         found.add(field, "at least one image is required")
@@ -67,6 +69,7 @@ def check_images(images: Sequence[bytes], limits: Limits, *, required: bool, fie
 
 def image_size_problem(data: bytes, limits: Limits) -> str | None:
     """Why an encoded image is too big (bytes, or pixels declared in its header), or None."""
+    assert limits.max_image_pixels is not None
     if len(data) > limits.max_image_bytes:
         return f"{len(data)} bytes, more than the limit of {limits.max_image_bytes}"
     pixels = _declared_pixels(data)

@@ -7,18 +7,27 @@ rescale/normalise (observed: 0 to ~5e-7).
 
 from __future__ import annotations
 
+import dataclasses
 import io
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from export.repository import Settings
 from tests.support import images
 from tests.support.reference import Reference
 from tests.support.triton import load_model_module
 
 preprocessing = load_model_module("clip_preprocess_image", "image_preprocessing")
-CONFIG = preprocessing.PreprocessConfig()
+# ViT-B/16's facts (what the exporter writes into config.pbtxt) and the exporter's default pixel limit.
+CONFIG = preprocessing.PreprocessConfig(
+    shortest_edge=224,
+    crop_size=224,
+    mean=(0.48145466, 0.4578275, 0.40821073),
+    std=(0.26862954, 0.26130258, 0.27577711),
+    max_pixels=Settings().max_image_pixels,
+)
 TOLERANCE = 1e-5
 
 
@@ -91,6 +100,6 @@ def test_bad_bytes_raise_an_error_naming_the_problem(data: bytes, message: str) 
 
 def test_images_over_the_pixel_limit_are_refused_before_decoding() -> None:
     data = images.encode(Image.new("L", (5000, 5000)), "PNG")  # 25 MP of zeros: a tiny file
-    small = preprocessing.PreprocessConfig(max_pixels=10_000_000)
+    small = dataclasses.replace(CONFIG, max_pixels=10_000_000)
     with pytest.raises(preprocessing.ImageError, match="5000x5000 = 25000000 pixels, more than the limit"):
         preprocessing.preprocess(data, small)

@@ -215,8 +215,9 @@ def create_app(service: ClipService, keys: ApiKeys) -> Any:
         summary="Rank labels for images (zero-shot). JSON with image URLs or data URIs, or a multipart upload.",
     )
     async def classifications(request: Request) -> ClassificationsResponse:
+        in_force = service.health.limits()  # bounds how many parts a form may have
         body, images = await _classification_request(
-            request, limits.max_images, limits.max_labels, limits.max_templates
+            request, in_force.max_images or 0, in_force.max_labels, in_force.max_templates
         )
         model = await served_model()
         check_model(body.model, model)

@@ -65,11 +65,14 @@ class ImageError(ValueError):
 
 @dataclass(frozen=True)
 class PreprocessConfig:
-    shortest_edge: int = 224
-    crop_size: int = 224
-    mean: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
-    std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
-    max_pixels: int = 40_000_000
+    """The checkpoint's preprocessing facts and the pixel limit, all from the model's config.pbtxt
+    (written by the exporter); no defaults here, so there is one source for each."""
+
+    shortest_edge: int
+    crop_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    max_pixels: int
 
 
 def decode(data: bytes, max_pixels: int) -> Image.Image:

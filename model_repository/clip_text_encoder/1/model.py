@@ -24,7 +24,8 @@ class TritonPythonModel(TorchScriptEncoder):
         self.load(args)
         config = model_config(args)
         dimension = int(pb_utils.get_output_config_by_name(config, "TEXT_EMBEDS")["dims"][-1])
-        self.eos_token_id = int(parameter(config, "eos_token_id", "49407"))
+        self.eos_token_id = int(parameter(config, "eos_token_id"))
+        self.chunk = max(1, int(parameter(config, "encode_batch_size")))
         self.cache = LabelCache(int(parameter(config, "label_cache_bytes")), dimension)
         labels = {"model": args["model_name"], "model_instance": args["model_instance_name"]}
         # The families must outlive their metrics, so both are kept on the model.
@@ -56,12 +57,17 @@ class TritonPythonModel(TorchScriptEncoder):
         ids = pb_utils.get_input_tensor_by_name(request, self.input_name).as_numpy()
         keys = [row_key(row, self.eos_token_id) for row in ids]
         found, missing = self.cache.lookup(keys)
-        if missing:
-            computed = self._encode(pad(missing, self.eos_token_id))
-            self.cache.store(missing, computed)
-            found.update(zip(missing, computed, strict=True))
         self.hits.increment(len(keys) - len(missing))
-        self.misses.increment(len(missing))
+        # Bounded work per forward pass: memory stays flat however many new texts a request brings,
+        # each chunk is padded only to its own longest text, and a cancelled request stops early.
+        for start in range(0, len(missing), self.chunk):
+            if request.is_cancelled():
+                return cancelled()
+            chunk = missing[start : start + self.chunk]
+            computed = self._encode(pad(chunk, self.eos_token_id))
+            self.cache.store(chunk, computed)
+            found.update(zip(chunk, computed, strict=True))
+            self.misses.increment(len(chunk))
         self.size.set(len(self.cache))
         embeds = np.stack([found[key] for key in keys]).astype(np.float32)
         return pb_utils.InferenceResponse([pb_utils.Tensor(self.output_name, embeds)])
