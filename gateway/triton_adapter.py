@@ -109,6 +109,8 @@ class TritonAdapter:
             remaining = None if deadline is None else deadline - time.monotonic()
             started = time.perf_counter()
             try:
+                # Not also as Triton's request timeout: Triton 2.51 does not pass it on to an
+                # ensemble's steps (measured: no effect), so the gRPC deadline is what ends a call.
                 return await self.client.infer(model, inputs, client_timeout=remaining)
             except InferenceServerException as error:
                 metrics.TRITON_ERRORS.labels(model, str(error.status()).removeprefix("StatusCode.")).inc()

@@ -13,6 +13,7 @@ from google.rpc import error_details_pb2, status_pb2
 
 import clip_client
 from clip_client import errors
+from clip_client._base import CallBudget
 from clip_client.config import RetryPolicy
 from clip_client.images import to_bytes
 
@@ -100,17 +101,64 @@ def test_backoff_grows_and_is_capped() -> None:
     assert [policy.backoff(n) for n in (1, 2, 3, 4, 10)] == [0.1, 0.2, 0.4, 0.5, 0.5]
 
 
+def status_with(code: grpc.StatusCode, message: str, *details: object) -> status_pb2.Status:
+    """A rich status (its code and message must be the call's own, or grpc_status ignores it)."""
+    packed = []
+    for detail in details:
+        wrapper = any_pb2.Any()
+        wrapper.Pack(detail)
+        packed.append(wrapper)
+    return status_pb2.Status(code=code.value[0], message=message, details=packed)
+
+
+def retry_info(seconds: float) -> error_details_pb2.RetryInfo:
+    info = error_details_pb2.RetryInfo()
+    info.retry_delay.FromMilliseconds(int(seconds * 1000))
+    return info
+
+
 def test_only_listed_codes_are_retried_and_never_past_the_deadline() -> None:
     client = clip_client.ClipClient(
         "127.0.0.1:1", config=clip_client.ClientConfig(retry=RetryPolicy(max_attempts=3, initial_backoff=0.01))
     )
     try:
-        unavailable = FakeCall(grpc.StatusCode.UNAVAILABLE, "down")
-        assert client._sleep_before_retry(unavailable, 1, remaining=10.0) is not None
-        assert client._sleep_before_retry(unavailable, 3, remaining=10.0) is None  # attempts used up
-        assert client._sleep_before_retry(unavailable, 1, remaining=0.0) is None  # no time left
-        invalid = FakeCall(grpc.StatusCode.INVALID_ARGUMENT, "bad")
-        assert client._sleep_before_retry(invalid, 1, remaining=10.0) is None
+        unavailable = errors.from_rpc_error(FakeCall(grpc.StatusCode.UNAVAILABLE, "down"))
+        assert client._retry_delay(unavailable, 1, CallBudget(10.0)) is not None
+        assert client._retry_delay(unavailable, 3, CallBudget(10.0)) is None  # attempts used up
+        assert client._retry_delay(unavailable, 1, CallBudget(0.0)) is None  # no time left
+        invalid = errors.from_rpc_error(FakeCall(grpc.StatusCode.INVALID_ARGUMENT, "bad"))
+        assert client._retry_delay(invalid, 1, CallBudget(10.0)) is None
+    finally:
+        client.close()
+
+
+def test_busy_is_retried_after_the_servers_delay_and_too_large_never() -> None:
+    """UNAVAILABLE with RetryInfo is the server's "busy"; RESOURCE_EXHAUSTED without it is "too
+    large" (the caller's fault), with it a rate limit."""
+    busy_call = FakeCall(
+        grpc.StatusCode.UNAVAILABLE, "busy", status_with(grpc.StatusCode.UNAVAILABLE, "busy", retry_info(1.5))
+    )
+    busy = errors.from_rpc_error(busy_call)
+    assert isinstance(busy, clip_client.OverloadedError) and busy.retry_after == 1.5
+    too_large = errors.from_rpc_error(FakeCall(grpc.StatusCode.RESOURCE_EXHAUSTED, "larger than max"))
+    assert isinstance(too_large, clip_client.RequestTooLargeError) and too_large.retry_after is None
+    limited_call = FakeCall(
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "rate",
+        status_with(grpc.StatusCode.RESOURCE_EXHAUSTED, "rate", retry_info(0.25)),
+    )
+    limited = errors.from_rpc_error(limited_call)
+    assert isinstance(limited, clip_client.RateLimitedError) and not isinstance(
+        limited, clip_client.InvalidRequestError
+    )
+    client = clip_client.ClipClient(
+        "127.0.0.1:1", config=clip_client.ClientConfig(retry=RetryPolicy(initial_backoff=0.01))
+    )
+    try:
+        assert client._retry_delay(busy, 1, CallBudget(10.0)) == 1.5  # not sooner than the server asked
+        assert client._retry_delay(busy, 1, CallBudget(1.0)) is None  # the delay would pass the budget
+        assert client._retry_delay(limited, 1, CallBudget(10.0)) == 0.25
+        assert client._retry_delay(too_large, 1, CallBudget(10.0)) is None
     finally:
         client.close()
 

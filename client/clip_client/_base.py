@@ -14,7 +14,7 @@ from numpy.typing import NDArray
 
 from clip_client._generated import clip_service_pb2 as pb
 from clip_client.config import ClientConfig
-from clip_client.errors import ClipError, from_status
+from clip_client.errors import ClipError, RateLimitedError, from_status
 from clip_client.images import ImageInput, ImageUrl, to_bytes
 from clip_client.types import (
     Classification,
@@ -88,17 +88,16 @@ class ClientBase:
     def _budget(self, timeout: float | None) -> CallBudget:
         return CallBudget(self.config.timeout if timeout is None else timeout)
 
-    def _retry_delay(self, error: grpc.RpcError, attempt: int, budget: CallBudget) -> float | None:
-        """Seconds to wait before attempt `attempt + 1`, or None to raise `error`."""
-        return self._sleep_before_retry(error, attempt, budget.remaining())
-
-    def _sleep_before_retry(self, error: grpc.RpcError, attempt: int, remaining: float | None) -> float | None:
-        """Seconds to sleep before the next attempt, or None to give up and raise."""
+    def _retry_delay(self, error: ClipError, attempt: int, budget: CallBudget) -> float | None:
+        """Seconds to wait before attempt `attempt + 1`, or None to raise `error`: exponential
+        backoff with full jitter, never shorter than the server's own retry delay, and never past
+        the call's budget."""
         policy = self.config.retry
-        code = error.code() if isinstance(error, grpc.Call) else None
-        if attempt >= policy.max_attempts or code not in policy.retry_on:
+        retryable = error.code in policy.retry_on or (isinstance(error, RateLimitedError) and policy.retry_rate_limited)
+        if attempt >= policy.max_attempts or not retryable:
             return None
-        delay = random.uniform(0, policy.backoff(attempt))
+        delay = max(random.uniform(0, policy.backoff(attempt)), error.retry_after or 0.0)
+        remaining = budget.remaining()
         if remaining is not None and delay >= remaining:
             return None
         return delay

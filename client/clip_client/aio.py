@@ -42,9 +42,10 @@ class AsyncClipClient(ClientBase):
             try:
                 return await getattr(self._stub, method)(request, timeout=budget.remaining(), metadata=self._metadata())
             except grpc.RpcError as error:
-                delay = self._retry_delay(error, attempt, budget)
+                failure = from_rpc_error(error)
+                delay = self._retry_delay(failure, attempt, budget)
                 if delay is None:
-                    raise from_rpc_error(error) from error
+                    raise failure from error
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable")  # itertools.count never ends
 

@@ -10,14 +10,16 @@ import grpc
 @dataclass(frozen=True)
 class RetryPolicy:
     """Retries of failed calls. Every clip.v1 call is idempotent, so retrying is always safe;
-    only the codes in `retry_on` are retried, with exponential backoff and full jitter, and never
-    past the call's timeout."""
+    only the codes in `retry_on` are retried (and a rate limit, if `retry_rate_limited`), with
+    exponential backoff and full jitter, never sooner than the server's retry delay when it gives
+    one (a busy server does), and never past the call's timeout."""
 
     max_attempts: int = 4  # including the first
     initial_backoff: float = 0.1  # seconds
     max_backoff: float = 2.0
     multiplier: float = 2.0
     retry_on: frozenset[grpc.StatusCode] = frozenset({grpc.StatusCode.UNAVAILABLE})
+    retry_rate_limited: bool = True  # RESOURCE_EXHAUSTED with a retry delay; a size limit never is
 
     def backoff(self, attempt: int) -> float:
         """Upper bound of the sleep after failed attempt number `attempt` (1-based)."""

@@ -1,14 +1,17 @@
 """Errors raised by the clip-serve client.
 
-    ClipError                        any failure of a call
+    ClipError                        any failure of a call; .retry_after: the server's delay, if it gave one
     ├── InvalidRequestError          INVALID_ARGUMENT: fix the request; see .field_violations
-    │   └── RequestTooLargeError     RESOURCE_EXHAUSTED: a size limit (request, image, pixels)
+    │   └── RequestTooLargeError     RESOURCE_EXHAUSTED: a size limit (request, image, pixels); never retried
+    ├── RateLimitedError             RESOURCE_EXHAUSTED with a retry delay: this key's rate limit; retry later
     ├── AuthenticationError          UNAUTHENTICATED / PERMISSION_DENIED
     ├── DeadlineExceededError        DEADLINE_EXCEEDED: the call's timeout passed
     ├── CancelledError               CANCELLED
     ├── UnavailableError             UNAVAILABLE: the server or its models are not ready; retried
+    │   └── OverloadedError          UNAVAILABLE with a retry delay: the server is busy; retried after it
     └── ServerError                  INTERNAL, UNKNOWN and anything else
 
+The server says "busy, retry after" as data (a google.rpc.RetryInfo detail), never only in words.
 `from_rpc_error` maps a grpc.RpcError to the most specific class and chains it as the cause.
 """
 
@@ -35,13 +38,19 @@ class ClipError(Exception):
     code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
 
     def __init__(
-        self, details: str, *, code: grpc.StatusCode | None = None, field_violations: tuple[FieldViolation, ...] = ()
+        self,
+        details: str,
+        *,
+        code: grpc.StatusCode | None = None,
+        field_violations: tuple[FieldViolation, ...] = (),
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(details)
         self.details = details
         if code is not None:
             self.code = code
         self.field_violations = field_violations
+        self.retry_after = retry_after  # seconds, from the server's google.rpc.RetryInfo
 
     def __str__(self) -> str:
         fields = "; ".join(f"{v.field}: {v.description}" for v in self.field_violations)
@@ -54,6 +63,10 @@ class InvalidRequestError(ClipError):
 
 
 class RequestTooLargeError(InvalidRequestError):
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class RateLimitedError(ClipError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
@@ -73,6 +86,10 @@ class UnavailableError(ClipError):
     code = grpc.StatusCode.UNAVAILABLE
 
 
+class OverloadedError(UnavailableError):
+    pass
+
+
 class ServerError(ClipError):
     code = grpc.StatusCode.INTERNAL
 
@@ -90,18 +107,25 @@ _BY_CODE: dict[grpc.StatusCode, type[ClipError]] = {
 }
 
 
-def _field_violations(error: grpc.Call) -> tuple[FieldViolation, ...]:
+def _details(error: grpc.Call) -> tuple[tuple[FieldViolation, ...], float | None]:
+    """The field violations (google.rpc.BadRequest) and retry delay (google.rpc.RetryInfo) of a
+    failed call's rich status."""
     try:
         status = rpc_status.from_call(error)
     except ValueError:  # a malformed status from a non-conforming server
-        return ()
+        return (), None
     violations: list[FieldViolation] = []
+    retry_after = None
     for detail in status.details if status is not None else []:
         if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
             bad_request = error_details_pb2.BadRequest()
             detail.Unpack(bad_request)
             violations.extend(FieldViolation(v.field, v.description) for v in bad_request.field_violations)
-    return tuple(violations)
+        elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            retry = error_details_pb2.RetryInfo()
+            detail.Unpack(retry)
+            retry_after = retry.retry_delay.ToMilliseconds() / 1000
+    return tuple(violations), retry_after
 
 
 def from_rpc_error(error: grpc.RpcError) -> ClipError:
@@ -109,9 +133,13 @@ def from_rpc_error(error: grpc.RpcError) -> ClipError:
     call = error if isinstance(error, grpc.Call) else None
     code = call.code() if call is not None else grpc.StatusCode.UNKNOWN
     details = (call.details() if call is not None else None) or str(error)
-    violations = _field_violations(call) if call is not None else ()
+    violations, retry_after = _details(call) if call is not None else ((), None)
     error_class = _BY_CODE.get(code, ServerError)
-    return error_class(details, code=code, field_violations=violations)
+    if retry_after is not None and code == grpc.StatusCode.UNAVAILABLE:
+        error_class = OverloadedError
+    elif retry_after is not None and code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        error_class = RateLimitedError
+    return error_class(details, code=code, field_violations=violations, retry_after=retry_after)
 
 
 def from_status(code: int, message: str) -> ClipError:

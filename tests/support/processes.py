@@ -102,7 +102,7 @@ class ManagedProcess:
         self.mark = f"{SESSION}/{name}-{ManagedProcess.counter}"
         self.log_file = log_file
         log_file.parent.mkdir(parents=True, exist_ok=True)
-        with log_file.open("ab") as sink:
+        with log_file.open("wb") as sink:  # a fresh log: old lines must not look like new events
             self.process = subprocess.Popen(
                 list(argv),
                 cwd=cwd,
