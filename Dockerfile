@@ -19,8 +19,9 @@ RUN python3.11 -m venv /opt/venv
 RUN pip install ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} "torch==${TORCH_VERSION}"
 COPY requirements.txt /src/requirements.txt
 RUN pip install -r /src/requirements.txt
+COPY proto /src/proto
 COPY client /src/client
-RUN pip install /src/client && rm -rf /src
+RUN pip install /src/proto /src/client && rm -rf /src
 
 FROM ${BASE_IMAGE}
 ARG VERSION=0.1.0

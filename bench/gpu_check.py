@@ -64,7 +64,7 @@ def main() -> None:
     gpu_model = cpu_model.to("cuda")
     eager_image = encoders.ImageEncoder(gpu_model, torch.float32).eval()
     eager_text = encoders.TextEncoder(gpu_model).eval()
-    parity = {}
+    parity: dict[str, float | str] = {}
     with torch.inference_mode():
         expected_image = eager_image(pixels.cuda()).cpu()
         expected_text = eager_text(ids.cuda()).cpu()
@@ -92,8 +92,9 @@ def main() -> None:
         with torch.inference_mode(False), torch.no_grad():
             traced = torch.jit.trace(eager, torch.randn(8, 3, 224, 224, device="cuda"), check_trace=False)
         for batch in (1, 8, 64, 256):
-            for kind, module in (("eager", eager), ("traced", traced)):
-                rate = images_per_s(module, batch, torch.float32, args.seconds)
+            candidates: tuple[tuple[str, torch.nn.Module], ...] = (("eager", eager), ("traced", traced))
+            for kind, candidate in candidates:
+                rate = images_per_s(candidate, batch, torch.float32, args.seconds)
                 speeds[f"{kind} {precision} batch {batch}"] = {
                     "images_per_s": round(rate, 1),
                     "tflops": round(rate * IMAGE_GFLOP / 1000, 1),

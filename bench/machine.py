@@ -23,7 +23,7 @@ FEATURES = (
 
 
 def cpu_info() -> dict[str, Any]:
-    model, flags = "unknown", set()
+    model, flags = "unknown", set[str]()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             key, _, value = line.partition(":")

@@ -18,10 +18,12 @@ import json
 import math
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from numpy.typing import NDArray
 from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizer
 
 from demo.shapes import CLASSES, COLOURS, SHAPES, render, sample
@@ -84,14 +86,14 @@ def caption(label: str, rng: np.random.Generator, words: list[str]) -> str:
     return template.replace("{}", label)
 
 
-def render_pool(rng: np.random.Generator, per_class: int) -> tuple[np.ndarray, np.ndarray]:
+def render_pool(rng: np.random.Generator, per_class: int) -> tuple[NDArray[Any], NDArray[Any]]:
     """Pictures rendered once up front (rendering costs more than a training step), uint8 NHWC."""
     labels = np.repeat(np.arange(len(CLASSES)), per_class)
     images = np.stack([np.asarray(render(sample(rng, CLASSES[label]), rng)) for label in labels])
     return images, labels
 
 
-def pixels(images: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
+def pixels(images: NDArray[Any], rng: np.random.Generator) -> torch.Tensor:
     """uint8 NHWC -> normalised float NCHW, randomly mirrored left-right (upright shapes stay upright)."""
     array = images.astype(np.float32) / 255.0
     mirror = rng.random(len(array)) < 0.5

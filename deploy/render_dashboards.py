@@ -23,7 +23,8 @@ DASHBOARDS = Path(__file__).parent / "grafana" / "dashboards"
 def query_range(base: str, expr: str, start: float, end: float, step: float) -> list[dict]:  # type: ignore[type-arg]
     params = urllib.parse.urlencode({"query": expr, "start": start, "end": end, "step": step})
     with urllib.request.urlopen(f"{base}/api/v1/query_range?{params}", timeout=30) as response:
-        return json.loads(response.read())["data"]["result"]
+        result: list[dict] = json.loads(response.read())["data"]["result"]  # type: ignore[type-arg]
+        return result
 
 
 def legend(template: str, labels: dict[str, str]) -> str:

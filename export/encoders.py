@@ -8,6 +8,7 @@ batch sizes and text lengths before it is written.
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import torch
 from torch import nn
@@ -54,7 +55,7 @@ def example_pixels(batch: int, size: int) -> torch.Tensor:
 
 
 def example_ids(batch: int, length: int, model: CLIPModel) -> torch.Tensor:
-    config = model.config.text_config
+    config: Any = model.config.text_config
     generator = torch.Generator().manual_seed(batch * 1000 + length)
     ids = torch.randint(1, min(config.vocab_size, 49406), (batch, length), generator=generator)
     ids[:, 0] = config.bos_token_id
@@ -72,12 +73,13 @@ def trace(
     """
     dtype = PRECISIONS[precision]
     model = model.eval().to(device, dtype)
-    size = model.config.vision_config.image_size
-    context = model.config.text_config.max_position_embeddings
+    config: Any = model.config
+    size = int(config.vision_config.image_size)
+    context = int(config.text_config.max_position_embeddings)
     image_encoder, text_encoder = ImageEncoder(model, dtype).eval(), TextEncoder(model).eval()
     with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
         # The tracer warns about every shape-dependent branch; the checks below prove the graphs.
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # type: ignore[attr-defined]
         warnings.simplefilter("ignore", FutureWarning)
         traced_image = torch.jit.trace(image_encoder, example_pixels(2, size).to(device), check_trace=False)
         traced_text = torch.jit.trace(text_encoder, example_ids(2, context, model).to(device), check_trace=False)

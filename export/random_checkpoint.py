@@ -16,6 +16,7 @@ import json
 import math
 import shutil
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
@@ -23,7 +24,7 @@ from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
 TOKENIZER_DIR = Path(__file__).with_name("tokenizer_data")
 RELEASED_LOGIT_SCALE = math.log(100.0)
 
-SHAPES: dict[str, dict[str, dict[str, int]]] = {
+SHAPES: dict[str, dict[str, dict[str, Any]]] = {
     "tiny": {
         "text": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4),
         "vision": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, patch_size=32),

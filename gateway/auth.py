@@ -72,8 +72,8 @@ class ApiKeyInterceptor(grpc.aio.ServerInterceptor):
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
-        method = details.method  # type: ignore[attr-defined]
-        if method in OPEN_METHODS or self._authorized(details.invocation_metadata):  # type: ignore[attr-defined]
+        method = details.method
+        if method in OPEN_METHODS or self._authorized(details.invocation_metadata):
             return await continuation(details)
         handler = await continuation(details)
         if handler is None:

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import grpc
-import numpy as np
 from google.rpc import status_pb2
+from numpy.typing import NDArray
 
 from gateway.errors import item_status
 
@@ -27,8 +27,8 @@ Item = TypeVar("Item")
 class ImageOutcomes:
     """Triton's per-image answer: a code (0 for a usable image) and a message for each image sent."""
 
-    codes: np.ndarray  # int32 [sent], google.rpc codes
-    messages: np.ndarray  # bytes [sent]
+    codes: NDArray[Any]  # int32 [sent], google.rpc codes
+    messages: NDArray[Any]  # bytes [sent]
 
 
 @dataclass

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import grpc
 
-from clip_client._generated import clip_service_pb2 as pb
+from clip_api import clip_service_pb2 as pb
 from gateway import metrics, validation
 from gateway.config import Limits
 from gateway.errors import RequestError, Violation

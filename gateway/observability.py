@@ -96,8 +96,8 @@ class RequestContextInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or handler.unary_unary is None:
             return handler
         inner = handler.unary_unary
-        method = details.method  # type: ignore[attr-defined]
-        request_id = _request_id(details.invocation_metadata)  # type: ignore[attr-defined]
+        method = details.method
+        request_id = _request_id(details.invocation_metadata)
 
         method_label = metrics.short_method(method)
 
@@ -123,7 +123,7 @@ class RequestContextInterceptor(grpc.aio.ServerInterceptor):
                 code = grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
                 raise
             except BaseException:
-                code = context.code() or grpc.StatusCode.UNKNOWN  # type: ignore[attr-defined]
+                code = context.code() or grpc.StatusCode.UNKNOWN
                 raise
             finally:
                 status = code.name if isinstance(code, grpc.StatusCode) else str(code)

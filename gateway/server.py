@@ -14,7 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
-from clip_client._generated import clip_service_pb2, clip_service_pb2_grpc
+from clip_api import clip_service_pb2, clip_service_pb2_grpc
 from gateway import metrics
 from gateway.auth import ApiKeyInterceptor, ApiKeys, load_keys
 from gateway.config import GatewayConfig
@@ -35,11 +35,11 @@ def add_port(server: grpc.aio.Server, config: GatewayConfig) -> int:
     if bool(config.tls_cert_file) != bool(config.tls_key_file):
         raise ValueError("TLS needs both --tls-cert-file and --tls-key-file")
     if not config.tls_cert_file:
-        return server.add_insecure_port(config.listen)
+        return int(server.add_insecure_port(config.listen))
     credentials = grpc.ssl_server_credentials(
         [(Path(config.tls_key_file).read_bytes(), Path(config.tls_cert_file).read_bytes())]
     )
-    return server.add_secure_port(config.listen, credentials)
+    return int(server.add_secure_port(config.listen, credentials))
 
 
 def image_sources(config: GatewayConfig) -> ImageSources:

@@ -15,9 +15,10 @@ import grpc
 import grpc.aio
 import numpy as np
 from grpc_status import rpc_status
+from numpy.typing import NDArray
 
-from clip_client._generated import clip_service_pb2 as pb
-from clip_client._generated import clip_service_pb2_grpc
+from clip_api import clip_service_pb2 as pb
+from clip_api import clip_service_pb2_grpc
 from gateway import metrics, validation
 from gateway.admission import WorkSlots
 from gateway.config import GatewayConfig, Limits
@@ -65,7 +66,7 @@ class Deadline:
         return max(0.001, self.expires - time.monotonic())
 
 
-def ranked(labels: list[str], logits: np.ndarray, probs: np.ndarray, top_k: int) -> list[pb.LabelScore]:
+def ranked(labels: list[str], logits: NDArray[Any], probs: NDArray[Any], top_k: int) -> list[pb.LabelScore]:
     order = np.argsort(-probs, kind="stable")
     if top_k:
         order = order[:top_k]

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as grpcclient_aio
+from numpy.typing import NDArray
 from tritonclient.utils import InferenceServerException
 
 from gateway import metrics
@@ -125,19 +126,19 @@ class TritonAdapter:
 
     async def classify(
         self, images: Sequence[bytes], labels: Sequence[str], templates: Sequence[str], timeout: float | None
-    ) -> tuple[tuple[np.ndarray, np.ndarray], ImageOutcomes]:
+    ) -> tuple[tuple[NDArray[Any], NDArray[Any]], ImageOutcomes]:
         """LOGITS and PROBS [usable images, labels], and each image's outcome; templates are
         averaged per label inside Triton."""
         inputs = [_strings("IMAGE", images), _strings("TEXT", labels), _strings("TEMPLATES", templates)]
         result = await self._infer(CLASSIFY, inputs, timeout)
         return (result.as_numpy("LOGITS"), result.as_numpy("PROBS")), _outcomes(result)
 
-    async def embed_images(self, images: Sequence[bytes], timeout: float | None) -> tuple[np.ndarray, ImageOutcomes]:
+    async def embed_images(self, images: Sequence[bytes], timeout: float | None) -> tuple[NDArray[Any], ImageOutcomes]:
         """IMAGE_EMBEDS [usable images, dim], and each image's outcome."""
         result = await self._infer(EMBED_IMAGE, [_strings("IMAGE", images)], timeout)
         return result.as_numpy("IMAGE_EMBEDS"), _outcomes(result)
 
-    async def embed_texts(self, texts: Sequence[str], timeout: float | None) -> tuple[np.ndarray, np.ndarray]:
+    async def embed_texts(self, texts: Sequence[str], timeout: float | None) -> tuple[NDArray[Any], NDArray[Any]]:
         """TEXT_EMBEDS [texts, dim] and TOKEN_COUNTS [texts]."""
         result = await self._infer(EMBED_TEXT, [_strings("TEXT", texts)], timeout)
         return result.as_numpy("TEXT_EMBEDS"), result.as_numpy("TOKEN_COUNTS")

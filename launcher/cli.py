@@ -92,4 +92,3 @@ def main(argv: list[str] | None = None) -> int:
     code = server.stop()
     print(f"launcher: Triton stopped (exit code {code})", file=sys.stderr)
     return 0
-

@@ -44,7 +44,7 @@ SHM_PREFIX = "triton_python_backend_shm_region_"
 
 def shm_regions(pgid: int) -> set[str]:
     """The /dev/shm regions of the group's Python-backend stubs (named on their command lines)."""
-    regions = set()
+    regions: set[str] = set()
     for pid in members(pgid):
         try:
             arguments = (Path("/proc") / str(pid) / "cmdline").read_bytes().split(b"\0")

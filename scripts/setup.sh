@@ -31,12 +31,12 @@ fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
 stamp=.venv/.requirements.sha
-want=$(cat requirements.txt requirements-dev.txt client/pyproject.toml | sha256sum | cut -d' ' -f1)
+want=$(cat requirements.txt requirements-dev.txt proto/pyproject.toml client/pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/pip install -q --upgrade pip
   # torch alone first: this exact pin is the CPU build on local disk; anything looser pulls CUDA.
   .venv/bin/pip install -q torch==2.13.0
   .venv/bin/pip install -q -r requirements-dev.txt
-  .venv/bin/pip install -q -e client
+  .venv/bin/pip install -q -e proto -e client
   echo "$want" > "$stamp"
 fi

@@ -9,8 +9,8 @@ from typing import Any
 import grpc
 import pytest
 
-from clip_client._generated import clip_service_pb2 as pb
-from clip_client._generated import clip_service_pb2_grpc
+from clip_api import clip_service_pb2 as pb
+from clip_api import clip_service_pb2_grpc
 from tests.corpus.bad_inputs import GOOD, LIMITS, Case, cases
 from tests.support import servers
 from tests.support.gateway import gateway_config

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from clip_api import clip_service_pb2 as pb
+from clip_api import clip_service_pb2_grpc
 from clip_client import (
     NO_RETRY,
     ClientConfig,
@@ -16,8 +18,6 @@ from clip_client import (
     InvalidRequestError,
     RequestTooLargeError,
 )
-from clip_client._generated import clip_service_pb2 as pb
-from clip_client._generated import clip_service_pb2_grpc
 from gateway.config import Limits
 from tests.support import images, servers
 from tests.support.gateway import GatewayThread, gateway_config

@@ -11,9 +11,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from clip_api import clip_service_pb2 as pb
+from clip_api import clip_service_pb2_grpc
 from clip_client import AuthenticationError, ClientConfig, ClipClient
-from clip_client._generated import clip_service_pb2 as pb
-from clip_client._generated import clip_service_pb2_grpc
 from gateway.config import Limits
 from tests.support import servers
 from tests.support.gateway import GatewayThread, gateway_config

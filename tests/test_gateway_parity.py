@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clip_client import AsyncClipClient, ClipClient
+from clip_client import AsyncClipClient, ClipClient, ImageInput
 from tests.support import images
 from tests.support.gateway import GatewayThread
 from tests.support.images import photo_pngs
@@ -100,7 +100,7 @@ def test_every_image_input_kind_gives_the_same_embedding(clip_client: ClipClient
     png = images.encode(Image.fromarray(rgb), "PNG")
     path = tmp_path / "chelsea.png"
     path.write_bytes(png)
-    kinds = [png, bytearray(png), memoryview(png), str(path), path, Image.open(io.BytesIO(png)), rgb]
+    kinds: list[ImageInput] = [png, bytearray(png), memoryview(png), str(path), path, Image.open(io.BytesIO(png)), rgb]
     vectors = clip_client.embed(kinds).images
     assert np.abs(vectors - vectors[0]).max() <= 1e-6
     batch = clip_client.embed(np.stack([rgb, rgb])).images  # a 4-D array is a batch

@@ -52,7 +52,7 @@ def test_one_new_label_in_a_warm_set_costs_one_encode(
     tiny_triton: LauncherTriton, tiny_client: grpcclient.InferenceServerClient
 ) -> None:
     labels = [f"label set member number {i}" for i in range(1000)]
-    image = photo_pngs()[:1]
+    image = list(photo_pngs()[:1])
     classify(tiny_client, image, labels)  # warm (whatever it costs)
     before = misses(tiny_triton)
     warm_logits, _ = classify(tiny_client, image, [*labels, "one brand new label"])

@@ -35,7 +35,7 @@ LOAD_THREADS = 3  # enough concurrency that in-flight and pending gauges are see
 
 
 def expressions() -> list[tuple[str, str, str]]:
-    found = []
+    found: list[tuple[str, str, str]] = []
     for path in DASHBOARDS:
         for panel in json.loads(path.read_text())["panels"]:
             found.extend((path.stem, panel["title"], target["expr"]) for target in panel["targets"])

@@ -16,9 +16,9 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from prometheus_client import REGISTRY
 
+from clip_api import clip_service_pb2 as pb
+from clip_api import clip_service_pb2_grpc
 from clip_client import NO_RETRY, AsyncClipClient, ClientConfig, ClipClient, DeadlineExceededError
-from clip_client._generated import clip_service_pb2 as pb
-from clip_client._generated import clip_service_pb2_grpc
 from gateway.config import Limits
 from tests.support import servers
 from tests.support.gateway import GatewayThread, gateway_config

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tests.support.triton import ROOT
 
-GENERATED = ROOT / "client" / "clip_client" / "_generated"
+GENERATED = ROOT / "proto" / "clip_api"
 
 
 def test_generated_stubs_are_current(tmp_path: Path) -> None:

@@ -84,7 +84,8 @@ def cluster(tiny_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> 
             )
         yield Cluster(tritons, gateways, hosts, gateway_port)
     finally:
-        for process in [*gateways, *tritons]:
+        started: list[GatewayProcess | LauncherTriton] = [*gateways, *tritons]
+        for process in started:
             process.stop()
 
 

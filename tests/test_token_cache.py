@@ -7,6 +7,7 @@ import numpy as np
 from tests.support.triton import load_model_module
 
 token_cache = load_model_module("clip_tokenize", "token_cache")
+token_rows = load_model_module("common", "token_rows")
 
 
 class CountingEncoder:
@@ -48,5 +49,5 @@ def test_a_zero_sized_cache_encodes_every_time() -> None:
 
 
 def test_rows_are_padded_on_the_right() -> None:
-    batch = token_cache.padded([[5, 6, 7], [5]], pad_id=9)
+    batch = token_rows.pad_rows([[5, 6, 7], [5]], pad_id=9)
     assert batch.dtype == np.int64 and batch.tolist() == [[5, 6, 7], [5, 9, 9]]

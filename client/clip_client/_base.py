@@ -12,7 +12,7 @@ import grpc
 import numpy as np
 from numpy.typing import NDArray
 
-from clip_client._generated import clip_service_pb2 as pb
+from clip_api import clip_service_pb2 as pb
 from clip_client.config import ClientConfig
 from clip_client.errors import ClipError, RateLimitedError, from_status
 from clip_client.images import ImageInput, ImageUrl, to_bytes

@@ -9,9 +9,9 @@ from typing import Any
 
 import grpc
 
+from clip_api import clip_service_pb2 as pb
+from clip_api import clip_service_pb2_grpc
 from clip_client._base import ClientBase, ImagesArg
-from clip_client._generated import clip_service_pb2 as pb
-from clip_client._generated import clip_service_pb2_grpc
 from clip_client.config import ClientConfig
 from clip_client.errors import from_rpc_error
 from clip_client.types import ClassifyResult, Embeddings, ModelInfo, Similarity
@@ -34,7 +34,7 @@ class ClipClient(ClientBase):
             if credentials is not None
             else grpc.insecure_channel(self.config.target, options=options)
         )
-        self._stub = clip_service_pb2_grpc.ClipServiceStub(self._channel)  # type: ignore[no-untyped-call]
+        self._stub = clip_service_pb2_grpc.ClipServiceStub(self._channel)
 
     def _call(self, method: str, request: Any, timeout: float | None) -> Any:
         budget = self._budget(timeout)

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from clip_client._generated import clip_service_pb2 as pb
+from clip_api import clip_service_pb2 as pb
 from gateway.auth import ApiKeys
 from gateway.errors import RequestError
 from gateway.http_api import inputs

@@ -8,7 +8,7 @@ import binascii
 import re
 from collections.abc import Callable
 
-from clip_client._generated import clip_service_pb2 as pb
+from clip_api import clip_service_pb2 as pb
 from gateway.errors import RequestError, Violation
 from gateway.http_api.errors import HttpError
 

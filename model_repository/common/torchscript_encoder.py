@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 import triton_python_backend_utils as pb_utils
+from numpy.typing import NDArray
 from triton_model_utils import cancelled, model_config, parameter
 
 
@@ -62,23 +63,17 @@ class TorchScriptEncoder:
         else:
             self.device = torch.device("cpu")
         folder = Path(args["model_repository"]) / args["model_version"]
-        self.module = torch.jit.load(str(folder / "model.pt"), map_location=self.device).eval()
+        self.module = torch.jit.load(str(folder / "model.pt"), map_location=self.device).eval()  # type: ignore[no-untyped-call]
         if self.device.type == "cpu" and (folder / "weights.pt").is_file():
             share_weights(self.module, folder / "weights.pt")
 
-    def _encode(self, batch: np.ndarray) -> np.ndarray:
+    def _encode(self, batch: NDArray[Any]) -> NDArray[Any]:
         with torch.inference_mode():
             embeds = self.module(torch.from_numpy(batch).to(self.device))
-        result = embeds.float().cpu().numpy()
+        result: NDArray[Any] = embeds.float().cpu().numpy()
         if self.device.type == "cpu":
             release_free_heap()
         return result
-
-    def run_one(self, request: Any) -> Any:
-        if request.is_cancelled():
-            return cancelled()
-        batch = pb_utils.get_input_tensor_by_name(request, self.input_name).as_numpy()
-        return pb_utils.InferenceResponse([pb_utils.Tensor(self.output_name, self._encode(batch))])
 
     def run_batched(self, requests: list[Any]) -> list[Any]:
         """One forward pass for every live request the dynamic batcher gathered."""

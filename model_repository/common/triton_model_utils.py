@@ -13,7 +13,8 @@ import triton_python_backend_utils as pb_utils
 
 
 def model_config(args: dict[str, str]) -> dict[str, Any]:
-    return json.loads(args["model_config"])
+    config: dict[str, Any] = json.loads(args["model_config"])
+    return config
 
 
 def parameter(config: dict[str, Any], key: str, default: str | None = None) -> str:

@@ -24,8 +24,9 @@ from gateway.config import Limits
 from tests.support.images import SMALL_JPEG, encode
 from tests.support.images import gradient_photo as photo
 
+MAX_IMAGES = 8
 LIMITS = Limits(
-    max_images=8,
+    max_images=MAX_IMAGES,
     max_labels=50,
     max_texts=50,
     max_templates=4,
@@ -210,8 +211,8 @@ def request_cases() -> list[Case]:
         Case(
             "too many images",
             "INVALID_ARGUMENT",
-            request={"images": [GOOD] * (LIMITS.max_images + 1), "labels": ["cat"]},
-            message=f"images: {LIMITS.max_images + 1} images, more than the limit of {LIMITS.max_images}",
+            request={"images": [GOOD] * (MAX_IMAGES + 1), "labels": ["cat"]},
+            message=f"images: {MAX_IMAGES + 1} images, more than the limit of {MAX_IMAGES}",
         ),
         Case(
             "template without {}",

@@ -148,7 +148,7 @@ class LauncherTriton:
 
 
 @contextlib.contextmanager
-def triton(repository: Path, log_dir: Path, **options: Any) -> Iterator[LauncherTriton]:
+def triton(repository: Path | str, log_dir: Path, **options: Any) -> Iterator[LauncherTriton]:
     server = LauncherTriton(repository, log_dir, **options)
     try:
         server.wait_ready()

@@ -18,8 +18,10 @@ import contextlib
 import io
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 from PIL import Image, ImageOps
 
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP")  # JPEG also opens multi-picture (MPO) files
@@ -122,7 +124,7 @@ def _unidentified(data: bytes) -> str:
     return f"not an image in an accepted format ({accepted}): {len(data)} bytes starting {data[:8]!r}"
 
 
-def to_rgb(image: Image.Image) -> np.ndarray:
+def to_rgb(image: Image.Image) -> NDArray[Any]:
     """Upright RGB uint8 HxWx3; transparency composited onto white like the reference."""
     # A malformed EXIF block keeps the stored orientation rather than failing the image.
     with contextlib.suppress(OSError, ValueError, SyntaxError):
@@ -145,7 +147,7 @@ def resized_size(width: int, height: int, shortest_edge: int) -> tuple[int, int]
     return (new_short, new_long) if width <= height else (new_long, new_short)
 
 
-def resize_and_crop(rgb: np.ndarray, config: PreprocessConfig) -> np.ndarray:
+def resize_and_crop(rgb: NDArray[Any], config: PreprocessConfig) -> NDArray[Any]:
     """Shortest side to `shortest_edge` (bicubic), then centre crop to `crop_size`."""
     height, width = rgb.shape[:2]
     short, long = (width, height) if width <= height else (height, width)
@@ -163,7 +165,7 @@ def resize_and_crop(rgb: np.ndarray, config: PreprocessConfig) -> np.ndarray:
     return resized[top : top + crop, left : left + crop]
 
 
-def normalize(rgb: np.ndarray, config: PreprocessConfig) -> np.ndarray:
+def normalize(rgb: NDArray[Any], config: PreprocessConfig) -> NDArray[Any]:
     """uint8 HxWx3 -> float32 3xHxW, rescaled by 1/255 in float64 as the reference does."""
     scaled = (rgb.astype(np.float64) * (1 / 255)).astype(np.float32)
     mean = np.asarray(config.mean, dtype=np.float32)
@@ -171,7 +173,7 @@ def normalize(rgb: np.ndarray, config: PreprocessConfig) -> np.ndarray:
     return np.ascontiguousarray(((scaled - mean) / std).transpose(2, 0, 1))
 
 
-def preprocess(data: bytes, config: PreprocessConfig) -> np.ndarray:
+def preprocess(data: bytes, config: PreprocessConfig) -> NDArray[Any]:
     """One encoded image -> float32 [3, crop, crop] pixel values."""
     image = decode(data, config.max_pixels)
     # A 1 x 5000 strip would be upscaled to 224 x 1,120,000 before the crop: refuse such shapes.

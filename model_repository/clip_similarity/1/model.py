@@ -15,23 +15,26 @@ from typing import Any
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
+from numpy.typing import NDArray
 from triton_model_utils import cancelled, invalid_argument, model_config, parameter
 
 
-def l2_normalize(vectors: np.ndarray) -> np.ndarray:
+def l2_normalize(vectors: NDArray[Any]) -> NDArray[Any]:
     norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
-    return vectors / np.maximum(norms, np.finfo(np.float32).tiny)
+    unit: NDArray[Any] = vectors / np.maximum(norms, np.finfo(np.float32).tiny)
+    return unit
 
 
-def prompt_ensemble(texts: np.ndarray, per_label: int) -> np.ndarray:
+def prompt_ensemble(texts: NDArray[Any], per_label: int) -> NDArray[Any]:
     """[L*T, D] prompt embeddings -> [L, D] unit label embeddings (CLIP's prompt ensembling)."""
     grouped = l2_normalize(texts).reshape(len(texts) // per_label, per_label, texts.shape[-1])
     return l2_normalize(grouped.mean(axis=1))
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
+def softmax(logits: NDArray[Any]) -> NDArray[Any]:
     shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    return shifted / shifted.sum(axis=-1, keepdims=True)
+    probabilities: NDArray[Any] = shifted / shifted.sum(axis=-1, keepdims=True)
+    return probabilities
 
 
 class TritonPythonModel:

@@ -9,42 +9,41 @@ first end token, so padding never splits a key. Pure numpy: unit-tested without 
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
+from token_rows import pad_rows
 
 # Per-entry bookkeeping beside the vector (key bytes, dict and list slots), a deliberate overestimate.
 ENTRY_OVERHEAD_BYTES = 256
 
 
-def row_key(ids: np.ndarray, eos_token_id: int) -> bytes:
+def row_key(ids: NDArray[Any], eos_token_id: int) -> bytes:
     """The cache key of one padded row of token ids."""
     ends = np.flatnonzero(ids == eos_token_id)
     length = int(ends[0]) + 1 if len(ends) else len(ids)
     return np.ascontiguousarray(ids[:length], dtype=np.int64).tobytes()
 
 
-def pad(keys: list[bytes], pad_id: int) -> np.ndarray:
+def pad(keys: list[bytes], pad_id: int) -> NDArray[np.int64]:
     """Rows of token ids (as keys) back to a [len(keys), longest] int64 batch."""
-    rows = [np.frombuffer(key, dtype=np.int64) for key in keys]
-    batch = np.full((len(rows), max(len(row) for row in rows)), pad_id, dtype=np.int64)
-    for index, row in enumerate(rows):
-        batch[index, : len(row)] = row
-    return batch
+    return pad_rows([np.frombuffer(key, dtype=np.int64) for key in keys], pad_id)
 
 
 class LabelCache:
     def __init__(self, max_bytes: int, dimension: int) -> None:
         self.capacity = max(0, max_bytes // (dimension * 4 + ENTRY_OVERHEAD_BYTES))
-        self.entries: OrderedDict[bytes, np.ndarray] = OrderedDict()
+        self.entries: OrderedDict[bytes, NDArray[Any]] = OrderedDict()
         self.hits = 0
         self.misses = 0
 
     def __len__(self) -> int:
         return len(self.entries)
 
-    def lookup(self, keys: list[bytes]) -> tuple[dict[bytes, np.ndarray], list[bytes]]:
+    def lookup(self, keys: list[bytes]) -> tuple[dict[bytes, NDArray[Any]], list[bytes]]:
         """Cached vectors for the keys that have one, and the distinct missing keys in first-seen order."""
-        found: dict[bytes, np.ndarray] = {}
+        found: dict[bytes, NDArray[Any]] = {}
         missing: dict[bytes, None] = {}  # ordered, and O(1) to test: a cold 1,000-label set stays linear
         for key in keys:
             if key in found or key in missing:
@@ -59,7 +58,7 @@ class LabelCache:
         self.misses += len(missing)
         return found, list(missing)
 
-    def store(self, keys: list[bytes], vectors: np.ndarray) -> None:
+    def store(self, keys: list[bytes], vectors: NDArray[Any]) -> None:
         if self.capacity == 0:
             return
         for key, vector in zip(keys, vectors, strict=True):

@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
-from token_cache import TokenCache, padded
+from token_cache import TokenCache
+from token_rows import pad_rows
 from tokenizers import Tokenizer
 from triton_model_utils import decode_strings, invalid_argument, model_config, parameter
 
@@ -52,7 +53,10 @@ class TritonPythonModel:
         settings = json.loads((TOKENIZER_DIR / "tokenizer_config.json").read_text())
         pad_token = str(settings.get("pad_token") or "<|endoftext|>")
         self.tokenizer.enable_truncation(max_length=self.context_length)
-        self.pad_id = self.tokenizer.token_to_id(pad_token)
+        pad_id = self.tokenizer.token_to_id(pad_token)
+        if pad_id is None:
+            raise pb_utils.TritonModelException(f"the tokenizer has no {pad_token!r} token to pad with")
+        self.pad_id: int = pad_id
         self.cache = TokenCache(
             lambda texts: [encoding.ids for encoding in self.tokenizer.encode_batch(texts)],
             int(parameter(config, "token_cache_entries", "0")),
@@ -76,7 +80,7 @@ class TritonPythonModel:
         if templates:
             texts = [template.replace("{}", text) for text in texts for template in templates]
         rows = self.cache.ids(texts)
-        ids = padded(rows, self.pad_id)
+        ids = pad_rows(rows, self.pad_id)
         # Tokens per text before padding (start and end included): what an API bills as usage.
         counts = np.array([len(row) for row in rows], dtype=np.int32)
         return pb_utils.InferenceResponse([pb_utils.Tensor("INPUT_IDS", ids), pb_utils.Tensor("TOKEN_COUNTS", counts)])

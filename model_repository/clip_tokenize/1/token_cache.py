@@ -11,8 +11,6 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
-import numpy as np
-
 Encode = Callable[[list[str]], list[list[int]]]
 
 
@@ -44,11 +42,3 @@ class TokenCache:
             while len(self.entries) > self.max_entries:
                 self.entries.popitem(last=False)
         return [known[text] for text in texts]
-
-
-def padded(rows: list[list[int]], pad_id: int) -> np.ndarray:
-    """[len(rows), longest] int64, padded with `pad_id` on the right."""
-    batch = np.full((len(rows), max((len(row) for row in rows), default=0)), pad_id, dtype=np.int64)
-    for index, row in enumerate(rows):
-        batch[index, : len(row)] = row
-    return batch
