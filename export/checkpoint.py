@@ -20,7 +20,7 @@ class CheckpointError(RuntimeError):
 @dataclass(frozen=True)
 class Checkpoint:
     folder: Path
-    model_id: str  # the Hub id, or the folder's path for a local checkpoint
+    model_id: str  # the Hub id, or a name for a local checkpoint (its folder's name): never a path
     revision: str  # the Hub commit, or "local"
     weights_file: Path
 
@@ -40,12 +40,20 @@ class Checkpoint:
         return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def resolve(source: str) -> Checkpoint:
-    """A local folder is used as it is; anything else is a Hub id fetched into the HF cache."""
+def resolve(source: str, name: str | None = None) -> Checkpoint:
+    """A local folder is used as it is; anything else is a Hub id fetched into the HF cache.
+    `name`: the model id clients see (default: the Hub id, or the local folder's name; a server's
+    filesystem path is never shown to clients)."""
     folder = Path(source).expanduser()
     if folder.is_dir():
-        return _describe(folder.resolve(), model_id=str(folder.resolve()), revision="local")
-    return _from_hub(source)
+        folder = folder.resolve()
+        return _describe(folder, model_id=name or folder.name, revision="local")
+    checkpoint = _from_hub(source)
+    return (
+        checkpoint
+        if name is None
+        else Checkpoint(checkpoint.folder, name, checkpoint.revision, checkpoint.weights_file)
+    )
 
 
 def _from_hub(model_id: str) -> Checkpoint:

@@ -27,6 +27,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--model", default=DEFAULT_MODEL, help="Hub id or local checkpoint folder (%(default)s)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="repository to write (%(default)s)")
+    parser.add_argument("--model-name", help="the model id clients see (default: the Hub id, or a local folder's name)")
     parser.add_argument("--precision", choices=sorted(encoders.PRECISIONS), default="fp32")
     parser.add_argument("--device", choices=("cpu", "gpu"), default=defaults.device)
     parser.add_argument(
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         text_batch_size=args.text_batch_size,
     )
     try:
-        manifest = export(args.model, args.out, args.precision, settings)
+        manifest = export(args.model, args.out, args.precision, settings, args.model_name)
     except checkpoints.CheckpointError as error:
         print(f"export: {error}", file=sys.stderr)
         return 2

@@ -80,9 +80,14 @@ def build_manifest(
 
 
 def export(
-    source: str, out_dir: Path, precision: str = "fp32", settings: repository.Settings | None = None
+    source: str,
+    out_dir: Path,
+    precision: str = "fp32",
+    settings: repository.Settings | None = None,
+    model_name: str | None = None,
 ) -> dict[str, Any]:
-    """Export `source` to a model repository at `out_dir`; returns the manifest."""
+    """Export `source` to a model repository at `out_dir`; returns the manifest. `model_name`: the
+    id clients see (default: the Hub id, or a local folder's name)."""
     import torch
     from transformers import CLIPModel
 
@@ -93,7 +98,7 @@ def export(
             "--device gpu exports on a GPU: the traced text graph keeps the device "
             "it was traced on, and this machine has no CUDA device"
         )
-    ckpt = checkpoints.resolve(source)
+    ckpt = checkpoints.resolve(source, model_name)
     model = CLIPModel.from_pretrained(str(ckpt.folder), dtype="float32")
     facts = model_facts(model, ckpt.preprocessor_config())
     manifest = build_manifest(ckpt, facts, precision, settings)

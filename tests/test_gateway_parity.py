@@ -111,8 +111,16 @@ def test_every_image_input_kind_gives_the_same_embedding(clip_client: ClipClient
 
 def test_model_info_reports_the_export(clip_client: ClipClient, tiny_checkpoint: Path) -> None:
     info = clip_client.model_info()
-    assert info.model_id == str(tiny_checkpoint.resolve())
+    assert info.model_id == tiny_checkpoint.name == "tiny"  # a name: no server path reaches a client
     assert (info.variant, info.precision, info.embedding_dimension) == ("full", "fp32", 16)
     assert (info.image_size, info.context_length) == (224, 77)
     assert info.scale == pytest.approx(100.0, rel=1e-5)
     assert info.limits.max_labels_per_request == 1000
+
+
+def test_a_model_name_can_be_given_at_export(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    from export.pipeline import export
+
+    manifest = export(str(tiny_checkpoint), tmp_path / "repository", model_name="acme/clip-tiny")
+    assert manifest["model_id"] == "acme/clip-tiny"
+    assert str(tmp_path) not in str(manifest["model_id"])

@@ -60,6 +60,21 @@ def test_every_pixel_mode_and_format_matches_the_reference(variant: str, tiny_re
     assert np.abs(ours - expected).max() <= TOLERANCE
 
 
+@pytest.mark.parametrize("variant", ["rgba_png", "la_png", "p_transparent_png", "rgba_webp"])
+def test_transparency_matches_the_reference_bit_for_bit(variant: str, tiny_reference: Reference) -> None:
+    """Alpha (a gradient from transparent to opaque) and a transparent palette entry composited onto
+    white exactly as the reference's convert_to_rgb does: not within a tolerance, equal."""
+    data = images.mode_variants(images.photos()["chelsea_451x300"])[variant]
+    ours = preprocessing.preprocess(data, CONFIG)
+    assert np.array_equal(ours, reference_pixels(tiny_reference, Reference.open_image(data)))
+    # and the RGB pixels themselves, before resizing: the composite is where rounding could differ
+    composited = preprocessing.to_rgb(preprocessing.decode(data, CONFIG.max_pixels))
+    from transformers.image_transforms import convert_to_rgb
+
+    expected = convert_to_rgb(Reference.open_image(data), return_numpy=True)
+    assert np.array_equal(composited, expected)
+
+
 @pytest.mark.parametrize("orientation", range(1, 9))
 def test_exif_orientation_is_applied_before_resizing(orientation: int, tiny_reference: Reference) -> None:
     photo = images.photos()["coffee_600x400"]

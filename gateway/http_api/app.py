@@ -111,9 +111,7 @@ def create_app(service: ClipService, keys: ApiKeys) -> Any:
         return Deadline(config.default_timeout)
 
     def check_model(requested: str | None, model: ServedModel) -> None:
-        # The id as /v1/models lists it; a local checkpoint's id is its path, so its folder name is
-        # accepted too ("clip-demo" for /srv/models/clip-demo).
-        if requested is not None and requested not in (model.model_id, model.model_id.rstrip("/").rsplit("/", 1)[-1]):
+        if requested is not None and requested != model.model_id:  # the id as /v1/models lists it
             raise HttpError(
                 404,
                 f"the model {requested!r} is not served here; this server serves {model.model_id!r}",
