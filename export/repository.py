@@ -25,10 +25,10 @@ ENCODERS = ("clip_image_encoder", "clip_text_encoder")
 ENSEMBLES = ("clip_classify", "clip_embed_image", "clip_embed_text")
 
 
-# (image-encoder instances, torch threads each) by (device, precision). Measured on 2 cores with
-# `python -m bench.sweep` (README "Benchmarks"): fp32 1 x 2 and 2 x 1 both 0.95x eager fp32 b8, and
-# 1 x 2 keeps one copy of the activations (PSS 1.09 vs 1.26 GiB); bf16 2 x 1 2.79x against 1 x 2
-# 2.05x (two single-threaded instances overlap batching and IPC with compute). 2 x 2 thrashes.
+# (image-encoder instances, torch threads each) by (device, precision), chosen on 2 cores with
+# `python -m bench.sweep` (figures: bench/results/sweep_cpu_2core_*): for fp32 one instance of two
+# threads is as fast as two of one and keeps one copy of the activations; for bf16 two
+# single-threaded instances overlap batching and IPC with compute. More threads than cores thrash.
 IMAGE_LAYOUT = {
     ("cpu", "fp32"): (1, 2),
     ("cpu", "bf16"): (2, 1),
@@ -46,11 +46,11 @@ class Settings:
     image_instances: int | None = None
     image_torch_threads: int | None = None  # per image-encoder instance
     text_instances: int = 1
-    # Decoding and resizing run in Python on the CPU, ~8 ms per 640x480 JPEG per instance (one
-    # core): one instance feeds ~120 images/s. A GPU replica needs several to keep its GPU busy.
+    # Decoding and resizing run in Python on the CPU, one core per instance: a GPU replica needs
+    # several to keep its GPU busy (throughput per instance: docs/kubernetes.md, Capacity).
     preprocess_instances: int = 1
     # The text encoder only runs on label-cache misses (cold label sets, Embed texts), mostly while
-    # the image encoders wait; two threads halve those waits (measured: 1000 cold labels 14.5 s -> 10.8 s).
+    # the image encoders wait; two threads shorten those waits (docs/benchmarks.md).
     text_torch_threads: int = 2
     max_batch_size: int = 32  # images per image-encoder execution
     batch_delay_us: int = 2000  # dynamic batcher's wait for more images

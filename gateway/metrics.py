@@ -1,4 +1,4 @@
-"""Prometheus metrics of the gateway, served on their own port (`--metrics-port`).
+"""Prometheus metrics of the gateway, served on their own address (`--metrics-listen`).
 
 One registry per process (prometheus_client's default): several gateways in one process, as in
 tests, share the series. The per-label text cache lives in Triton and is exported there

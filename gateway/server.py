@@ -60,7 +60,7 @@ def image_sources(config: GatewayConfig) -> ImageSources:
 
 
 async def start_http(service: ClipService, keys: ApiKeys, config: GatewayConfig) -> HttpServer:
-    # FastAPI, pydantic and uvicorn (~30 MB) are imported only where the HTTP API is turned on.
+    # FastAPI, pydantic and uvicorn (tens of MB) are imported only where the HTTP API is turned on.
     from gateway.http_api.app import create_app
     from gateway.http_api.server import HttpServer
 

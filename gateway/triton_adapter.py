@@ -144,9 +144,10 @@ class TritonAdapter:
         return result.as_numpy("TEXT_EMBEDS"), result.as_numpy("TOKEN_COUNTS")
 
     async def backend_readiness(self, names: Sequence[str] = REQUIRED_MODELS, timeout: float = 2.0) -> dict[str, bool]:
-        """Each server the target names now -> whether all of `names` are READY on it. Triton's
-        own liveness stays green when a Python stub dies, so model readiness is what counts. When
-        the set of servers changes, the balancing channel is renewed so that new ones get calls."""
+        """Each server the target names now -> whether all of `names` are READY on it (loaded:
+        a model still loading is not; a stub that dies later leaves its model READY, which is why the
+        launcher watches the stubs). When the set of servers changes, the balancing channel is
+        renewed so that new ones get calls."""
         backends = await resolve(self.url)
         if backends != self.backends:
             if self.backends:  # not at start: the channel made then already saw this set

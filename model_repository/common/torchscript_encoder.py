@@ -26,17 +26,17 @@ _TRIM = _malloc_trim()
 
 
 def release_free_heap() -> None:
-    """Give freed activation memory back to the OS. glibc keeps it otherwise: a ViT-B/16 stub sat
-    on ~600 MB of free heap after a batch of 32 (measured: 1,181 -> 589 MB PSS), for ~2 % of a
-    batch's time."""
+    """Give freed activation memory back to the OS: glibc keeps it otherwise, and a ViT-B/16 stub
+    would sit on the freed activations of its largest batch (the benchmark's memory rows show the
+    difference) for a small part of a batch's time."""
     if _TRIM is not None:
         _TRIM(0)
 
 
 def share_weights(module: torch.jit.ScriptModule, weights: Path) -> None:
     """Point every parameter and buffer at a read-only memory map of weights.pt, freeing the copy
-    torch.jit.load made: the instances of a tower then share one copy in the page cache (2 image
-    instances of ViT-B/16 fp32: ~330 MB less in all). Refuses a file that does not match."""
+    torch.jit.load made: the instances of a tower then share one copy in the page cache instead of
+    holding one each. Refuses a file that does not match."""
     mapped = torch.load(weights, mmap=True, weights_only=True)
     tensors = [*module.named_parameters(), *module.named_buffers()]
     for name, tensor in tensors:

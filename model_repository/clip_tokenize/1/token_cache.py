@@ -1,7 +1,7 @@
 """A bounded LRU of token ids per prompt text, so a label set sent again is not tokenized again.
 
-Tokenizing 1,000 prompts takes ~14 ms on this 2-core machine, on every Classify that sends them:
-the largest per-request cost of a warm 1,000-label Classify outside the image tower. Keyed by the
+Tokenizing a 1,000-label set again on every Classify that sends it was the largest per-request cost
+of a warm 1,000-label Classify outside the image tower (docs/benchmarks.md). Keyed by the
 exact prompt string; values are the unpadded ids (truncation included), so padding is per request.
 Pure Python: unit-tested without Triton.
 """
