@@ -1,7 +1,7 @@
 """Locate the tritonserver binary shipped in the `nvidia-pytriton` wheel and prepare what it needs.
 
-Recipe (docs/operations.md, "Export and launch by hand"): the Python backend and the stub for this interpreter's version are
-copied into a backends folder of our own; the bundled shared libraries go on LD_LIBRARY_PATH,
+Recipe (docs/operations.md, "Export and launch by hand"): the Python backend and the stub for this
+interpreter's version are copied into a backends folder of our own; the bundled shared libraries go on LD_LIBRARY_PATH,
 after this interpreter's own libpython; this venv's bin/ goes first on PATH, because the stub
 finds `python3` there and through its pyvenv.cfg sees the venv's site-packages (PYTHONPATH
 alone is ignored by the stub).

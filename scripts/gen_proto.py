@@ -51,6 +51,7 @@ def generate(out: Path) -> None:
             text = re.sub(r"^from clip\.v1 import ", "from . import ", text, flags=re.MULTILINE)
             (out / produced.name).write_text(HEADER + text)
         (out / "__init__.py").write_text(HEADER + '"""The clip.v1 API: generated protobuf and gRPC stubs."""\n')
+        (out / "py.typed").write_text("")  # the .pyi files are the package's types (PEP 561)
 
 
 def main() -> None:

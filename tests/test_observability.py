@@ -4,12 +4,14 @@ the committed dashboards are exactly what their generator writes."""
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -63,6 +65,18 @@ def series_problem(result: list[dict]) -> str | None:  # type: ignore[type-arg]
     return None
 
 
+SAMPLE_URI = "data:image/png;base64," + base64.b64encode(photo_pngs()[0]).decode()
+
+
+def http_status(url: str, body: dict) -> int:  # type: ignore[type-arg]
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return int(error.code)
+
+
 def send_traffic(target: str, triton_url: str, http_base: str, seconds: float) -> list[BaseException]:
     """For `seconds`, from several threads: good calls with repeated and new label sets, a corrupt
     image, a bad request, a call past its deadline, a refused image URL, HTTP API calls, and a
@@ -91,6 +105,11 @@ def send_traffic(target: str, triton_url: str, http_base: str, seconds: float) -
                         )
                     client.classify(ImageUrl("http://10.0.0.1/cat.png"), ["cat"])  # refused: a private address
                     http_json(f"{http_base}/v1/models")
+                    heavy = {
+                        "image": [SAMPLE_URI] * 16,
+                        "labels": [f"http slow {worker} {round_number} {i}" for i in range(500)],
+                    }
+                    assert http_status(f"{http_base}/v1/classifications", heavy) == 504
                     empty = grpcclient.InferInput("IMAGE", [0], "BYTES")
                     empty.set_data_from_numpy(np.array([], dtype=np.object_))
                     with pytest.raises(InferenceServerException):  # a failure Triton counts itself
@@ -114,7 +133,9 @@ def observed(
 ) -> Iterator[tuple[str, float, float]]:
     """A Prometheus scraping the test Triton and a gateway every second, after traffic; yields
     its base URL and the traffic's start and end times."""
-    config = gateway_config(tiny_triton.grpc_url, http_listen="127.0.0.1:0", image_urls=True)
+    # A short default deadline (the HTTP API's only one): a heavy HTTP call runs past it inside
+    # Triton's client, which the Triton-error panels must show. gRPC calls carry their own deadlines.
+    config = gateway_config(tiny_triton.grpc_url, http_listen="127.0.0.1:0", image_urls=True, default_timeout=0.5)
     with servers.gateway(config) as gateway:
         targets = {
             "triton": [tiny_triton.metrics_url.split("//")[1].split("/")[0]],
