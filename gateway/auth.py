@@ -1,107 +1,194 @@
-"""API keys: `authorization: Bearer <key>` on every call except health checks, gRPC and HTTP alike.
+"""API keys with names: `authorization: Bearer <key>` on every call except health checks, gRPC and
+HTTP alike; the key's name is the caller's tenant in metrics, logs and rate limits (never the key).
 
-Keys come from a file (one per line, `#` comments) and/or an environment variable (comma
-separated). They are compared as SHA-256 digests with hmac.compare_digest, so neither a key's
-length nor its first differing byte shows in the timing. With no keys configured, the gateway is
-open (for loopback development); `python -m gateway` says so in its log.
+The keys file holds one key per line as `name: key`:
+
+    # comment lines start with "#"
+    team-search: s3cr3t key with spaces, # and : are part of it
+    billing-batch: another-key
+
+The name is letters, digits, ".", "_" or "-" (at most 64); the key is everything after the first
+":" with surrounding whitespace removed, so it may hold any printable character, "#" and ":"
+included. A line without ":" is an unnamed key (the older format) and gets the name `key-<line>`.
+CLIP_GATEWAY_API_KEYS takes the same entries separated by commas (so there a key cannot contain
+","). Keys are compared as SHA-256 digests with hmac.compare_digest, so neither a key's length nor
+its first differing byte shows in the timing. With no keys the gateway is open (loopback
+development), every caller is the tenant "anonymous", and `python -m gateway` logs a warning.
 """
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import hmac
+import logging
+import re
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
 import grpc.aio
 
+from gateway.observability import CALL
+
 OPEN_METHODS = frozenset({"/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"})
 MAX_HEADER_CHARS = 512
 PREFIX = "bearer "
+ANONYMOUS = "anonymous"
+NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
+# The tenant of the call being handled (set by the gRPC interceptor and by the HTTP guard).
+TENANT: contextvars.ContextVar[str] = contextvars.ContextVar("tenant", default=ANONYMOUS)
+log = logging.getLogger("gateway.auth")
 
 
-def load_keys(file: Path | None, env_value: str | None) -> ApiKeys:
-    keys: list[str] = []
-    if file is not None:
-        for line in file.read_text().splitlines():
-            line = line.split("#", 1)[0].strip()
-            if line:
-                keys.append(line)
-    if env_value:
-        keys.extend(key.strip() for key in env_value.split(",") if key.strip())
-    return ApiKeys(keys)
+class KeysFileError(ValueError):
+    """The keys file cannot be read as `name: key` lines; the message names the line."""
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    name: str
+    digest: bytes
 
 
 def _digest(key: str) -> bytes:
     return hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
 
 
-class ApiKeys:
-    """The configured keys, as digests; `allows` checks one `authorization` header value."""
+def parse_entry(entry: str, where: str, default_name: str) -> tuple[str, str]:
+    """(name, key) of one `name: key` entry, or of a bare key (the older format)."""
+    if ":" not in entry:
+        log.warning("%s: a key without a name; call it %s (write `name: key`)", where, default_name)
+        name, key = default_name, entry.strip()
+    else:
+        name, key = (part.strip() for part in entry.split(":", 1))
+        if not NAME.fullmatch(name):
+            raise KeysFileError(
+                f"{where}: {name[:20]!r} is not a key name (letters, digits, '.', '_', '-'; at most 64): "
+                "write `name: key`"
+            )
+    if not key or not key.isprintable():
+        raise KeysFileError(f"{where}: the key is empty or holds characters that are not printable")
+    return name, key
 
-    def __init__(self, keys: Iterable[str]) -> None:
-        self._digests = [_digest(key) for key in keys]
+
+def load_keys(file: Path | None, env_value: str | None) -> ApiKeys:
+    entries: list[tuple[str, str]] = []
+    if file is not None:
+        for number, line in enumerate(file.read_text().splitlines(), start=1):
+            if line.strip() and not line.lstrip().startswith("#"):
+                entries.append(parse_entry(line, f"{file}:{number}", f"key-{number}"))
+    if env_value:
+        for number, item in enumerate(env_value.split(","), start=1):
+            if item.strip():
+                entries.append(parse_entry(item, f"CLIP_GATEWAY_API_KEYS entry {number}", f"env-key-{number}"))
+    names = [name for name, _ in entries]
+    duplicated = sorted({name for name in names if names.count(name) > 1})
+    if duplicated:
+        raise KeysFileError(f"key names must be unique; repeated: {', '.join(duplicated)}")
+    return ApiKeys(entries)
+
+
+class ApiKeys:
+    """The configured keys, as digests; `tenant` names the key an `authorization` value carries."""
+
+    def __init__(self, entries: Iterable[tuple[str, str]]) -> None:
+        self._keys = [ApiKey(name, _digest(key)) for name, key in entries]
 
     def __bool__(self) -> bool:
-        return bool(self._digests)
+        return bool(self._keys)
+
+    @property
+    def names(self) -> list[str]:
+        return [key.name for key in self._keys]
+
+    def tenant(self, header: object) -> str | None:
+        """The name of the key in `header` ("Bearer <key>"), or None when it is no key of ours."""
+        if not isinstance(header, str) or len(header) > MAX_HEADER_CHARS:
+            return None
+        if not header.lower().startswith(PREFIX) or not header[len(PREFIX) :].strip():
+            return None
+        offered = _digest(header[len(PREFIX) :].strip())
+        found = None
+        for key in self._keys:  # no early exit: the time does not tell which key matched
+            if hmac.compare_digest(offered, key.digest):
+                found = key.name
+        return found
 
     def allows(self, header: object) -> bool:
-        if not isinstance(header, str) or len(header) > MAX_HEADER_CHARS:
-            return False
-        if not header.lower().startswith(PREFIX) or not header[len(PREFIX) :].strip():
-            return False
-        offered = _digest(header[len(PREFIX) :].strip())
-        matched = False
-        for digest in self._digests:  # no early exit: the time does not tell which key matched
-            matched |= hmac.compare_digest(offered, digest)
-        return matched
+        return self.tenant(header) is not None
+
+
+def _ignore(data: bytes) -> None:
+    """The deserializer of a refused call: its message is never parsed."""
+    return None
 
 
 class ApiKeyInterceptor(grpc.aio.ServerInterceptor):
+    """Refuses calls without a valid key before their message is parsed, and runs the others with
+    TENANT set to their key's name. With no keys configured every caller is "anonymous"."""
+
     def __init__(self, keys: ApiKeys) -> None:
         self._keys = keys
 
-    def _authorized(self, metadata: Iterable[tuple[str, Any]] | None) -> bool:
+    def _tenant(self, metadata: Iterable[tuple[str, Any]] | None) -> str | None:
+        if not self._keys:
+            return ANONYMOUS
         values = [value for key, value in metadata or () if key == "authorization"]
-        return len(values) == 1 and self._keys.allows(values[0])
+        return self._keys.tenant(values[0]) if len(values) == 1 else None
 
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
-        method = details.method
-        if method in OPEN_METHODS or self._authorized(details.invocation_metadata):
-            return await continuation(details)
         handler = await continuation(details)
-        if handler is None:
+        if handler is None or details.method in OPEN_METHODS:
             return handler
+        tenant = self._tenant(details.invocation_metadata)
+        if tenant is None:
+            return _refusal(handler)
+        if handler.unary_unary is None:
+            return handler
+        inner = handler.unary_unary
 
-        async def refuse(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            await context.abort(
-                grpc.StatusCode.UNAUTHENTICATED, "missing or invalid API key: send `authorization: Bearer <key>`"
-            )
+        async def as_tenant(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            call = CALL.get()
+            if call is not None:
+                call["tenant"] = tenant  # for the per-tenant request count when the call ends
+            token = TENANT.set(tenant)
+            try:
+                return await inner(request, context)
+            finally:
+                TENANT.reset(token)
 
-        async def refuse_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            await refuse(request, context)
-            yield  # pragma: no cover  (an async generator that aborts before yielding)
-
-        if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(
-                refuse,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(
-                refuse_stream,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return grpc.stream_stream_rpc_method_handler(
-            refuse_stream,
+        return grpc.unary_unary_rpc_method_handler(
+            as_tenant,
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
+
+
+def _refusal(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    async def refuse(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await context.abort(
+            grpc.StatusCode.UNAUTHENTICATED, "missing or invalid API key: send `authorization: Bearer <key>`"
+        )
+
+    async def refuse_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await refuse(request, context)
+        yield  # pragma: no cover  (an async generator that aborts before yielding)
+
+    if handler.unary_unary is not None:
+        return grpc.unary_unary_rpc_method_handler(
+            refuse, request_deserializer=_ignore, response_serializer=handler.response_serializer
+        )
+    if handler.unary_stream is not None:
+        return grpc.unary_stream_rpc_method_handler(
+            refuse_stream, request_deserializer=_ignore, response_serializer=handler.response_serializer
+        )
+    return grpc.stream_stream_rpc_method_handler(
+        refuse_stream, request_deserializer=_ignore, response_serializer=handler.response_serializer
+    )

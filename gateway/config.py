@@ -46,11 +46,22 @@ class GatewayConfig:
     # Calls doing model work at once, gRPC and HTTP together; past it a call is refused at once as
     # busy (gRPC UNAVAILABLE with RetryInfo, HTTP 429 with Retry-After) instead of queueing.
     max_concurrent_rpcs: int = 64
-    api_keys_file: str = ""  # one key per line; with CLIP_GATEWAY_API_KEYS (comma separated)
-    api_keys: str = ""  # comma separated; prefer the file or the environment to a flag
-    tls_cert_file: str = ""  # PEM certificate chain; with tls_key_file, the gateway speaks TLS only
+    api_keys_file: str = ""  # `name: key` per line (gateway/auth.py); with CLIP_GATEWAY_API_KEYS
+    api_keys: str = ""  # comma-separated `name: key` entries; prefer the file or the environment to a flag
+    rate_limit_requests: float = 0.0  # per API key, requests per second; 0: no limit
+    rate_limit_images: float = 0.0  # per API key, images per second; 0: no limit
+    rate_limit_burst_seconds: float = 1.0  # how many seconds of its rate a key may save up
+    tls_cert_file: str = ""  # PEM certificate chain; with tls_key_file, gRPC and HTTP speak TLS only
     tls_key_file: str = ""
+    tls_client_ca_file: str = ""  # PEM CA bundle: when set, callers must present a certificate it signed
+    http_allow_cleartext: bool = False  # allow a plain-HTTP API beside a TLS gRPC port (behind a TLS proxy)
+    # Every gRPC connection is closed after this many seconds (in-flight calls get `shutdown_grace`):
+    # clients re-resolve and rebalance, and no call can hold a stream open longer, withheld message
+    # or not. 0 turns it off.
+    max_connection_age: float = 600.0
     http_listen: str = ""  # host:port of the OpenAI-compatible HTTP API; empty turns it off
+    http_body_read_timeout: float = 10.0  # seconds between two pieces of an HTTP request body (408 past it)
+    http_body_total_timeout: float = 30.0  # seconds for a whole HTTP request body (408 past it)
     image_urls: bool = False  # fetch images given by URL (Image.url, HTTP image inputs)
     url_allowed_networks: str = ""  # comma-separated CIDRs exempt from the internal-address deny list
     url_max_redirects: int = 0  # redirects followed per image URL, each re-checked

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from google.protobuf import any_pb2
@@ -17,6 +18,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from tritonclient.utils import InferenceServerException
 
 from gateway.admission import Busy
+from gateway.rate_limits import RateLimited
 
 log = logging.getLogger("gateway.errors")
 
@@ -88,18 +90,36 @@ def to_status(error: BaseException) -> status_pb2.Status:
         return status_pb2.Status(code=error.code.value[0], message=str(error), details=[detail])
     if isinstance(error, ServiceUnavailable):
         return status_pb2.Status(code=code_pb2.UNAVAILABLE, message=str(error))
+    if isinstance(error, RateLimited):
+        # The caller's own quota, not a size limit: QuotaFailure names it, RetryInfo says when.
+        quota = error_details_pb2.QuotaFailure(
+            violations=[
+                error_details_pb2.QuotaFailure.Violation(subject=f"api key {error.tenant}", description=str(error))
+            ]
+        )
+        return status_pb2.Status(
+            code=code_pb2.RESOURCE_EXHAUSTED, message=str(error), details=[_any(quota), _retry(error.retry_after)]
+        )
     if isinstance(error, Busy):
         # Retryable, with the delay as data: google.rpc.RetryInfo, which clients honour.
-        retry = error_details_pb2.RetryInfo()
-        retry.retry_delay.FromMilliseconds(int(error.retry_after * 1000))
-        detail = any_pb2.Any()
-        detail.Pack(retry)
-        return status_pb2.Status(code=code_pb2.UNAVAILABLE, message=str(error), details=[detail])
+        return status_pb2.Status(code=code_pb2.UNAVAILABLE, message=str(error), details=[_retry(error.retry_after)])
     if isinstance(error, InferenceServerException):
         code, message = triton_status(error)
         return status_pb2.Status(code=code.value[0], message=message)
     log.exception("unexpected gateway failure", exc_info=error)
     return status_pb2.Status(code=code_pb2.INTERNAL, message="internal error in the gateway")
+
+
+def _any(message: Any) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed
+
+
+def _retry(seconds: float) -> any_pb2.Any:
+    retry = error_details_pb2.RetryInfo()
+    retry.retry_delay.FromMilliseconds(int(seconds * 1000))
+    return _any(retry)
 
 
 def item_status(code: grpc.StatusCode, message: str) -> status_pb2.Status:

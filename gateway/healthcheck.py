@@ -1,9 +1,16 @@
 """Exit 0 when the gateway at ADDRESS reports SERVING (grpc.health.v1), else 1. For container
-health checks: `python -m gateway.healthcheck localhost:50051`."""
+health checks: `python -m gateway.healthcheck localhost:50051`.
+
+When the gateway speaks TLS (CLIP_GATEWAY_TLS_CERT_FILE is set, as in its own container), the check
+does too, trusting CLIP_GATEWAY_HEALTHCHECK_CA_FILE, or else that certificate itself (right for a
+self-signed one). A gateway that requires client certificates cannot be checked this way: use
+its HTTP /v1/health/ready, or a probe with a certificate."""
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -11,8 +18,15 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 def main(argv: list[str]) -> int:
     target = argv[1] if len(argv) > 1 else "localhost:50051"
+    certificate = os.environ.get("CLIP_GATEWAY_TLS_CERT_FILE", "")
+    trusted = os.environ.get("CLIP_GATEWAY_HEALTHCHECK_CA_FILE", "") or certificate
+    channel = (
+        grpc.secure_channel(target, grpc.ssl_channel_credentials(Path(trusted).read_bytes()))
+        if certificate
+        else grpc.insecure_channel(target)
+    )
     try:
-        with grpc.insecure_channel(target) as channel:
+        with channel:
             response = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2)
     except grpc.RpcError as error:
         print(f"{target}: {error.code().name}", file=sys.stderr)

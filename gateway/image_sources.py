@@ -55,7 +55,10 @@ class ImageSources:
         """Fetch the URLs concurrently; each one that gives no usable image goes to `failed`."""
         if not images.urls:
             return images
-        fetched = await asyncio.gather(*(self._fetch(url, limits, timeout) for url in images.urls.values()))
+        # A task group: when the request ends (cancelled, deadline) every sibling fetch ends with it.
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(self._fetch(url, limits, timeout)) for url in images.urls.values()]
+        fetched = [task.result() for task in tasks]
         for index, outcome in zip(images.urls, fetched, strict=True):
             if isinstance(outcome, bytes):
                 images.data[index] = outcome
@@ -72,6 +75,9 @@ class ImageSources:
         except ImageUrlError as error:
             metrics.IMAGE_FETCHES.labels("refused" if isinstance(error, UrlRefused) else "failed").inc()
             return str(error)
+        except Exception as error:  # anything unforeseen is this image's failure, not the call's
+            metrics.IMAGE_FETCHES.labels("failed").inc()
+            return f"fetching the URL failed: {type(error).__name__}"
         problem = validation.image_size_problem(body, limits)
         metrics.IMAGE_FETCHES.labels("ok" if problem is None else "failed").inc()
         return body if problem is None else f"the fetched image is too large: {problem}"

@@ -39,6 +39,19 @@ HTTP_LATENCY = Histogram(
 IMAGE_FETCHES = Counter("clip_gateway_image_fetches", "Image URL fetches by outcome (ok, refused, failed)", ["outcome"])
 WORK_SLOTS_USED = Gauge("clip_gateway_work_slots_used", "Calls doing model work now, gRPC and HTTP together")
 BUSY_REFUSALS = Counter("clip_gateway_busy_refusals", "Calls refused because every work slot was taken")
+# Per tenant: the name of the caller's API key ("anonymous" without keys), never the key itself.
+TENANT_REQUESTS = Counter(
+    "clip_gateway_tenant_requests",
+    "Finished calls per API key name, method (or HTTP route) and code",
+    ["tenant", "method", "code"],
+)
+TENANT_IMAGES = Counter("clip_gateway_tenant_images", "Images sent per API key name", ["tenant"])
+TENANT_TEXTS = Counter("clip_gateway_tenant_texts", "Labels, prompts and texts sent per API key name", ["tenant"])
+TENANT_TEXT_TOKENS = Counter(
+    "clip_gateway_tenant_text_tokens", "CLIP BPE tokens of embedded texts per API key name", ["tenant"]
+)
+SLOW_BODIES = Counter("clip_gateway_http_slow_bodies", "HTTP requests cut off because their body trickled in (408)")
+RATE_LIMITED = Counter("clip_gateway_rate_limited", "Calls refused by a per-key rate limit", ["tenant", "limit"])
 HEALTH = Gauge("clip_gateway_serving", "1 when every Triton model the gateway needs is ready, else 0")
 
 

@@ -21,6 +21,8 @@ import grpc.aio
 from gateway import metrics
 
 REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+# Filled in while a call runs (the tenant, once authentication has named it) and read when it ends.
+CALL: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar("call", default=None)
 MAX_REQUEST_ID_CHARS = 64
 log = logging.getLogger("gateway.rpc")
 _STANDARD_FIELDS = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
@@ -103,6 +105,8 @@ class RequestContextInterceptor(grpc.aio.ServerInterceptor):
 
         async def with_context(request: Any, context: grpc.aio.ServicerContext) -> Any:
             token = REQUEST_ID.set(request_id)
+            call: dict[str, str] = {}
+            call_token = CALL.set(call)
             started = time.perf_counter()
             code = grpc.StatusCode.OK
             metrics.IN_FLIGHT.labels(method_label).inc()
@@ -131,7 +135,14 @@ class RequestContextInterceptor(grpc.aio.ServerInterceptor):
                 metrics.IN_FLIGHT.labels(method_label).dec()
                 metrics.REQUESTS.labels(method_label, status).inc()
                 metrics.LATENCY.labels(method_label).observe(seconds)
-                log.info("rpc", extra={"method": method, "code": status, "ms": round(seconds * 1000, 1)})
+                tenant = call.get("tenant")
+                if tenant is not None:
+                    metrics.TENANT_REQUESTS.labels(tenant, method_label, status).inc()
+                log.info(
+                    "rpc",
+                    extra={"method": method, "code": status, "ms": round(seconds * 1000, 1), "tenant": tenant},
+                )
+                CALL.reset(call_token)
                 REQUEST_ID.reset(token)
 
         return grpc.unary_unary_rpc_method_handler(

@@ -30,16 +30,35 @@ if TYPE_CHECKING:
 log = logging.getLogger("gateway.server")
 
 
-def add_port(server: grpc.aio.Server, config: GatewayConfig) -> int:
-    """Listen with TLS when a certificate and key are configured, in plaintext otherwise."""
+def check_tls(config: GatewayConfig) -> None:
+    """Refuse settings that would leave part of the gateway unprotected by mistake."""
     if bool(config.tls_cert_file) != bool(config.tls_key_file):
         raise ValueError("TLS needs both --tls-cert-file and --tls-key-file")
+    if config.tls_client_ca_file and not config.tls_cert_file:
+        raise ValueError("--tls-client-ca-file needs TLS (--tls-cert-file and --tls-key-file)")
+
+
+def add_port(server: grpc.aio.Server, config: GatewayConfig) -> int:
+    """Listen with TLS when a certificate and key are configured (requiring client certificates
+    signed by --tls-client-ca-file when given), in plaintext otherwise."""
     if not config.tls_cert_file:
         return int(server.add_insecure_port(config.listen))
+    client_ca = Path(config.tls_client_ca_file).read_bytes() if config.tls_client_ca_file else None
     credentials = grpc.ssl_server_credentials(
-        [(Path(config.tls_key_file).read_bytes(), Path(config.tls_cert_file).read_bytes())]
+        [(Path(config.tls_key_file).read_bytes(), Path(config.tls_cert_file).read_bytes())],
+        root_certificates=client_ca,
+        require_client_auth=client_ca is not None,
     )
     return int(server.add_secure_port(config.listen, credentials))
+
+
+def connection_age(config: GatewayConfig) -> list[tuple[str, int]]:
+    if config.max_connection_age <= 0:
+        return []
+    return [
+        ("grpc.max_connection_age_ms", int(config.max_connection_age * 1000)),
+        ("grpc.max_connection_age_grace_ms", int(config.shutdown_grace * 1000)),
+    ]
 
 
 def image_sources(config: GatewayConfig) -> ImageSources:
@@ -90,16 +109,18 @@ class Gateway:
 
     @classmethod
     async def start(cls, config: GatewayConfig) -> Gateway:
+        check_tls(config)
         limit = config.limits.max_request_bytes
         keys = load_keys(Path(config.api_keys_file) if config.api_keys_file else None, config.api_keys)
         if not keys:
             log.warning("no API keys configured: every caller is let in")
         server = grpc.aio.server(
-            interceptors=[RequestContextInterceptor(), *([ApiKeyInterceptor(keys)] if keys else [])],
+            interceptors=[RequestContextInterceptor(), ApiKeyInterceptor(keys)],
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
                 ("grpc.so_reuseport", 0),  # a port held by another process is an error, not shared
+                *connection_age(config),
             ],
         )
         triton = TritonAdapter(config.triton_url)

@@ -21,11 +21,13 @@ from clip_api import clip_service_pb2 as pb
 from clip_api import clip_service_pb2_grpc
 from gateway import metrics, validation
 from gateway.admission import WorkSlots
+from gateway.auth import TENANT
 from gateway.config import GatewayConfig, Limits
 from gateway.errors import OK, invalid, to_status
 from gateway.health import HealthWatcher
 from gateway.image_results import run_images
 from gateway.image_sources import GatheredImages, ImageSources
+from gateway.rate_limits import RateLimits
 from gateway.triton_adapter import ServedModel, TritonAdapter
 
 Response = TypeVar("Response")
@@ -92,6 +94,20 @@ class ClipService(clip_service_pb2_grpc.ClipServiceServicer):
         self.config = config
         self.images = images
         self.slots = WorkSlots(config.max_concurrent_rpcs)  # one budget for gRPC and HTTP
+        self.rate_limits = RateLimits(
+            config.rate_limit_requests,
+            config.rate_limit_images,
+            config.rate_limit_burst_seconds,
+            config.limits.max_images or 32,
+        )
+
+    def _admit(self, images: int, texts: int) -> None:
+        """The caller's key's rate limits (RateLimited when over), and its usage for metrics."""
+        tenant = TENANT.get()
+        if self.rate_limits:
+            self.rate_limits.admit(tenant, images)
+        metrics.TENANT_IMAGES.labels(tenant).inc(images)
+        metrics.TENANT_TEXTS.labels(tenant).inc(texts)
 
     async def _model(self) -> tuple[ServedModel, Limits]:
         """The model that answers and the limits in force (the repository's filled in)."""
@@ -130,6 +146,7 @@ class ClipService(clip_service_pb2_grpc.ClipServiceServicer):
             list(request.prompt_templates), len(labels), limits, self.config.default_template
         )
         validation.check_top_k(request.top_k, len(labels))
+        self._admit(len(request.images), len(labels) * len(templates))
         async with self.slots.slot():
             images = await self.images.fetch(images, limits, deadline.remaining())
             record_sizes("Classify", len(images.data), len(labels))
@@ -157,6 +174,7 @@ class ClipService(clip_service_pb2_grpc.ClipServiceServicer):
         )
         if not request.images and not texts:
             raise invalid("images", "send at least one image or one text")
+        self._admit(len(request.images), len(texts))
         async with self.slots.slot():
             return await self._embed(images, texts, model, limits, deadline)
 
@@ -168,6 +186,7 @@ class ClipService(clip_service_pb2_grpc.ClipServiceServicer):
         response = pb.EmbedResponse(model_id=model.model_id, dimension=model.embedding_dim)
         if texts:
             vectors, token_counts = await self.triton.embed_texts(texts, deadline.remaining())
+            metrics.TENANT_TEXT_TOKENS.labels(TENANT.get()).inc(int(token_counts.sum()))
             response.text_embeddings.extend(
                 pb.Embedding(status=OK, vector=vector.tolist(), token_count=int(count))
                 for vector, count in zip(vectors, token_counts, strict=True)
@@ -192,6 +211,7 @@ class ClipService(clip_service_pb2_grpc.ClipServiceServicer):
         texts = validation.check_texts(
             list(request.texts), limits, field="texts", maximum=limits.max_labels, required=True
         )
+        self._admit(len(request.images), len(texts))
         async with self.slots.slot():
             images = await self.images.fetch(images, limits, deadline.remaining())
             record_sizes("Similarity", len(images.data), len(texts))

@@ -86,18 +86,23 @@ class UrlPolicy:
         if problem is not None:
             raise UrlRefused(f"{address} is {problem}: the gateway does not fetch from such addresses")
 
-    def refusal(self, address: IPAddress) -> str | None:
-        """Why `address` is refused (e.g. "loopback"), or None if it may be used."""
+    def refusal(self, address: IPAddress, explain: bool = True) -> str | None:
+        """Why `address` is refused (e.g. "loopback"), or None if it may be used. `explain` adds
+        which embedded address was judged; off where the address itself must not be told."""
         if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
             # The same host as the IPv4 address, judged as that.
-            problem = self.refusal(address.ipv4_mapped)
-            return None if problem is None else f"{problem} (the IPv4-mapped form of {address.ipv4_mapped})"
+            problem = self.refusal(address.ipv4_mapped, explain)
+            if problem is None or not explain:
+                return problem
+            return f"{problem} (the IPv4-mapped form of {address.ipv4_mapped})"
         for candidate in (*embedded_ipv4(address), address):
             if any(candidate in network for network in self.allowed_networks):
                 continue
             problem = _category(candidate)
             if problem is not None:
-                return problem if candidate == address else f"{problem} ({candidate} inside {address})"
+                if candidate == address or not explain:
+                    return problem
+                return f"{problem} ({candidate} inside {address})"
         return None
 
     def check_addresses(self, host: str, addresses: Sequence[IPAddress]) -> None:
@@ -106,9 +111,12 @@ class UrlPolicy:
         if not addresses:
             raise UrlRefused(f"{host} does not resolve to any address")
         for address in addresses:
-            problem = self.refusal(address)
+            problem = self.refusal(address, explain=False)
             if problem is not None:
-                raise UrlRefused(f"{host} resolves to {address}, {problem}: the gateway does not fetch from there")
+                # The rule, never the address: a caller must not learn what internal names resolve to.
+                raise UrlRefused(
+                    f"{host} resolves to an address that is {problem}: the gateway does not fetch from there"
+                )
 
 
 def ip_literal(host: str) -> IPAddress | None:

@@ -348,3 +348,19 @@ def test_http_requests_are_counted(base_url: str) -> None:
     before = count()
     http(base_url, "GET", "/v1/models")
     assert count() == before + 1
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "param"),
+    [
+        ("/v1/classifications", {"labels": ["a"], "top_k": 2**40}, "top_k"),
+        ("/v1/classifications", {"labels": ["a"], "top_k": -1}, "top_k"),
+        ("/v1/embeddings", {"input": "a", "dimensions": 2**40}, "dimensions"),
+        ("/v1/embeddings", {"input": "a", "dimensions": 0}, "dimensions"),
+    ],
+)
+def test_every_number_has_an_upper_bound(base_url: str, photo_png: bytes, path: str, body: dict, param: str) -> None:  # type: ignore[type-arg]
+    body = {"image": data_uri(photo_png), **body} if path == "/v1/classifications" else {"model": "tiny", **body}
+    status, _headers, answer = http(base_url, "POST", path, body)
+    assert status == 400, answer  # not a 500, nor a plain-text error
+    assert answer["error"]["param"] == param

@@ -1,17 +1,19 @@
 """The image fetcher and its address policy on their own: what needs a fake DNS answer (names
-that resolve to internal addresses), the default of no redirects, and environment proxies."""
+that resolve to internal addresses), redirects, proxies (the environment's, ignored; a configured
+one, with the URL's host checked here), compression, and the DNS pool."""
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
 import re
+import threading
 
 import pytest
 
-from gateway.image_fetcher import FetchSettings, ImageFetcher
+from gateway.image_fetcher import FetchSettings, ImageFetcher, SystemResolver
 from gateway.url_policy import ImageUrlError, IPAddress, UrlPolicy, UrlRefused
-from tests.support.web import Canary, ImageWebServer
+from tests.support.web import Canary, ForwardProxy, ImageWebServer
 
 ALLOW_WEB = UrlPolicy.from_setting("127.0.0.2/32")
 
@@ -38,17 +40,20 @@ def fetch(fetcher: ImageFetcher, url: str, max_bytes: int = 10_000_000) -> bytes
 @pytest.mark.parametrize(
     ("answers", "fragment"),
     [
-        (["10.1.2.3"], "internal.example resolves to 10.1.2.3, private"),
-        (["169.254.169.254"], "resolves to 169.254.169.254, link-local"),
-        (["fd00::5"], "resolves to fd00::5, private"),
-        (["::ffff:10.0.0.1"], "the IPv4-mapped form of 10.0.0.1"),
-        (["93.184.216.34", "127.0.0.1"], "resolves to 127.0.0.1, loopback"),  # one bad answer is enough
+        (["10.1.2.3"], "internal.example resolves to an address that is private"),
+        (["169.254.169.254"], "resolves to an address that is link-local"),
+        (["fd00::5"], "resolves to an address that is private"),
+        (["::ffff:10.0.0.1"], "resolves to an address that is private"),
+        (["93.184.216.34", "127.0.0.1"], "resolves to an address that is loopback"),  # one bad answer is enough
     ],
 )
 def test_names_resolving_to_internal_addresses_are_refused(answers: list[str], fragment: str, canary: Canary) -> None:
+    """Refused by the rule, without telling the caller what the internal name resolves to."""
     fetcher = ImageFetcher(FetchSettings(), UrlPolicy(), fake_dns({"internal.example": answers}))
-    with pytest.raises(UrlRefused, match=re.escape(fragment)):
+    with pytest.raises(UrlRefused, match=re.escape(fragment)) as refused:
         fetch(fetcher, f"http://internal.example:{canary.port}/cat.png")
+    assert not any(answer in str(refused.value) for answer in answers if answer != "93.184.216.34")
+    assert "10.0.0.1" not in str(refused.value)
     assert canary.connections == []
 
 
@@ -73,6 +78,67 @@ def test_redirects_are_not_followed_by_default(image_web: ImageWebServer) -> Non
 def test_an_allowed_redirect_is_followed(image_web: ImageWebServer, photo_png: bytes) -> None:
     fetcher = ImageFetcher(FetchSettings(max_redirects=1), ALLOW_WEB)
     assert fetch(fetcher, image_web.url("/redirect?to=/photo.png")) == photo_png
+
+
+def test_the_server_is_asked_for_the_image_uncompressed(image_web: ImageWebServer, photo_png: bytes) -> None:
+    """We never decompress; a server that would gzip for a client asking for it sends the bytes
+    as they are to us."""
+    assert fetch(ImageFetcher(FetchSettings(), ALLOW_WEB), image_web.url("/maybe-gzip")) == photo_png
+    assert image_web.accept_encodings[-1] == "identity"
+
+
+def test_a_malformed_redirect_is_the_images_own_error(image_web: ImageWebServer) -> None:
+    fetcher = ImageFetcher(FetchSettings(max_redirects=2), ALLOW_WEB)
+    with pytest.raises(ImageUrlError, match="redirects to a Location that is not a URL"):
+        fetch(fetcher, image_web.url("/bad-redirect"))
+
+
+def test_dns_lookups_run_in_a_bounded_pool_with_a_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A DNS server that never answers costs a lookup its timeout, and never more threads than the
+    pool has; the gateway's event loop and the default executor are not involved."""
+    release = threading.Event()
+    busy: list[str] = []
+
+    def stuck(*args: object, **kwargs: object) -> list[object]:
+        busy.append(threading.current_thread().name)
+        release.wait(30)
+        return []
+
+    monkeypatch.setattr("gateway.image_fetcher.socket.getaddrinfo", stuck)
+    resolver = SystemResolver(threads=2, timeout=0.2)
+
+    async def lookups() -> list[BaseException | list[IPAddress]]:
+        return await asyncio.gather(*(resolver(f"host{i}.example", 80) for i in range(5)), return_exceptions=True)
+
+    try:
+        outcomes = asyncio.run(lookups())
+    finally:
+        release.set()
+        resolver.close()
+    assert all(
+        isinstance(outcome, ImageUrlError) and "did not resolve within 0.2 s" in str(outcome) for outcome in outcomes
+    )
+    assert len(set(busy)) <= 2 and all(name.startswith("url-dns") for name in busy)
+
+
+def test_with_a_proxy_the_urls_host_is_checked_here_and_the_proxy_is_trusted(
+    image_web: ImageWebServer, photo_png: bytes
+) -> None:
+    """The proxy (a private name the operator chose) is used; a URL whose host resolves to an
+    internal address is refused before the proxy hears of it."""
+    with ForwardProxy("127.0.0.3", {"images.example": image_web.url("")}) as proxy:
+        dns = fake_dns(
+            {"proxy.internal": ["127.0.0.3"], "images.example": ["93.184.216.34"], "db.internal": ["10.0.3.7"]}
+        )
+        settings = FetchSettings(proxy=f"http://proxy.internal:{proxy.port}")
+        fetcher = ImageFetcher(settings, UrlPolicy(), dns)
+        assert fetch(fetcher, "http://images.example/photo.png") == photo_png
+        with pytest.raises(
+            UrlRefused, match=re.escape("db.internal resolves to an address that is private")
+        ) as refused:
+            fetch(ImageFetcher(settings, UrlPolicy(), dns), "http://db.internal/secrets.png")
+        assert "10.0.3.7" not in str(refused.value)
+        assert proxy.requests == ["http://images.example/photo.png"]
 
 
 def test_proxies_from_the_environment_are_ignored(

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from prometheus_client import REGISTRY
 
-from clip_client import ClientConfig, ClipClient, ImageUrl, InvalidRequestError
+from clip_client import NO_RETRY, ClientConfig, ClipClient, DeadlineExceededError, ImageUrl, InvalidRequestError
 from tests.conftest import URL_API_KEY, URL_MAX_IMAGE_BYTES
 from tests.support import servers
 from tests.support.gateway import GatewayThread, gateway_config
@@ -52,7 +52,7 @@ def hostile_urls(canary: Canary, web: ImageWebServer) -> list[tuple[str, str]]:
     hostname = socket.gethostname()
     cases = [
         (f"http://127.0.0.1:{c}/cat.png", "127.0.0.1 is loopback"),
-        (f"http://localhost:{c}/cat.png", "localhost resolves to 127.0.0.1, loopback"),
+        (f"http://localhost:{c}/cat.png", "localhost resolves to an address that is loopback"),
         (f"http://2130706433:{c}/", "non-standard spelling of the IPv4 address 127.0.0.1"),
         (f"http://0177.0.0.1:{c}/", "non-standard spelling of the IPv4 address 127.0.0.1"),
         (f"http://0x7f.0.0.1:{c}/", "non-standard spelling of the IPv4 address 127.0.0.1"),
@@ -81,7 +81,8 @@ def hostile_urls(canary: Canary, web: ImageWebServer) -> list[tuple[str, str]]:
         (f"http://127.0.0.2:{web.port}/photo.png\r\nX-Injected: 1", "whitespace or control characters"),
         ("http://" + "a" * 3000 + ".example/", "more than 2048"),
         (web.url(f"/redirect?to=http://127.0.0.1:{c}/cat.png"), "127.0.0.1 is loopback"),
-        (web.url(f"/redirect?to=http://localhost:{c}/cat.png"), "localhost resolves to 127.0.0.1"),
+        (web.url(f"/redirect?to=http://localhost:{c}/cat.png"), "localhost resolves to an address that is loopback"),
+        (web.url("/bad-redirect"), "redirects to a Location that is not a URL"),
         (web.url(f"/redirect?to=http://[::ffff:127.0.0.1]:{c}/"), "the IPv4-mapped form of 127.0.0.1"),
         (web.url("/redirect?to=file:///etc/passwd"), "scheme file: is not allowed"),
         (web.url("/loop"), "the URL redirects (2 redirects allowed)"),
@@ -173,3 +174,14 @@ def test_fetch_outcomes_are_counted(
     ok, refused = count("ok"), count("refused")
     url_client.classify([ImageUrl(image_web.url("/photo.png")), ImageUrl("http://10.0.0.1/")], LABELS)
     assert count("ok") == ok + 1 and count("refused") == refused + 1
+
+
+def test_fetches_end_when_their_call_ends(url_gateway: GatewayThread, image_web: ImageWebServer) -> None:
+    """A call that runs out of time takes its image fetches with it: the slow web server sees both
+    of its clients leave, instead of trickling bytes to a fetch nobody will read."""
+    before = len(image_web.disconnects)
+    slow = [ImageUrl(image_web.url("/slow-body?a")), ImageUrl(image_web.url("/slow-body?b"))]
+    config = ClientConfig(target=url_gateway.target, api_key=URL_API_KEY, retry=NO_RETRY)
+    with ClipClient(config=config) as client, pytest.raises(DeadlineExceededError):
+        client.classify(slow, LABELS, timeout=1.0)
+    wait_for(lambda: len(image_web.disconnects) - before >= 2, 10, "both slow fetches ended")

@@ -78,7 +78,11 @@ class ClientBase:
     def _credentials(self) -> grpc.ChannelCredentials | None:
         if not self.config.secure:
             return None
-        return grpc.ssl_channel_credentials(root_certificates=self.config.root_certificates)
+        return grpc.ssl_channel_credentials(
+            root_certificates=self.config.root_certificates,
+            private_key=self.config.client_private_key,
+            certificate_chain=self.config.client_certificate_chain,
+        )
 
     def _metadata(self) -> tuple[tuple[str, str], ...]:
         if self.config.api_key is None:

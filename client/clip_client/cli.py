@@ -17,6 +17,7 @@ import json
 import os
 import sys
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,6 +37,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--target", default=os.environ.get("CLIP_SERVE_TARGET", "localhost:50051"))
     parser.add_argument("--api-key", default=os.environ.get("CLIP_SERVE_API_KEY"))
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per call (%(default)s)")
+    parser.add_argument("--tls", action="store_true", help="speak TLS (implied by the three options below)")
+    parser.add_argument("--ca-file", type=Path, help="PEM CA (or self-signed certificate) to trust")
+    parser.add_argument("--cert-file", type=Path, help="PEM client certificate chain (servers that require one)")
+    parser.add_argument("--key-file", type=Path, help="PEM private key of --cert-file")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     commands = parser.add_subparsers(dest="command", required=True)
     classify = commands.add_parser("classify", help="rank labels for each image")
@@ -157,7 +162,19 @@ def _info_output(info: ModelInfo, as_json: bool) -> str:
 
 def run(argv: Sequence[str] | None = None) -> str:
     args = _parser().parse_args(argv)
-    config = ClientConfig(target=args.target, timeout=args.timeout, api_key=args.api_key)
+
+    def read(path: Path | None) -> bytes | None:
+        return path.read_bytes() if path is not None else None
+
+    config = ClientConfig(
+        target=args.target,
+        timeout=args.timeout,
+        api_key=args.api_key,
+        secure=bool(args.tls or args.ca_file or args.cert_file or args.key_file),
+        root_certificates=read(args.ca_file),
+        client_certificate_chain=read(args.cert_file),
+        client_private_key=read(args.key_file),
+    )
     with ClipClient(config=config) as client:
         if args.command == "classify":
             top_k = min(args.top_k, len(args.labels))  # "top 5" of 2 labels means both

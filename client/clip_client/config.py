@@ -38,7 +38,10 @@ class ClientConfig:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     api_key: str | None = None  # sent as `authorization: Bearer <key>`
     secure: bool = False  # TLS; root_certificates None uses the system's
-    root_certificates: bytes | None = None
+    root_certificates: bytes | None = None  # PEM: the CA (or self-signed certificate) to trust
+    # PEM: this client's certificate chain and key, for a server that requires client certificates
+    client_certificate_chain: bytes | None = None
+    client_private_key: bytes | None = None
     max_message_bytes: int = 64 * 1024 * 1024
     # gRPC load balancing over the target's addresses: "round_robin" spreads calls over every
     # gateway a name resolves to; "pick_first" keeps one connection (gRPC's default).

@@ -239,7 +239,13 @@ def create_app(service: ClipService, keys: ApiKeys) -> Any:
             data.append(Classification(index=index, labels=labels))
         return ClassificationsResponse(data=data, model=response.model_id)
 
-    return Guard(app, keys=keys, max_body_bytes=limits.max_request_bytes)
+    return Guard(
+        app,
+        keys=keys,
+        max_body_bytes=limits.max_request_bytes,
+        body_read_timeout=config.http_body_read_timeout,
+        body_total_timeout=config.http_body_total_timeout,
+    )
 
 
 def _content_type(request: Request) -> str:

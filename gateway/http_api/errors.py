@@ -15,6 +15,7 @@ from google.rpc import code_pb2
 from gateway.admission import Busy
 from gateway.errors import RequestError, to_status
 from gateway.http_api.schemas import ErrorBody, ErrorResponse
+from gateway.rate_limits import RateLimited
 
 # google.rpc code -> (HTTP status, OpenAI error type)
 _HTTP: dict[int, tuple[int, str]] = {
@@ -56,6 +57,9 @@ def from_exception(error: BaseException) -> HttpError:
     """Any failure of the service layer, as an HttpError."""
     if isinstance(error, HttpError):
         return error
+    if isinstance(error, RateLimited):
+        headers = {"Retry-After": str(max(1, math.ceil(error.retry_after)))}
+        return HttpError(429, str(error), kind="rate_limit_error", code="rate_limited", headers=headers)
     if isinstance(error, Busy):
         retry_after = str(max(1, math.ceil(error.retry_after)))
         return HttpError(

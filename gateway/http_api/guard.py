@@ -1,10 +1,13 @@
-"""What every HTTP request passes before a route sees it, as one ASGI layer: request id, API key,
-body-size cap (counted while the body streams in, not trusted from Content-Length alone), metrics
-and one access-log line. The concurrency cap is not here: it is the gateway's one budget of work
-slots (gateway.admission), taken by the service call itself and shared with gRPC."""
+"""What every HTTP request passes before a route sees it, as one ASGI layer: request id, API key
+(whose name becomes the call's tenant), body-size cap (counted while the body streams in, not
+trusted from Content-Length alone), body time limits (a client that trickles its body in is cut
+off with 408, so it holds a connection, never a work slot, for long), metrics and one access-log
+line. The concurrency cap is not here: it is the gateway's one budget of work slots
+(gateway.admission), taken by the service call itself and shared with gRPC."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -12,7 +15,7 @@ import uuid
 from typing import Any
 
 from gateway import metrics
-from gateway.auth import ApiKeys
+from gateway.auth import ANONYMOUS, TENANT, ApiKeys
 from gateway.observability import MAX_REQUEST_ID_CHARS, REQUEST_ID
 
 log = logging.getLogger("gateway.http")
@@ -52,10 +55,20 @@ async def _send_error(send: Any, status: int, message: str, kind: str, code: str
 
 
 class Guard:
-    def __init__(self, app: Any, *, keys: ApiKeys, max_body_bytes: int) -> None:
+    def __init__(
+        self,
+        app: Any,
+        *,
+        keys: ApiKeys,
+        max_body_bytes: int,
+        body_read_timeout: float = 10.0,
+        body_total_timeout: float = 30.0,
+    ) -> None:
         self.app = app
         self.keys = keys
         self.max_body_bytes = max_body_bytes
+        self.body_read_timeout = body_read_timeout  # seconds between two pieces of a body
+        self.body_total_timeout = body_total_timeout  # seconds for the whole body
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -75,8 +88,10 @@ class Guard:
                 message = {**message, "headers": [*message.get("headers", []), id_header]}
             await send(message)
 
+        tenant: str | None = ANONYMOUS if not self.keys else self.keys.tenant(_header(scope, b"authorization"))
+        tenant_token = TENANT.set(tenant or ANONYMOUS)
         try:
-            if path not in OPEN_PATHS and self.keys and not self.keys.allows(_header(scope, b"authorization")):
+            if path not in OPEN_PATHS and tenant is None:
                 await _send_error(
                     send_with_id,
                     401,
@@ -95,26 +110,48 @@ class Guard:
             seconds = time.perf_counter() - started
             metrics.HTTP_REQUESTS.labels(route, str(status)).inc()
             metrics.HTTP_LATENCY.labels(route).observe(seconds)
+            if tenant is not None and path not in OPEN_PATHS:
+                metrics.TENANT_REQUESTS.labels(tenant, route, str(status)).inc()
             log.info(
                 "http",
-                extra={"method": scope["method"], "path": route, "status": status, "ms": round(seconds * 1000, 1)},
+                extra={
+                    "method": scope["method"],
+                    "path": route,
+                    "status": status,
+                    "ms": round(seconds * 1000, 1),
+                    "tenant": tenant,
+                },
             )
+            TENANT.reset(tenant_token)
             REQUEST_ID.reset(token)
 
     async def _capped(self, scope: Scope, receive: Any, send: Any) -> None:
-        """Past the cap, answer 413 ourselves and tell the app the client went away (an exception
-        would be turned into a 400 by the framework's body parsing); its own answer is dropped."""
+        """Past the size cap (413) or a body time limit (408), answer ourselves and tell the app the
+        client went away (an exception would be turned into a 400 by the framework's body parsing);
+        its own answer is dropped."""
         received = 0
         refused = False
         response_started = False
+        body_done = False
+        body_deadline = time.monotonic() + self.body_total_timeout
 
         async def counted_receive() -> Message:
-            nonlocal received, refused
+            nonlocal received, refused, body_done
             if refused:
                 return {"type": "http.disconnect"}
-            message: Message = await receive()
+            if body_done:  # after the body: only a disconnect can come, whenever it comes
+                return dict(await receive())
+            wait = min(self.body_read_timeout, max(0.0, body_deadline - time.monotonic()))
+            try:
+                message: Message = await asyncio.wait_for(receive(), wait)
+            except TimeoutError:
+                if not response_started:
+                    refused = True
+                    await self._too_slow(send)
+                return {"type": "http.disconnect"}
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                body_done = not message.get("more_body", False)
                 if received > self.max_body_bytes and not response_started:
                     refused = True
                     await self._too_large(send)
@@ -129,6 +166,18 @@ class Guard:
             await send(message)
 
         await self.app(scope, counted_receive, guarded_send)
+
+    async def _too_slow(self, send: Any) -> None:
+        metrics.SLOW_BODIES.inc()
+        await _send_error(
+            send,
+            408,
+            f"the request body did not arrive in time ({self.body_read_timeout:g} s between pieces, "
+            f"{self.body_total_timeout:g} s in all)",
+            "invalid_request_error",
+            "request_timeout",
+            [(b"connection", b"close")],
+        )
 
     async def _too_large(self, send: Any) -> None:
         await _send_error(

@@ -9,6 +9,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+# Upper bounds on numbers a caller sends, far above anything valid, so that no number can be big
+# enough to break the parsing behind it; the service's own checks then say what is valid.
+MAX_TOP_K = 1_000_000
+MAX_DIMENSIONS = 1_000_000
+
 IMAGE_INPUT = (
     "An image: an http(s) URL the server fetches (where the operator allows it), or a data URI "
     '"data:image/png;base64,...". Multipart uploads are accepted by /v1/classifications.'
@@ -31,7 +36,10 @@ class EmbeddingsRequest(BaseModel):
         "float", description="float: JSON numbers; base64: little-endian float32 bytes, base64-encoded."
     )
     dimensions: int | None = Field(
-        None, description="Must equal the model's embedding size if given; CLIP vectors are not shortened."
+        None,
+        ge=1,
+        le=MAX_DIMENSIONS,
+        description="Must equal the model's embedding size if given; CLIP vectors are not shortened.",
     )
     user: str | None = Field(None, description="The caller's end-user id, logged with the request.")
     modality: Literal["text", "image"] | None = Field(None, description="Treat every input as this kind.")
@@ -66,7 +74,9 @@ class ClassificationRequest(BaseModel):
         description='Prompt templates, each holding "{}" once; a label\'s score averages them. '
         'Default: "a photo of a {}."',
     )
-    top_k: int = Field(0, ge=0, description="Labels returned per image, best first; 0 returns all.")
+    top_k: int = Field(
+        0, ge=0, le=MAX_TOP_K, description="Labels returned per image, best first; 0 returns all; at most the labels."
+    )
 
 
 class LabelScore(BaseModel):

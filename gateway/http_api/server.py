@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
 from collections.abc import Generator
 from typing import Any
 
@@ -47,9 +48,16 @@ class HttpServer:
     @classmethod
     async def start(cls, app: Any, config: GatewayConfig) -> HttpServer:
         sock = bind(config.http_listen)
+        tls: dict[str, Any] = {}
+        if config.tls_cert_file and not config.http_allow_cleartext:
+            # The same certificate as gRPC; with a client CA, the same demand for client certificates.
+            tls = {"ssl_certfile": config.tls_cert_file, "ssl_keyfile": config.tls_key_file}
+            if config.tls_client_ca_file:
+                tls |= {"ssl_ca_certs": config.tls_client_ca_file, "ssl_cert_reqs": ssl.CERT_REQUIRED}
         server = _EmbeddedServer(
             uvicorn.Config(
                 app,
+                **tls,
                 lifespan="off",
                 log_config=None,  # our JSON logging; the Guard writes one line per request
                 access_log=False,

@@ -4,6 +4,7 @@ canary that only counts connections. Both listen on loopback only, each on its o
 from __future__ import annotations
 
 import asyncio
+import gzip
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -37,6 +38,8 @@ class ImageWebServer(LoopThread):
         self.photo = photo
         self.huge_bytes = huge_bytes
         self.requests: list[str] = []
+        self.accept_encodings: list[str] = []
+        self.disconnects: list[str] = []  # slow answers whose client went away before the end
         self.runner: web.AppRunner = self.run(self._start())
         self.port = self.runner.addresses[0][1]
 
@@ -55,6 +58,8 @@ class ImageWebServer(LoopThread):
             "/slow-headers": self._slow_headers,
             "/empty": self._empty,
             "/text": self._text,
+            "/maybe-gzip": self._maybe_gzip,
+            "/bad-redirect": self._bad_redirect,
         }
         for path, handler in routes.items():
             app.router.add_get(path, handler)
@@ -108,9 +113,23 @@ class ImageWebServer(LoopThread):
             for byte in self.photo:
                 await response.write(bytes([byte]))
                 await asyncio.sleep(0.4)
-        except (ConnectionResetError, ConnectionError):
-            pass
+        except (ConnectionResetError, ConnectionError, asyncio.CancelledError):
+            self.disconnects.append(request.path_qs)
         return response
+
+    async def _maybe_gzip(self, request: web.Request) -> web.Response:
+        """Compressed for a client that accepts gzip, as many web servers do."""
+        self._seen(request)
+        accepted = request.headers.get("Accept-Encoding", "")
+        self.accept_encodings.append(accepted)
+        if "gzip" in accepted:
+            body = gzip.compress(self.photo)
+            return web.Response(body=body, content_type="image/png", headers={"Content-Encoding": "gzip"})
+        return web.Response(body=self.photo, content_type="image/png")
+
+    async def _bad_redirect(self, request: web.Request) -> web.Response:
+        self._seen(request)
+        return web.Response(status=302, headers={"Location": "http://[::1"})
 
     async def _slow_headers(self, request: web.Request) -> web.Response:
         self._seen(request)
@@ -158,3 +177,41 @@ class Canary(LoopThread):
         for server in self.servers:
             server.close()
         super().close()
+
+
+class ForwardProxy(LoopThread):
+    """A plain HTTP forward proxy on `host`: GET http://name/path is fetched from `upstream[name]`
+    (a base URL), and every proxied URL is recorded. For the configured-proxy tests."""
+
+    def __init__(self, host: str, upstream: dict[str, str]) -> None:
+        super().__init__("forward-proxy")
+        self.upstream = upstream
+        self.requests: list[str] = []
+        self.runner: web.AppRunner = self.run(self._start(host))
+        self.port = self.runner.addresses[0][1]
+
+    async def _start(self, host: str) -> web.AppRunner:
+        app = web.Application()
+        app.router.add_route("GET", "/{tail:.*}", self._forward)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, host, 0).start()
+        return runner
+
+    async def _forward(self, request: web.Request) -> web.Response:
+        from aiohttp import ClientSession
+
+        target = str(request.url)
+        self.requests.append(target)
+        base = self.upstream.get(request.url.host or "")
+        if base is None:
+            return web.Response(status=502, text="unknown upstream")
+        async with ClientSession() as session, session.get(base + request.url.path_qs) as answer:
+            return web.Response(body=await answer.read(), status=answer.status, content_type=answer.content_type)
+
+    def __enter__(self) -> ForwardProxy:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.run(self.runner.cleanup())
+        self.close()
