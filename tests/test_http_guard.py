@@ -63,7 +63,7 @@ def test_keys_are_required_except_on_open_paths() -> None:
     async def scenario() -> None:
         inner = BlockingApp()
         inner.release.set()
-        guard = Guard(inner, keys=ApiKeys(["k1"]), max_body_bytes=1000)
+        guard = Guard(inner, keys=ApiKeys([("k1", "k1")]), max_body_bytes=1000)
         assert (await call(guard))[0] == 401
         assert (await call(guard, headers=[(b"authorization", b"Bearer k2")]))[0] == 401
         assert (await call(guard, headers=[(b"authorization", b"Bearer k1")]))[0] == 200

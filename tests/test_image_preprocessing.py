@@ -72,7 +72,7 @@ def test_transparency_matches_the_reference_bit_for_bit(variant: str, tiny_refer
     from transformers.image_transforms import convert_to_rgb
 
     expected = convert_to_rgb(Reference.open_image(data), return_numpy=True)
-    assert np.array_equal(composited, expected)
+    assert np.array_equal(composited, np.asarray(expected))
 
 
 @pytest.mark.parametrize("orientation", range(1, 9))

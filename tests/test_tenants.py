@@ -1,0 +1,152 @@
+"""API keys with names: the keys file format, usage per key name in the metrics (never the key),
+per-key rate limits answered as retryable, and unauthenticated calls refused unparsed."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from clip_client import NO_RETRY, ClientConfig, ClipClient, RateLimitedError
+from gateway.auth import KeysFileError, load_keys
+from tests.support import servers
+from tests.support.gateway import GatewayThread, gateway_config
+from tests.support.images import SMALL_JPEG
+from tests.support.servers import LauncherTriton
+from tests.test_http_api import http
+
+KEYS = "# tenants\nsearch: k#1 with spaces: and colons\nbilling:billing-key\n"
+
+
+def test_keys_file_takes_any_printable_character(tmp_path: Path) -> None:
+    keys_file = tmp_path / "keys"
+    keys_file.write_text(KEYS)
+    keys = load_keys(keys_file, "ops: ops-key")
+    assert keys.names == ["search", "billing", "ops"]
+    assert keys.tenant("Bearer k#1 with spaces: and colons") == "search"  # "#" no longer cuts the key
+    assert keys.tenant("Bearer k") is None and keys.tenant("Bearer billing-key") == "billing"
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("bad name!: key\n", "is not a key name"),
+        ("a: one\na: two\n", "repeated: a"),
+        ("a:\n", "the key is empty"),
+    ],
+)
+def test_keys_file_mistakes_are_refused_with_the_line(tmp_path: Path, text: str, problem: str) -> None:
+    keys_file = tmp_path / "keys"
+    keys_file.write_text(text)
+    with pytest.raises(KeysFileError, match=problem):
+        load_keys(keys_file, None)
+
+
+@pytest.fixture(scope="module")
+def keyed(tiny_triton: LauncherTriton, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayThread]:
+    keys_file = tmp_path_factory.mktemp("keys") / "keys"
+    keys_file.write_text(KEYS)
+    config = gateway_config(
+        tiny_triton.grpc_url,
+        api_keys_file=str(keys_file),
+        http_listen="127.0.0.1:0",
+        rate_limit_requests=2.0,
+        rate_limit_burst_seconds=1.0,
+    )
+    with servers.gateway(config) as gateway:
+        yield gateway
+
+
+def test_usage_is_counted_per_key_name_never_per_key(keyed: GatewayThread) -> None:
+    def images(tenant: str) -> float:
+        return servers.metric(keyed.metrics_url, "clip_gateway_tenant_images_total", tenant=tenant)
+
+    before = images("billing")
+    with ClipClient(config=ClientConfig(target=keyed.target, api_key="billing-key")) as client:
+        assert all(item.ok for item in client.classify([SMALL_JPEG] * 3, ["cat"]))
+    assert images("billing") == before + 3
+    exposition = urllib_text(keyed.metrics_url)
+    assert 'tenant="billing"' in exposition and "billing-key" not in exposition and "k#1" not in exposition
+    requests = servers.metric(
+        keyed.metrics_url, "clip_gateway_tenant_requests_total", tenant="billing", method="Classify", code="OK"
+    )
+    assert requests >= 1
+
+
+def urllib_text(url: str) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return str(response.read().decode())
+
+
+def test_a_key_over_its_rate_is_told_when_to_retry(keyed: GatewayThread) -> None:
+    config = ClientConfig(target=keyed.target, api_key="k#1 with spaces: and colons", retry=NO_RETRY)
+    with ClipClient(config=config) as client:
+        with pytest.raises(RateLimitedError) as limited:
+            for _ in range(10):  # 2 per second, a burst of 2
+                client.model_info()
+                client.classify(SMALL_JPEG, ["cat"])
+        assert limited.value.retry_after is not None and 0 < limited.value.retry_after <= 1.0
+        assert "search" in str(limited.value)
+    # the same over HTTP: 429 with Retry-After, this key's name in the message
+    image = "data:image/jpeg;base64," + base64.b64encode(SMALL_JPEG).decode()
+    statuses = []
+    for _ in range(6):
+        status, headers, answer = http(
+            keyed.http_base,
+            "POST",
+            "/v1/classifications",
+            {"image": image, "labels": ["cat"]},
+            key="billing-key",
+        )
+        statuses.append(status)
+        if status == 429:
+            assert answer["error"]["code"] == "rate_limited" and int(headers["retry-after"]) >= 1
+            break
+    assert statuses[-1] == 429, statuses
+    # with retries on, the client waits as told and gets through
+    with ClipClient(config=ClientConfig(target=keyed.target, api_key="billing-key", timeout=30)) as client:
+        for _ in range(4):
+            assert client.classify(SMALL_JPEG, ["cat"])[0].ok
+
+
+def test_rate_limit_details_are_data(keyed: GatewayThread) -> None:
+    metadata = (("authorization", "Bearer billing-key"),)
+    with grpc.insecure_channel(keyed.target) as channel:
+        from clip_api import clip_service_pb2 as pb
+        from clip_api import clip_service_pb2_grpc
+
+        stub = clip_service_pb2_grpc.ClipServiceStub(channel)
+        request = pb.ClassifyRequest(images=[pb.Image(data=SMALL_JPEG)], labels=["cat"])
+        error = None
+        for _ in range(10):
+            try:
+                stub.Classify(request, metadata=metadata, timeout=30)
+            except grpc.RpcError as raised:
+                error = raised
+                break
+    assert error is not None and error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    assert status is not None
+    kinds = set()
+    for detail in status.details:
+        for kind in (error_details_pb2.QuotaFailure, error_details_pb2.RetryInfo):
+            if detail.Is(kind.DESCRIPTOR):
+                kinds.add(kind.__name__)
+    assert kinds == {"QuotaFailure", "RetryInfo"}
+
+
+def test_an_unauthenticated_call_is_refused_before_its_message_is_parsed(keyed: GatewayThread) -> None:
+    """Bytes that are no valid message: parsed, they would be INVALID_ARGUMENT; refused unparsed,
+    UNAUTHENTICATED."""
+    with grpc.insecure_channel(keyed.target, options=[("grpc.max_send_message_length", 32 << 20)]) as channel:
+        raw = channel.unary_unary("/clip.v1.ClipService/Classify")
+        with pytest.raises(grpc.RpcError) as refused:
+            raw(b"\xff" * (8 << 20), timeout=30)
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
