@@ -67,6 +67,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=defaults.label_cache_bytes >> 20,
         help="per-label text embedding cache per text-encoder instance (%(default)s MB)",
     )
+    parser.add_argument(
+        "--token-cache-mb",
+        type=int,
+        default=defaults.token_cache_bytes >> 20,
+        help="per-prompt token id cache per tokenizer instance (%(default)s MB)",
+    )
     return parser.parse_args(argv)
 
 
@@ -83,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         batch_delay_us=args.batch_delay_us,
         max_image_pixels=args.max_image_pixels,
         label_cache_bytes=args.label_cache_mb << 20,
+        token_cache_bytes=args.token_cache_mb << 20,
         text_batch_size=args.text_batch_size,
     )
     try:

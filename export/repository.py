@@ -56,6 +56,7 @@ class Settings:
     batch_delay_us: int = 2000  # dynamic batcher's wait for more images
     max_image_pixels: int = 40_000_000
     label_cache_bytes: int = 64 * 1024 * 1024  # per text-encoder instance
+    token_cache_bytes: int = 32 * 1024 * 1024  # per tokenizer instance
     text_batch_size: int = 64  # texts per text-encoder forward pass (a request's misses go in chunks)
 
 
@@ -109,6 +110,7 @@ def _configure(
         config.instance_group[0].count = settings.preprocess_instances
     elif name == "clip_tokenize":
         _set_parameter(config, "context_length", facts.context_length)
+        _set_parameter(config, "token_cache_bytes", settings.token_cache_bytes)
     elif name == "clip_similarity":
         _set_parameter(config, "logit_scale", repr(facts.logit_scale))
     elif name in ENCODERS:

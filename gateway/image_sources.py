@@ -37,14 +37,15 @@ class ImageSources:
     def __init__(self, fetcher: ImageFetcher | None) -> None:
         self.fetcher = fetcher  # None: URLs are refused
 
-    def check(
+    async def check(
         self, images: Sequence[pb.Image], limits: Limits, *, required: bool, field_name: str = "images"
     ) -> GatheredImages:
         """The request's images, checked without fetching anything; RequestError if the request
         must change (too many, too large, URLs where fetching is off)."""
         urls = {index: image.url for index, image in enumerate(images) if image.WhichOneof("source") == "url"}
         data = [b"" if index in urls else image.data for index, image in enumerate(images)]
-        validation.check_images(data, limits, required=required, field=field_name)
+        # Reading headers is parsing untrusted bytes: off the event loop, which serves every other call.
+        await asyncio.to_thread(validation.check_images, data, limits, required=required, field=field_name)
         if urls and self.fetcher is None:
             raise RequestError(
                 grpc.StatusCode.INVALID_ARGUMENT, [Violation(f"{field_name}[{index}].url", URLS_OFF) for index in urls]
@@ -78,7 +79,7 @@ class ImageSources:
         except Exception as error:  # anything unforeseen is this image's failure, not the call's
             metrics.IMAGE_FETCHES.labels("failed").inc()
             return f"fetching the URL failed: {type(error).__name__}"
-        problem = validation.image_size_problem(body, limits)
+        problem = await asyncio.to_thread(validation.image_size_problem, body, limits)
         metrics.IMAGE_FETCHES.labels("ok" if problem is None else "failed").inc()
         return body if problem is None else f"the fetched image is too large: {problem}"
 

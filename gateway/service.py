@@ -138,7 +138,7 @@ class ClipService(clip_service_pb2_grpc.ClipServiceServicer):
 
     async def classify(self, request: pb.ClassifyRequest, deadline: Deadline) -> pb.ClassifyResponse:
         model, limits = await self._model()
-        images = self.images.check(request.images, limits, required=True)
+        images = await self.images.check(request.images, limits, required=True)
         labels = validation.check_texts(
             list(request.labels), limits, field="labels", maximum=limits.max_labels, required=True
         )
@@ -168,7 +168,7 @@ class ClipService(clip_service_pb2_grpc.ClipServiceServicer):
 
     async def embed(self, request: pb.EmbedRequest, deadline: Deadline) -> pb.EmbedResponse:
         model, limits = await self._model()
-        images = self.images.check(request.images, limits, required=False)
+        images = await self.images.check(request.images, limits, required=False)
         texts = validation.check_texts(
             list(request.texts), limits, field="texts", maximum=limits.max_texts, required=False
         )
@@ -207,7 +207,7 @@ class ClipService(clip_service_pb2_grpc.ClipServiceServicer):
 
     async def similarity(self, request: pb.SimilarityRequest, deadline: Deadline) -> pb.SimilarityResponse:
         model, limits = await self._model()
-        images = self.images.check(request.images, limits, required=True)
+        images = await self.images.check(request.images, limits, required=True)
         texts = validation.check_texts(
             list(request.texts), limits, field="texts", maximum=limits.max_labels, required=True
         )

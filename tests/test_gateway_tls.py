@@ -71,19 +71,21 @@ def test_the_cli_takes_a_ca(
     assert "embedding_dimension" in capsys.readouterr().out
 
 
-def test_the_container_health_check_speaks_tls(tls_gateway: GatewayThread, certificates: Certificates) -> None:
+def health_check(target: str, certificates: Certificates, **env: str) -> subprocess.CompletedProcess[str]:
+    """The container health check, as its image runs it (the gateway's certificate in the environment)."""
     env = {
         "PATH": "/usr/bin:/bin",
         "CLIP_GATEWAY_TLS_CERT_FILE": str(certificates.server_cert),
         "CLIP_GATEWAY_HEALTHCHECK_CA_FILE": str(certificates.ca),
+        **env,
     }
-    done = subprocess.run(
-        [sys.executable, "-m", "gateway.healthcheck", tls_gateway.target],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env=env,
+    return subprocess.run(
+        [sys.executable, "-m", "gateway.healthcheck", target], cwd=ROOT, capture_output=True, text=True, env=env
     )
+
+
+def test_the_container_health_check_speaks_tls(tls_gateway: GatewayThread, certificates: Certificates) -> None:
+    done = health_check(tls_gateway.target, certificates)
     assert done.returncode == 0 and "SERVING" in done.stdout, done.stderr
 
 
@@ -134,6 +136,15 @@ def test_client_certificates_are_required_with_a_client_ca(
         context.load_cert_chain(str(certificates.client_cert), str(certificates.client_key))
         with urllib.request.urlopen(f"https://127.0.0.1:{port}/v1/models", context=context, timeout=10) as answer:
             assert answer.status == 200
+        # the health check too: refused without a certificate of its own, SERVING with one
+        assert health_check(gateway.target, certificates).returncode == 1
+        with_own = health_check(
+            gateway.target,
+            certificates,
+            CLIP_GATEWAY_HEALTHCHECK_CERT_FILE=str(certificates.client_cert),
+            CLIP_GATEWAY_HEALTHCHECK_KEY_FILE=str(certificates.client_key),
+        )
+        assert with_own.returncode == 0 and "SERVING" in with_own.stdout, with_own.stderr
 
 
 def test_a_cleartext_http_api_beside_tls_is_only_on_request(

@@ -12,12 +12,13 @@ from tests.support.servers import LauncherTriton, scrape
 from tests.support.triton import load_model_module
 
 cache_module = load_model_module("clip_text_encoder", "label_cache")
+lru = load_model_module("common", "byte_lru")
 
 
 def test_keys_ignore_padding_and_lookups_dedupe() -> None:
     padded = np.array([49406, 320, 2368, 49407, 49407, 49407])
     assert cache_module.row_key(padded, 49407) == cache_module.row_key(padded[:4], 49407)
-    cache = cache_module.LabelCache(max_bytes=10**6, dimension=4)
+    cache = cache_module.LabelCache(max_bytes=10**6)
     keys = [b"a", b"b", b"a"]
     found, missing = cache.lookup(keys)
     assert found == {} and missing == [b"a", b"b"]
@@ -27,13 +28,12 @@ def test_keys_ignore_padding_and_lookups_dedupe() -> None:
 
 
 def test_cache_is_bounded_and_least_recently_used_goes_first() -> None:
-    dimension = 4
-    cache = cache_module.LabelCache(max_bytes=3 * (dimension * 4 + cache_module.ENTRY_OVERHEAD_BYTES), dimension=4)
-    assert cache.capacity == 3
+    one = lru.entry_bytes(b"a", np.zeros(4, dtype=np.float32))
+    cache = cache_module.LabelCache(max_bytes=3 * one)
     cache.store([b"a", b"b", b"c"], np.zeros((3, 4), dtype=np.float32))
     cache.lookup([b"a"])  # a is now the most recent
     cache.store([b"d"], np.zeros((1, 4), dtype=np.float32))
-    assert set(cache.entries) == {b"a", b"c", b"d"} and len(cache) == 3
+    assert cache.entries.keys() == [b"c", b"a", b"d"] and cache.entries.bytes == 3 * one
 
 
 def test_pad_restores_a_batch() -> None:

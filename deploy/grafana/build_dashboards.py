@@ -85,6 +85,11 @@ TRITON = [
             ("entries", "sum(clip_label_cache_entries)"),
         ],
     ),
+    (
+        "Per-label text cache memory",
+        "bytes",
+        [("{{model_instance}}", "sum by (model_instance) (clip_label_cache_bytes)")],
+    ),
     ("Pending requests per model", "short", [("{{model}}", "sum by (model) (nv_inference_pending_request_count)")]),
 ]
 

@@ -159,6 +159,13 @@ def image_cases() -> list[Case]:
             message="SVG is not an accepted",
         ),
         Case("TIFF", "INVALID_ARGUMENT", encode(base, "TIFF"), message="TIFF is not an accepted"),
+        Case(
+            # the gateway's size pre-check never parses a format Triton would refuse: named, not sized
+            "TIFF declaring 16 million pixels",
+            "INVALID_ARGUMENT",
+            encode(Image.new("L", (4000, 4000)), "TIFF", compression="tiff_deflate"),
+            message="TIFF is not an accepted",
+        ),
         Case("ICO", "INVALID_ARGUMENT", encode(base.resize((32, 32)), "ICO"), message="ICO is not an accepted"),
         Case("TGA", "INVALID_ARGUMENT", encode(base, "TGA"), message="TGA is not an accepted"),
         Case(
@@ -257,6 +264,15 @@ def request_cases() -> list[Case]:
             },
         ),
         Case("zero-width label", "OK", request={"images": [GOOD], "labels": ["\u200b\u200dcat"]}),
+        Case(
+            "longest labels and templates, 4-byte characters",
+            "OK",
+            request={
+                "images": [GOOD],
+                "labels": [f"{i}" + "\U0001f600" * (LIMITS.max_label_chars - 1) for i in range(4)],
+                "prompt_templates": ["\U0001f431" * (LIMITS.max_label_chars - 2) + "{}"],
+            },
+        ),
         Case("duplicate labels", "OK", request={"images": [GOOD], "labels": ["cat", "cat"]}),
         Case(
             "Embed with nothing",

@@ -3,20 +3,18 @@
 Label sets change one label at a time (a new class, a reordered list), so caching whole responses
 (Triton's response cache) misses where a per-label cache hits: a warm set of 1,000 labels plus
 one new label costs one text encode, not 1,001. Keys are the token ids up to and including the
-first end token, so padding never splits a key. Pure numpy: unit-tested without Triton.
+first end token, so padding never splits a key. Bounded in bytes by what each entry really takes
+(byte_lru.py). Pure numpy: unit-tested without Triton.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from typing import Any
 
 import numpy as np
+from byte_lru import ByteBoundedLru
 from numpy.typing import NDArray
 from token_rows import pad_rows
-
-# Per-entry bookkeeping beside the vector (key bytes, dict and list slots), a deliberate overestimate.
-ENTRY_OVERHEAD_BYTES = 256
 
 
 def row_key(ids: NDArray[Any], eos_token_id: int) -> bytes:
@@ -32,9 +30,8 @@ def pad(keys: list[bytes], pad_id: int) -> NDArray[np.int64]:
 
 
 class LabelCache:
-    def __init__(self, max_bytes: int, dimension: int) -> None:
-        self.capacity = max(0, max_bytes // (dimension * 4 + ENTRY_OVERHEAD_BYTES))
-        self.entries: OrderedDict[bytes, NDArray[Any]] = OrderedDict()
+    def __init__(self, max_bytes: int) -> None:
+        self.entries: ByteBoundedLru[bytes, NDArray[Any]] = ByteBoundedLru(max_bytes)
         self.hits = 0
         self.misses = 0
 
@@ -52,17 +49,11 @@ class LabelCache:
             if vector is None:
                 missing[key] = None
             else:
-                self.entries.move_to_end(key)
                 found[key] = vector
         self.hits += len(found)
         self.misses += len(missing)
         return found, list(missing)
 
     def store(self, keys: list[bytes], vectors: NDArray[Any]) -> None:
-        if self.capacity == 0:
-            return
         for key, vector in zip(keys, vectors, strict=True):
-            self.entries[key] = vector.copy()
-            self.entries.move_to_end(key)
-        while len(self.entries) > self.capacity:
-            self.entries.popitem(last=False)
+            self.entries.put(key, vector.copy())  # a copy owns its data: no view keeps the batch alive

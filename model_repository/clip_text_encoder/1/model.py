@@ -23,10 +23,9 @@ class TritonPythonModel(TorchScriptEncoder):
     def initialize(self, args: dict[str, str]) -> None:
         self.load(args)
         config = model_config(args)
-        dimension = int(pb_utils.get_output_config_by_name(config, "TEXT_EMBEDS")["dims"][-1])
         self.eos_token_id = int(parameter(config, "eos_token_id"))
         self.chunk = max(1, int(parameter(config, "encode_batch_size")))
-        self.cache = LabelCache(int(parameter(config, "label_cache_bytes")), dimension)
+        self.cache = LabelCache(int(parameter(config, "label_cache_bytes")))
         labels = {"model": args["model_name"], "model_instance": args["model_instance_name"]}
         # The families must outlive their metrics, so both are kept on the model.
         self.metric_families = [
@@ -45,8 +44,15 @@ class TritonPythonModel(TorchScriptEncoder):
                 description="Texts held in the per-label cache",
                 kind=pb_utils.MetricFamily.GAUGE,
             ),
+            pb_utils.MetricFamily(
+                name="clip_label_cache_bytes",
+                description="Memory the per-label cache's entries take (capped by label_cache_bytes)",
+                kind=pb_utils.MetricFamily.GAUGE,
+            ),
         ]
-        self.hits, self.misses, self.size = (family.Metric(labels=labels) for family in self.metric_families)
+        self.hits, self.misses, self.size, self.bytes = (
+            family.Metric(labels=labels) for family in self.metric_families
+        )
 
     def execute(self, requests: list[Any]) -> list[Any]:
         return [self._one(request) for request in requests]
@@ -69,5 +75,6 @@ class TritonPythonModel(TorchScriptEncoder):
             found.update(zip(chunk, computed, strict=True))
             self.misses.increment(len(chunk))
         self.size.set(len(self.cache))
+        self.bytes.set(self.cache.entries.bytes)
         embeds = np.stack([found[key] for key in keys]).astype(np.float32)
         return pb_utils.InferenceResponse([pb_utils.Tensor(self.output_name, embeds)])

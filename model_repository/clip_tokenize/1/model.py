@@ -59,7 +59,7 @@ class TritonPythonModel:
         self.pad_id: int = pad_id
         self.cache = TokenCache(
             lambda texts: [encoding.ids for encoding in self.tokenizer.encode_batch(texts)],
-            int(parameter(config, "token_cache_entries", "0")),
+            int(parameter(config, "token_cache_bytes", "0")),
         )
 
     def execute(self, requests: list[Any]) -> list[Any]:
