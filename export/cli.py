@@ -1,7 +1,15 @@
 """Export a CLIP checkpoint to a Triton model repository.
 
     python -m export --model openai/clip-vit-base-patch16 --out build/model_repository
-    python -m export --model path/to/local/checkpoint --precision bf16
+    python -m export --model path/to/local/checkpoint --precision int8 --calibration-images DIR
+
+--precision auto (the default) picks what this machine runs fastest: bf16 only where the CPU has
+native bf16 and a bf16 matmul measures faster than fp32 here, else fp32 (export/hardware.py).
+bf16/fp16 asked for on a CPU where they would be slower are refused unless --allow-slow-precision.
+int8 (CPU, opt-in) quantizes the image tower, calibrated on --calibration-images (default: the set
+in export/calibration_images/), and refuses a model that fails the accuracy gate
+(export/quantize.py). --compile auto (the default) writes AOTInductor packages beside the
+TorchScript model.pt on CPU when a C++ compiler is present (export/compiled.py).
 
 The checkpoint is a Hugging Face Hub id (fetched into the HF cache) or a local folder in the
 Hub's layout: config.json, model.safetensors or pytorch_model.bin, vocab.json, merges.txt,
@@ -16,8 +24,8 @@ import sys
 from pathlib import Path
 
 from export import checkpoint as checkpoints
-from export import encoders, repository
-from export.pipeline import DEFAULT_MODEL, DEFAULT_OUT, export
+from export import compiled, encoders, repository
+from export.pipeline import DEFAULT_MODEL, DEFAULT_OUT, ExportRefused, export
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -28,7 +36,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--model", default=DEFAULT_MODEL, help="Hub id or local checkpoint folder (%(default)s)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="repository to write (%(default)s)")
     parser.add_argument("--model-name", help="the model id clients see (default: the Hub id, or a local folder's name)")
-    parser.add_argument("--precision", choices=sorted(encoders.PRECISIONS), default="fp32")
+    parser.add_argument("--precision", choices=("auto", *sorted(encoders.PRECISIONS), "int8"), default="auto")
+    parser.add_argument(
+        "--allow-slow-precision",
+        action="store_true",
+        help="export bf16/fp16 even where this machine runs them slower than fp32",
+    )
+    parser.add_argument(
+        "--compile", choices=compiled.COMPILE_CHOICES, default=defaults.compile, help="compiled encoders (%(default)s)"
+    )
+    parser.add_argument(
+        "--calibration-images",
+        help="int8: a folder of images like the ones you serve (default: export/calibration_images); "
+        "every fourth is held out for the accuracy gate; labels.txt beside them names labels to rank",
+    )
     parser.add_argument("--device", choices=("cpu", "gpu"), default=defaults.device)
     parser.add_argument(
         "--image-instances", type=int, default=None, help="default: measured per precision (repository.IMAGE_LAYOUT)"
@@ -91,12 +112,15 @@ def main(argv: list[str] | None = None) -> int:
         label_cache_bytes=args.label_cache_mb << 20,
         token_cache_bytes=args.token_cache_mb << 20,
         text_batch_size=args.text_batch_size,
+        compile=args.compile,
+        allow_slow_precision=args.allow_slow_precision,
+        calibration_images=args.calibration_images,
     )
     try:
         manifest = export(args.model, args.out, args.precision, settings, args.model_name)
-    except checkpoints.CheckpointError as error:
+    except (checkpoints.CheckpointError, ExportRefused) as error:
         print(f"export: {error}", file=sys.stderr)
         return 2
     print(json.dumps(manifest, indent=2))
-    print(f"wrote {args.out}", file=sys.stderr)
+    print(f"wrote {args.out}: {manifest['execution']}", file=sys.stderr)
     return 0

@@ -1,8 +1,8 @@
 """The two exported graphs: image tower and text tower, each with its projection and L2 norm.
 
-Traced with `torch.jit.trace` (torch.jit.script fails on transformers' configs). A traced graph
-can silently bake in a shape, so every export is checked against the eager model at several
-batch sizes and text lengths before it is written.
+Traced with `torch.jit.trace` (torch.jit.script fails on transformers' configs), and optionally
+compiled (export/compiled.py). A traced or compiled graph can silently bake in a shape, so every
+one is checked against the eager model at several batch sizes and text lengths before it is written.
 """
 
 from __future__ import annotations
@@ -63,6 +63,13 @@ def example_ids(batch: int, length: int, model: CLIPModel) -> torch.Tensor:
     return ids
 
 
+def eager_towers(model: CLIPModel, precision: str, device: str = "cpu") -> tuple[ImageEncoder, TextEncoder]:
+    """Both towers as eager modules at `precision` (the model is converted in place)."""
+    dtype = PRECISIONS[precision]
+    model = model.eval().to(device, dtype)
+    return ImageEncoder(model, dtype).eval(), TextEncoder(model).eval()
+
+
 def trace(
     model: CLIPModel, precision: str, device: str = "cpu"
 ) -> tuple[torch.jit.ScriptModule, torch.jit.ScriptModule]:
@@ -71,32 +78,50 @@ def trace(
     Trace on the device that will run the graphs: the text graph bakes the device of its causal
     mask in (measured on an H200: a CPU-traced text graph fails on CUDA, the image graph does not).
     """
-    dtype = PRECISIONS[precision]
-    model = model.eval().to(device, dtype)
+    image_encoder, text_encoder = eager_towers(model, precision, device)
     config: Any = model.config
     size = int(config.vision_config.image_size)
     context = int(config.text_config.max_position_embeddings)
-    image_encoder, text_encoder = ImageEncoder(model, dtype).eval(), TextEncoder(model).eval()
     with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
         # The tracer warns about every shape-dependent branch; the checks below prove the graphs.
         warnings.simplefilter("ignore", torch.jit.TracerWarning)  # type: ignore[attr-defined]
         warnings.simplefilter("ignore", FutureWarning)
         traced_image = torch.jit.trace(image_encoder, example_pixels(2, size).to(device), check_trace=False)
         traced_text = torch.jit.trace(text_encoder, example_ids(2, context, model).to(device), check_trace=False)
-        tolerance = TRACE_TOLERANCE[precision]
-        for batch in (1, 3):
-            pixels = example_pixels(batch, size).to(device)
-            _check("image", traced_image(pixels), image_encoder(pixels), tolerance)
-            for length in (4, context):
-                ids = example_ids(batch, length, model).to(device)
-                _check("text", traced_text(ids), text_encoder(ids), tolerance)
+    check_towers(model, precision, image_encoder, text_encoder, traced_image, traced_text, "traced", device)
     return traced_image, traced_text
 
 
-def _check(tower: str, traced: torch.Tensor, eager: torch.Tensor, tolerance: float) -> None:
-    difference = (traced - eager).abs().max().item()
-    if traced.shape != eager.shape or difference > tolerance:
+def check_towers(
+    model: CLIPModel,
+    precision: str,
+    image_encoder: ImageEncoder,
+    text_encoder: TextEncoder,
+    image_graph: Any,
+    text_graph: Any,
+    kind: str,
+    device: str = "cpu",
+) -> None:
+    """`image_graph` and `text_graph` (None: not checked) against the eager towers at batch sizes
+    1 and 3 and text lengths 4 and the full context: a graph can silently bake a shape in."""
+    config: Any = model.config
+    size = int(config.vision_config.image_size)
+    context = int(config.text_config.max_position_embeddings)
+    tolerance = TRACE_TOLERANCE[precision]
+    with torch.inference_mode(False), torch.no_grad():
+        for batch in (1, 3):
+            if image_graph is not None:
+                pixels = example_pixels(batch, size).to(device)
+                _check(kind, "image", image_graph(pixels), image_encoder(pixels), tolerance)
+            for length in (4, context):
+                ids = example_ids(batch, length, model).to(device)
+                _check(kind, "text", text_graph(ids), text_encoder(ids), tolerance)
+
+
+def _check(kind: str, tower: str, graph: torch.Tensor, eager: torch.Tensor, tolerance: float) -> None:
+    difference = (graph - eager).abs().max().item()
+    if graph.shape != eager.shape or difference > tolerance:
         raise RuntimeError(
-            f"traced {tower} encoder differs from eager transformers: shape {tuple(traced.shape)} vs "
+            f"{kind} {tower} encoder differs from eager transformers: shape {tuple(graph.shape)} vs "
             f"{tuple(eager.shape)}, max abs diff {difference:.3g} > {tolerance}"
         )

@@ -7,11 +7,12 @@ import datetime
 import math
 import platform
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
 from export import checkpoint as checkpoints
-from export import encoders, repository
+from export import compiled, encoders, hardware, quantize, repository
 
 DEFAULT_MODEL = "openai/clip-vit-base-patch16"
 DEFAULT_OUT = Path("build/model_repository")
@@ -79,19 +80,115 @@ def build_manifest(
     }
 
 
+class ExportRefused(RuntimeError):
+    """The export cannot be made as asked (a precision or artifact this machine cannot serve well,
+    an int8 tower that failed its accuracy gate); the message says why and what to do instead."""
+
+
+def _timed(seconds: dict[str, float], step: str, work: Any) -> Any:
+    started = time.perf_counter()
+    result = work()
+    seconds[step] = round(time.perf_counter() - started, 1)
+    return result
+
+
+def _compile_towers(
+    model: Any,
+    ckpt: checkpoints.Checkpoint,
+    precision: str,
+    settings: repository.Settings,
+    folder: Path,
+    seconds: dict[str, float],
+) -> tuple[dict[str, Path], dict[str, Any] | None]:
+    """AOTInductor packages of both towers in `folder`, each checked against eager transformers;
+    for int8 the image tower is quantized and must pass the accuracy gate first."""
+    image_encoder, text_encoder = encoders.eager_towers(model, "fp32" if precision == "int8" else precision)
+    config: Any = model.config
+    size, context = int(config.vision_config.image_size), int(config.text_config.max_position_embeddings)
+    gate_summary = None
+    image_module: Any = image_encoder
+    if precision == "int8":
+        calibration_dir = Path(settings.calibration_images or quantize.DEFAULT_CALIBRATION)
+        try:
+            calibrate, held_out = quantize.calibration_files(calibration_dir)
+        except (OSError, quantize.QuantizationRejected) as error:
+            raise ExportRefused(f"calibration images: {error}") from None
+        calibration_pixels = quantize.pixels(calibrate, ckpt.folder)
+        held_out_pixels = quantize.pixels(held_out, ckpt.folder)
+        label_ids = quantize.tokenize(quantize.labels_for(calibration_dir), ckpt.folder)
+        image_module = _timed(
+            seconds,
+            "quantize",
+            lambda: quantize.quantize_image(image_encoder, calibration_pixels, settings.max_batch_size),
+        )
+        result = quantize.gate(image_encoder, image_module, text_encoder, held_out_pixels, label_ids)
+        gate_summary = {"calibration": str(calibration_dir), "calibration_images": len(calibrate), **result.summary()}
+        if not result.passed():
+            raise ExportRefused(_rejection(result, calibration_dir))
+    paths = {"clip_image_encoder": folder / "image.pt2", "clip_text_encoder": folder / "text.pt2"}
+    _timed(
+        seconds,
+        "compile_image",
+        lambda: compiled.compile_image(
+            image_module, encoders.example_pixels(2, size), settings.max_batch_size, paths["clip_image_encoder"]
+        ),
+    )
+    _timed(
+        seconds,
+        "compile_text",
+        lambda: compiled.compile_text(
+            text_encoder,
+            encoders.example_ids(2, 8, model),
+            settings.text_batch_size,
+            context,
+            paths["clip_text_encoder"],
+        ),
+    )
+    image_package, text_package = (compiled.load(path) for path in paths.values())
+    if precision == "int8":  # what is served must pass the gate too, not only its reference graph
+        result = quantize.gate(image_encoder, image_package, text_encoder, held_out_pixels, label_ids)
+        gate_summary = {**(gate_summary or {}), "compiled": result.summary()}
+        if not result.passed():
+            raise ExportRefused(_rejection(result, calibration_dir))
+        encoders.check_towers(model, "fp32", image_encoder, text_encoder, None, text_package, "compiled")
+    else:
+        encoders.check_towers(model, precision, image_encoder, text_encoder, image_package, text_package, "compiled")
+    return paths, gate_summary
+
+
+def _rejection(result: quantize.GateResult, folder: Path) -> str:
+    return (
+        f"the int8 image tower failed its accuracy gate on {result.held_out} held-out images of {folder}: "
+        f"mean cosine {result.mean_cosine:.4f} (needs {quantize.MIN_MEAN_COSINE}), worst "
+        f"{result.min_cosine:.4f} (needs {quantize.MIN_COSINE}), top-1 agreement with fp32 "
+        f"{result.top1_agreement:.0%} (needs {quantize.MIN_AGREEMENT:.0%}). Calibrate on images like the ones "
+        f"you serve (--calibration-images DIR), or export fp32."
+    )
+
+
 def export(
     source: str,
     out_dir: Path,
-    precision: str = "fp32",
+    precision: str = "auto",
     settings: repository.Settings | None = None,
     model_name: str | None = None,
 ) -> dict[str, Any]:
-    """Export `source` to a model repository at `out_dir`; returns the manifest. `model_name`: the
-    id clients see (default: the Hub id, or a local folder's name)."""
+    """Export `source` to a model repository at `out_dir`; returns the manifest. `precision`: "auto"
+    (what this machine runs fastest, export/hardware.py) or one of encoders.PRECISIONS and "int8".
+    `model_name`: the id clients see (default: the Hub id, or a local folder's name)."""
+    import tempfile
+
     import torch
     from transformers import CLIPModel
 
     settings = settings or repository.Settings()
+    try:
+        choice = hardware.choose_precision(precision, settings.device, allow_slow=settings.allow_slow_precision)
+        artifact, artifact_reason = compiled.choose_artifact(settings.compile, settings.device)
+    except ValueError as error:  # PrecisionRefused included
+        raise ExportRefused(str(error)) from None
+    if choice.precision == "int8" and artifact != "aoti":
+        raise ExportRefused(f"int8 runs only as a compiled tower, and {artifact_reason}")
     trace_device = "cuda" if settings.device == "gpu" else "cpu"
     if trace_device == "cuda" and not torch.cuda.is_available():
         raise checkpoints.CheckpointError(
@@ -101,15 +198,47 @@ def export(
     ckpt = checkpoints.resolve(source, model_name)
     model = CLIPModel.from_pretrained(str(ckpt.folder), dtype="float32")
     facts = model_facts(model, ckpt.preprocessor_config())
-    manifest = build_manifest(ckpt, facts, precision, settings)
-    image_encoder, text_encoder = encoders.trace(model, precision, trace_device)
-    repository.write(
-        out_dir,
-        image_encoder=image_encoder,
-        text_encoder=text_encoder,
-        tokenizer_dir=ckpt.folder,
-        facts=facts,
-        settings=settings,
-        manifest=manifest,
+    manifest = build_manifest(ckpt, facts, choice.precision, settings)
+    seconds: dict[str, float] = {}
+    # model.pt is TorchScript at the chosen precision; int8 exists only compiled, so its model.pt is fp32.
+    traced_precision = "fp32" if choice.precision == "int8" else choice.precision
+    image_encoder, text_encoder = _timed(
+        seconds, "trace", lambda: encoders.trace(model, traced_precision, trace_device)
     )
+    with tempfile.TemporaryDirectory(prefix="clip-export-") as scratch:
+        packages, gate_summary = (
+            _compile_towers(model, ckpt, choice.precision, settings, Path(scratch), seconds)
+            if artifact == "aoti"
+            else ({}, None)
+        )
+        manifest.update(
+            requested_precision=precision,
+            requested_compile=settings.compile,
+            precision_reason=choice.reason,
+            artifact=artifact,
+            artifact_reason=artifact_reason,
+            execution=execution_line(choice, artifact, settings.device),
+            compiled_for=hardware.torch_capability() if artifact == "aoti" else None,
+            machine=hardware.describe(),
+            export_seconds=seconds,
+        )
+        if gate_summary is not None:
+            manifest["int8_gate"] = gate_summary
+        repository.write(
+            out_dir,
+            image_encoder=image_encoder,
+            text_encoder=text_encoder,
+            packages=packages,
+            tokenizer_dir=ckpt.folder,
+            facts=facts,
+            settings=settings,
+            manifest=manifest,
+        )
     return manifest
+
+
+def execution_line(choice: hardware.PrecisionChoice, artifact: str, device: str) -> str:
+    """One line for GetModelInfo and the logs: what runs, and why."""
+    how = "AOTInductor-compiled" if artifact == "aoti" else "TorchScript"
+    towers = "int8 image tower, fp32 text tower" if choice.precision == "int8" else f"{choice.precision} encoders"
+    return f"{how} {towers} on {device.upper()}; {choice.reason}"

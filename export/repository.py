@@ -33,6 +33,7 @@ IMAGE_LAYOUT = {
     ("cpu", "fp32"): (1, 2),
     ("cpu", "bf16"): (2, 1),
     ("cpu", "fp16"): (2, 1),
+    ("cpu", "int8"): (1, 2),  # as fp32: one copy of the compiled tower, both cores
 }
 GPU_IMAGE_LAYOUT = (1, 2)
 
@@ -58,6 +59,9 @@ class Settings:
     label_cache_bytes: int = 64 * 1024 * 1024  # per text-encoder instance
     token_cache_bytes: int = 32 * 1024 * 1024  # per tokenizer instance
     text_batch_size: int = 64  # texts per text-encoder forward pass (a request's misses go in chunks)
+    compile: str = "auto"  # "auto", "aoti" or "none": compiled encoders beside model.pt (export/compiled.py)
+    allow_slow_precision: bool = False  # export bf16/fp16 even where it runs slower than fp32 here
+    calibration_images: str | None = None  # int8: folder of calibration images (default: the shipped set)
 
 
 @dataclass(frozen=True)
@@ -125,6 +129,10 @@ def _configure(
             if settings.device == "gpu"
             else model_config_pb2.ModelInstanceGroup.KIND_CPU
         )
+        _set_parameter(config, "artifact", manifest["artifact"])
+        _set_parameter(config, "execution", manifest["execution"])
+        if manifest.get("compiled_for"):
+            _set_parameter(config, "compiled_for", manifest["compiled_for"])
         if name == "clip_text_encoder":
             _set_parameter(config, "label_cache_bytes", settings.label_cache_bytes)
             _set_parameter(config, "encode_batch_size", settings.text_batch_size)
@@ -134,7 +142,7 @@ def _configure(
             config.dynamic_batching.max_queue_delay_microseconds = settings.batch_delay_us
     elif name in ENSEMBLES:
         # Any Triton client can read which model answers from the ensemble's config.
-        for key in ("model_id", "revision", "variant", "precision", "embedding_dim", "image_size"):
+        for key in ("model_id", "revision", "variant", "precision", "embedding_dim", "image_size", "execution"):
             _set_parameter(config, key, manifest[key])
 
 
@@ -167,6 +175,7 @@ def write(
     *,
     image_encoder: Any,
     text_encoder: Any,
+    packages: dict[str, Path],
     tokenizer_dir: Path,
     facts: ModelFacts,
     settings: Settings,
@@ -180,7 +189,7 @@ def write(
         if not (template / "config.pbtxt").is_file():
             continue
         target = staging / template.name
-        shutil.copytree(template, target, ignore=shutil.ignore_patterns("__pycache__", "*.pt", "tokenizer"))
+        shutil.copytree(template, target, ignore=shutil.ignore_patterns("__pycache__", "*.pt", "*.pt2", "tokenizer"))
         config = read_config(template / "config.pbtxt")
         _configure(template.name, config, facts, settings, manifest)
         (target / "config.pbtxt").write_text(text_format.MessageToString(config))
@@ -189,6 +198,8 @@ def write(
                 shutil.copy2(module, target / "1" / module.name)
     save_encoder(image_encoder, staging / "clip_image_encoder" / "1")
     save_encoder(text_encoder, staging / "clip_text_encoder" / "1")
+    for model_name, package in packages.items():  # compiled towers: loaded instead of model.pt
+        shutil.copy2(package, staging / model_name / "1" / "model.pt2")
     write_tokenizer(tokenizer_dir, staging / "clip_tokenize" / "1" / "tokenizer")
     (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     shutil.rmtree(out_dir, ignore_errors=True)

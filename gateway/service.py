@@ -34,7 +34,12 @@ Response = TypeVar("Response")
 Handler = Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[Response]]
 
 VARIANTS = {"full": pb.MODEL_VARIANT_FULL, "demo": pb.MODEL_VARIANT_DEMO}
-PRECISIONS = {"fp32": pb.PRECISION_FP32, "bf16": pb.PRECISION_BF16, "fp16": pb.PRECISION_FP16}
+PRECISIONS = {
+    "fp32": pb.PRECISION_FP32,
+    "bf16": pb.PRECISION_BF16,
+    "fp16": pb.PRECISION_FP16,
+    "int8": pb.PRECISION_INT8,
+}
 
 
 def rpc(handler: Handler[Response]) -> Handler[Response]:
@@ -240,6 +245,7 @@ class ClipService(clip_service_pb2_grpc.ClipServiceServicer):
             image_size=model.image_size,
             context_length=model.context_length,
             scale=model.scale,
+            execution=model.execution,
             limits=pb.Limits(
                 max_images_per_request=limits.max_images,
                 max_labels_per_request=limits.max_labels,

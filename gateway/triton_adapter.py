@@ -46,6 +46,7 @@ class ServedModel:
     scale: float
     max_batch_size: int  # of the image encoder: the most images one request may carry
     max_image_pixels: int  # the preprocessing model's limit per decoded image
+    execution: str = ""  # how the encoders run and why (the exporter's line)
 
 
 MAX_MESSAGE_BYTES = 2**31 - 1  # tritonclient's own default: the gateway has capped requests already
@@ -207,6 +208,7 @@ class TritonAdapter:
             scale=math.exp(float(parameter(similarity, "logit_scale") or 0.0)),
             max_batch_size=int(encoder.get("max_batch_size", 0)),
             max_image_pixels=int(parameter(preprocess, "max_image_pixels")),
+            execution=parameter(classify, "execution"),
         )
 
     async def close(self) -> None:

@@ -23,7 +23,8 @@ import urllib.request
 from pathlib import Path
 
 from export import checkpoint as checkpoints
-from export.pipeline import DEFAULT_MODEL, export
+from export.hardware import cpu_info
+from export.pipeline import DEFAULT_MODEL, ExportRefused, export
 from export.repository import Settings
 from gateway.config import ENV_PREFIX, GatewayConfig
 from gateway.config import parse as parse_gateway
@@ -55,20 +56,38 @@ def choose_checkpoint(requested: str, fall_back: bool = True) -> checkpoints.Che
 
 
 def ensure_exported(
-    ckpt: checkpoints.Checkpoint, out: Path, precision: str, device: str = "cpu", preprocess_instances: int = 1
+    ckpt: checkpoints.Checkpoint,
+    out: Path,
+    precision: str,
+    device: str = "cpu",
+    preprocess_instances: int = 1,
+    compile: str = "auto",
 ) -> None:
-    """Export unless `out` already holds this exact checkpoint at this precision for this device."""
+    """Export unless `out` already holds this exact checkpoint, exported as asked for this device
+    on a machine of this CPU model (auto precision and compiled code follow the machine)."""
     manifest_path = out / "manifest.json"
-    settings = Settings(device=device, preprocess_instances=preprocess_instances)
+    settings = Settings(device=device, preprocess_instances=preprocess_instances, compile=compile)
     if manifest_path.is_file():
         manifest = json.loads(manifest_path.read_text())
-        wanted = (ckpt.weights_sha256(), precision, device, preprocess_instances)
-        found = ("weights_sha256", "precision", "device", "preprocess_instances")
-        if tuple(manifest.get(key, 1 if key == "preprocess_instances" else None) for key in found) == wanted:
+        wanted = (ckpt.weights_sha256(), precision, device, preprocess_instances, compile, cpu_info()["model"])
+        found = (
+            manifest.get("weights_sha256"),
+            manifest.get("requested_precision"),
+            manifest.get("device"),
+            manifest.get("preprocess_instances"),
+            manifest.get("requested_compile"),
+            manifest.get("machine", {}).get("model"),
+        )
+        if found == wanted:
+            print(f"serve: {out} already holds it: {manifest.get('execution', '')}", file=sys.stderr)
             return
     print(f"serve: exporting {ckpt.model_id} ({precision}, {device}) to {out}", file=sys.stderr)
     source = str(ckpt.folder) if ckpt.revision == "local" else ckpt.model_id
-    export(source, out, precision, settings)
+    try:
+        manifest = export(source, out, precision, settings)
+    except ExportRefused as error:
+        raise SystemExit(f"serve: {error}") from None
+    print(f"serve: exported: {manifest['execution']}", file=sys.stderr)
 
 
 async def show_it_working(target: str) -> None:
@@ -151,7 +170,7 @@ async def run(args: argparse.Namespace) -> int:
     except checkpoints.CheckpointError as error:
         print(f"serve: {args.model} is not available: {error}", file=sys.stderr)
         return 1
-    ensure_exported(ckpt, args.repository, args.precision, args.device, args.preprocess_instances)
+    ensure_exported(ckpt, args.repository, args.precision, args.device, args.preprocess_instances, args.compile)
     triton = TritonServer(
         ServerSettings(
             model_repository=args.repository,
@@ -196,7 +215,15 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m serve", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--model", default=DEFAULT_MODEL, help="Hub id or local checkpoint folder (%(default)s)")
-    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
+    parser.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16", "fp16", "int8"),
+        default="auto",
+        help="auto: what this machine runs fastest (python -m export --help says how it is chosen)",
+    )
+    parser.add_argument(
+        "--compile", choices=("auto", "aoti", "none"), default="auto", help="compiled encoders (%(default)s)"
+    )
     parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="where the encoders run")
     parser.add_argument(
         "--preprocess-instances", type=int, default=1, help="image decoding instances, ~120 images/s each (%(default)s)"
@@ -236,6 +263,6 @@ def main(argv: list[str] | None = None) -> int:
         except checkpoints.CheckpointError as error:
             print(f"serve: {args.model} is not available: {error}", file=sys.stderr)
             return 1
-        ensure_exported(ckpt, args.repository, args.precision, args.device, args.preprocess_instances)
+        ensure_exported(ckpt, args.repository, args.precision, args.device, args.preprocess_instances, args.compile)
         return 0
     return asyncio.run(run(args))

@@ -116,11 +116,13 @@ def test_model_info_reports_the_export(clip_client: ClipClient, tiny_checkpoint:
     assert (info.image_size, info.context_length) == (224, 77)
     assert info.scale == pytest.approx(100.0, rel=1e-5)
     assert info.limits.max_labels_per_request == 1000
+    assert info.execution.startswith("AOTInductor-compiled fp32 encoders on CPU; fp32 asked for")
 
 
 def test_a_model_name_can_be_given_at_export(tiny_checkpoint: Path, tmp_path: Path) -> None:
     from export.pipeline import export
+    from export.repository import Settings
 
-    manifest = export(str(tiny_checkpoint), tmp_path / "repository", model_name="acme/clip-tiny")
+    manifest = export(str(tiny_checkpoint), tmp_path / "repository", "fp32", Settings(compile="none"), "acme/clip-tiny")
     assert manifest["model_id"] == "acme/clip-tiny"
     assert str(tmp_path) not in str(manifest["model_id"])

@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
+from export import cache
+from tests.support import servers
 from tests.support.images import photo_pngs
 from tests.support.infer import classify, embed_images, embed_texts
 from tests.support.reference import Reference
@@ -56,6 +58,21 @@ def test_tiny_model_matches_the_reference(
     tiny_client: grpcclient.InferenceServerClient, tiny_reference: Reference
 ) -> None:
     check_parity(tiny_client, tiny_reference)
+
+
+def test_the_torchscript_artifact_matches_the_reference_too(
+    tiny_checkpoint: Path, tiny_reference: Reference, tmp_path: Path
+) -> None:
+    """Compiled encoders are the CPU default; the TorchScript model.pt (what --compile none, a GPU,
+    or an NGC libtorch backend runs) is held to the same tolerances."""
+    repository = cache.exported("tiny", compile="none")
+    assert not (repository / "clip_image_encoder" / "1" / "model.pt2").exists()
+    with servers.triton(repository, tmp_path) as triton:
+        client = grpcclient.InferenceServerClient(triton.grpc_url)
+        try:
+            check_parity(client, tiny_reference)
+        finally:
+            client.close()
 
 
 def test_logit_scale_comes_from_the_weights(tiny_client: grpcclient.InferenceServerClient) -> None:

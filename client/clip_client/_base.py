@@ -196,6 +196,7 @@ class ClientBase:
             image_size=response.image_size,
             context_length=response.context_length,
             scale=response.scale,
+            execution=response.execution,
             limits=Limits(
                 max_images_per_request=limits.max_images_per_request,
                 max_labels_per_request=limits.max_labels_per_request,

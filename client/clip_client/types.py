@@ -100,9 +100,10 @@ class ModelInfo:
     model_id: str
     revision: str
     variant: str  # "full" or "demo"
-    precision: str  # "fp32", "bf16" or "fp16"
+    precision: str  # "fp32", "bf16", "fp16" or "int8"
     embedding_dimension: int
     image_size: int
     context_length: int
     scale: float
     limits: Limits
+    execution: str = ""  # how the server's encoders run and why, for people

@@ -21,6 +21,7 @@ class Precision(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PRECISION_FP32: _ClassVar[Precision]
     PRECISION_BF16: _ClassVar[Precision]
     PRECISION_FP16: _ClassVar[Precision]
+    PRECISION_INT8: _ClassVar[Precision]
 MODEL_VARIANT_UNSPECIFIED: ModelVariant
 MODEL_VARIANT_FULL: ModelVariant
 MODEL_VARIANT_DEMO: ModelVariant
@@ -28,6 +29,7 @@ PRECISION_UNSPECIFIED: Precision
 PRECISION_FP32: Precision
 PRECISION_BF16: Precision
 PRECISION_FP16: Precision
+PRECISION_INT8: Precision
 
 class Image(_message.Message):
     __slots__ = ("data", "url")
@@ -138,7 +140,7 @@ class GetModelInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetModelInfoResponse(_message.Message):
-    __slots__ = ("model_id", "revision", "variant", "precision", "embedding_dimension", "image_size", "context_length", "scale", "limits")
+    __slots__ = ("model_id", "revision", "variant", "precision", "embedding_dimension", "image_size", "context_length", "scale", "limits", "execution")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
     VARIANT_FIELD_NUMBER: _ClassVar[int]
@@ -148,6 +150,7 @@ class GetModelInfoResponse(_message.Message):
     CONTEXT_LENGTH_FIELD_NUMBER: _ClassVar[int]
     SCALE_FIELD_NUMBER: _ClassVar[int]
     LIMITS_FIELD_NUMBER: _ClassVar[int]
+    EXECUTION_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     revision: str
     variant: ModelVariant
@@ -157,7 +160,8 @@ class GetModelInfoResponse(_message.Message):
     context_length: int
     scale: float
     limits: Limits
-    def __init__(self, model_id: _Optional[str] = ..., revision: _Optional[str] = ..., variant: _Optional[_Union[ModelVariant, str]] = ..., precision: _Optional[_Union[Precision, str]] = ..., embedding_dimension: _Optional[int] = ..., image_size: _Optional[int] = ..., context_length: _Optional[int] = ..., scale: _Optional[float] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ...) -> None: ...
+    execution: str
+    def __init__(self, model_id: _Optional[str] = ..., revision: _Optional[str] = ..., variant: _Optional[_Union[ModelVariant, str]] = ..., precision: _Optional[_Union[Precision, str]] = ..., embedding_dimension: _Optional[int] = ..., image_size: _Optional[int] = ..., context_length: _Optional[int] = ..., scale: _Optional[float] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., execution: _Optional[str] = ...) -> None: ...
 
 class Limits(_message.Message):
     __slots__ = ("max_images_per_request", "max_labels_per_request", "max_texts_per_request", "max_templates_per_request", "max_label_chars", "max_image_bytes", "max_image_pixels", "max_request_bytes", "image_urls")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from torchscript_encoder import TorchScriptEncoder
+from encoder_runtime import Encoder
 
 
-class TritonPythonModel(TorchScriptEncoder):
+class TritonPythonModel(Encoder):
     input_name = "PIXEL_VALUES"
     output_name = "IMAGE_EMBEDS"
 

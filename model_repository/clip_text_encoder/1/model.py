@@ -11,12 +11,12 @@ from typing import Any
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
+from encoder_runtime import Encoder
 from label_cache import LabelCache, pad, row_key
-from torchscript_encoder import TorchScriptEncoder
 from triton_model_utils import cancelled, model_config, parameter
 
 
-class TritonPythonModel(TorchScriptEncoder):
+class TritonPythonModel(Encoder):
     input_name = "INPUT_IDS"
     output_name = "TEXT_EMBEDS"
 

@@ -1,5 +1,11 @@
-"""Runs an exported TorchScript encoder (model.pt beside the model's model.py) inside a
-Python-backend model. Imported only by the two encoder models, so numpy-only stubs never load torch.
+"""Runs an exported encoder inside a Python-backend model: the compiled AOTInductor package
+(model.pt2) where the exporter wrote one, else the TorchScript model.pt. Imported only by the two
+encoder models, so numpy-only stubs never load torch.
+
+A package holds machine code for the instruction set it was compiled on (the `compiled_for`
+parameter, torch's capability name); on a CPU below it the model refuses to load with a message
+saying what to do, instead of dying on an illegal instruction mid-request. Which path runs, and
+why, goes to Triton's log at load.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 import triton_python_backend_utils as pb_utils
+from capability import runs_code_for
 from numpy.typing import NDArray
 from triton_model_utils import cancelled, model_config, parameter
 
@@ -48,7 +55,7 @@ def share_weights(module: torch.jit.ScriptModule, weights: Path) -> None:
             tensor.set_(mapped[name])
 
 
-class TorchScriptEncoder:
+class Encoder:
     """Subclasses name their input and output tensors; `load` and `run_*` do the rest."""
 
     input_name: str
@@ -63,9 +70,26 @@ class TorchScriptEncoder:
         else:
             self.device = torch.device("cpu")
         folder = Path(args["model_repository"]) / args["model_version"]
-        self.module = torch.jit.load(str(folder / "model.pt"), map_location=self.device).eval()  # type: ignore[no-untyped-call]
-        if self.device.type == "cpu" and (folder / "weights.pt").is_file():
-            share_weights(self.module, folder / "weights.pt")
+        name = args["model_name"]
+        if parameter(config, "artifact", "torchscript") == "aoti":
+            compiled_for = parameter(config, "compiled_for", "")
+            here = str(torch.backends.cpu.get_cpu_capability())
+            if not runs_code_for(compiled_for, here):
+                raise pb_utils.TritonModelException(
+                    f"{name}: model.pt2 was compiled for {compiled_for} and this CPU is {here}; export the "
+                    f"repository on a machine of this class, or with --compile none (TorchScript runs anywhere)"
+                )
+            self.module: Any = torch._inductor.aoti_load_package(str(folder / "model.pt2"))
+            path = f"AOTInductor package model.pt2 (compiled for {compiled_for}, this CPU {here})"
+        else:
+            script = torch.jit.load(str(folder / "model.pt"), map_location=self.device).eval()  # type: ignore[no-untyped-call]
+            if self.device.type == "cpu" and (folder / "weights.pt").is_file():
+                share_weights(script, folder / "weights.pt")
+            self.module = script
+            path = "TorchScript model.pt"
+        threads = torch.get_num_threads()
+        why = parameter(config, "execution", "")
+        pb_utils.Logger.log_info(f"{name}: running {path} on {self.device}, {threads} threads; {why}")
 
     def _encode(self, batch: NDArray[Any]) -> NDArray[Any]:
         with torch.inference_mode():

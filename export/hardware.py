@@ -1,0 +1,174 @@
+"""What the machine runs natively, and the precision the exporter picks from it.
+
+CPU flags are not enough. On the machines this project has run on: an AMD EPYC with avx512_bf16
+ran bf16 encoders 3x faster than fp32; an AVX2-only EPYC ran them 7x slower (no native bf16); and
+an Intel Xeon that reports avx512_bf16 ran a bf16 matmul at half its fp32 speed. So a reduced
+precision is chosen, or accepted, only where the flags say it is native AND a short matmul
+measured here says it is faster (about a second of work). The exporter writes the decision and its
+reason into the manifest, the ensembles' configs (GetModelInfo.execution) and its output.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# Features that change which numeric path is fast: AVX-512 and its bf16 / VNNI extensions, AMX.
+FEATURES = (
+    "avx2",
+    "avx512f",
+    "avx512_bf16",
+    "avx512_vnni",
+    "avx_vnni",
+    "avx512_fp16",
+    "amx_bf16",
+    "amx_int8",
+    "amx_fp16",
+    "amx_tile",
+)
+# The CPU features that make each reduced precision native (any one of them).
+NATIVE = {
+    "bf16": ("avx512_bf16", "amx_bf16"),
+    "fp16": ("avx512_fp16", "amx_fp16"),
+    "int8": ("avx512_vnni", "avx_vnni", "amx_int8"),
+}
+# A reduced precision is the automatic choice only when its matmul is at least this much faster
+# than fp32 here (a whole encoder gains less than a bare matmul).
+AUTO_SPEEDUP = 1.5
+
+
+def cpu_info() -> dict[str, Any]:
+    model, flags = "unknown", set[str]()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and model == "unknown":
+                model = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = set(value.split())
+    except OSError:
+        pass
+    return {"model": model, "features": [name for name in FEATURES if name in flags]}
+
+
+def torch_capability() -> str:
+    import torch
+
+    return str(torch.backends.cpu.get_cpu_capability())
+
+
+def describe() -> dict[str, Any]:
+    """The machine, for a manifest or a result file."""
+    info: dict[str, Any] = {"arch": platform.machine(), "cores": os.cpu_count(), **cpu_info()}
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        info["torch_cpu_capability"] = torch_capability()
+        info["mkldnn_bf16_supported"] = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (ImportError, AttributeError, RuntimeError):
+        pass
+    return info
+
+
+def matmul_gflops(dtype: Any, size: int = 1024, seconds: float = 0.4) -> float:
+    """This machine's square-matmul speed at `dtype`, on all its threads."""
+    import torch
+
+    a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
+    a @ b  # warm-up: kernel selection and packing
+    calls, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds or calls < 2:
+        a @ b
+        calls += 1
+    return 2 * size**3 * calls / (time.perf_counter() - started) / 1e9
+
+
+def cpu_speedup(precision: str) -> float:
+    """Measured matmul speed at `precision` over fp32 (int8 is not measured this way: 1.0)."""
+    import torch
+
+    dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16}
+    if precision not in dtypes:
+        return 1.0
+    return matmul_gflops(dtypes[precision]) / matmul_gflops(torch.float32)
+
+
+class PrecisionRefused(ValueError):
+    """A precision that would run slower than fp32 here, asked for without the override."""
+
+
+@dataclass(frozen=True)
+class PrecisionChoice:
+    precision: str
+    reason: str  # one sentence: why this precision, on this machine
+
+
+def _native_features(precision: str, features: list[str]) -> list[str]:
+    return [name for name in NATIVE.get(precision, ()) if name in features]
+
+
+def choose_precision(
+    requested: str,
+    device: str,
+    *,
+    allow_slow: bool = False,
+    info: dict[str, Any] | None = None,
+    speedup: Any = cpu_speedup,
+) -> PrecisionChoice:
+    """`requested` is "auto" or a precision. On a GPU the request stands (auto: bf16 where the GPU
+    has it, else fp16). On a CPU, auto picks bf16 only where it is native and measured faster;
+    an explicit bf16/fp16 that is not both is refused unless `allow_slow`."""
+    if device == "gpu":
+        if requested != "auto":
+            return PrecisionChoice(requested, f"{requested} asked for, on the GPU")
+        import torch
+
+        chosen = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp16"
+        return PrecisionChoice(chosen, f"{chosen}: the GPU's native reduced precision")
+    info = info or cpu_info()
+    features = list(info.get("features", []))
+    cpu = f"{info.get('model', 'this CPU')}"
+    if requested == "fp32":
+        return PrecisionChoice("fp32", "fp32 asked for")
+    if requested == "int8":
+        native = _native_features("int8", features)
+        how = f"VNNI ({', '.join(native)})" if native else "no VNNI on this CPU: int8 runs on AVX2, slower"
+        return PrecisionChoice("int8", f"int8 asked for (calibrated, accuracy-gated); {how}")
+    candidates = ["bf16"] if requested == "auto" else [requested]
+    for precision in candidates:
+        native = _native_features(precision, features)
+        if not native:
+            if requested == "auto":
+                return PrecisionChoice("fp32", f"fp32: {cpu} has no native bf16 (no avx512_bf16 or amx_bf16)")
+            if allow_slow:
+                return PrecisionChoice(precision, f"{precision} forced on {cpu} without native {precision}")
+            raise PrecisionRefused(
+                f"{precision} is refused on {cpu}: it has no native {precision} "
+                f"({' or '.join(NATIVE[precision])}), so {precision} would be emulated and run several times "
+                f"slower than fp32 (7x measured on an AVX2-only EPYC). Use --precision fp32 (or auto), or int8 "
+                f"with calibration images; --allow-slow-precision exports it anyway."
+            )
+        ratio = speedup(precision)
+        if ratio >= (AUTO_SPEEDUP if requested == "auto" else 1.0):
+            return PrecisionChoice(
+                precision,
+                f"{precision}: native on {cpu} ({', '.join(native)}), its matmul measured {ratio:.1f}x fp32 here",
+            )
+        if requested == "auto":
+            return PrecisionChoice(
+                "fp32",
+                f"fp32: {cpu} reports {', '.join(native)}, but a {precision} matmul measured {ratio:.2f}x fp32 here",
+            )
+        if allow_slow:
+            return PrecisionChoice(precision, f"{precision} forced; its matmul measured {ratio:.2f}x fp32 here")
+        raise PrecisionRefused(
+            f"{precision} is refused on {cpu}: it reports {', '.join(native)}, but a {precision} matmul measured "
+            f"{ratio:.2f}x the speed of fp32 here, so {precision} encoders would be slower than fp32. Use "
+            f"--precision fp32 (or auto); --allow-slow-precision exports it anyway."
+        )
+    raise AssertionError("unreachable")  # pragma: no cover
