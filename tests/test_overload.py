@@ -116,18 +116,35 @@ def test_a_cancelled_call_cancels_its_triton_request(tiny_triton: LauncherTriton
             if metric == name and ("model", model) in labels and ("version", "1") in labels
         )
 
+    def counts() -> dict[str, float]:
+        return {
+            "ok": count("nv_inference_request_success", "clip_classify"),
+            "failed": count("nv_inference_request_failure", "clip_classify"),
+            "similarity": count("nv_inference_request_success", "clip_similarity"),
+            "images": count("nv_inference_request_success", "clip_preprocess_image"),
+        }
+
     with servers.gateway(gateway_config(tiny_triton.grpc_url, limits=limits)) as gateway:
 
         async def scenario() -> None:
             config = ClientConfig(target=gateway.target, retry=NO_RETRY, timeout=120)
             async with AsyncClipClient(config=config) as client:
+                loop = asyncio.get_running_loop()
+                # Earlier tests' calls may still run inside Triton (a call past its deadline does).
+                await loop.run_in_executor(None, tiny_triton.wait_idle)
+                start = counts()
                 await client.classify(SMALL_JPEG, ["warm"])
-                before = {
-                    "ok": count("nv_inference_request_success", "clip_classify"),
-                    "failed": count("nv_inference_request_failure", "clip_classify"),
-                    "similarity": count("nv_inference_request_success", "clip_similarity"),
-                    "images": count("nv_inference_request_success", "clip_preprocess_image"),
-                }
+                # Triton records a request's statistics after it has answered it: wait until the
+                # warm call is counted, or its late count passes for the cancelled call's.
+                await loop.run_in_executor(
+                    None,
+                    lambda: wait_for(
+                        lambda: all(counts()[key] == start[key] + 1 for key in ("ok", "similarity", "images")),
+                        30,
+                        "Triton counting the warm call",
+                    ),
+                )
+                before = counts()
                 labels = [f"cancelled {uuid.uuid4().hex[:8]} {i}" for i in range(20000)]
                 call = asyncio.create_task(client.classify([SMALL_JPEG] * 8, labels, templates=templates))
                 # In flight inside Triton: its images are done, its prompts are not.
@@ -138,7 +155,6 @@ def test_a_cancelled_call_cancels_its_triton_request(tiny_triton: LauncherTriton
                 call.cancel()
                 with pytest.raises(asyncio.CancelledError):
                     await call  # cancelled while pending, not already answered
-                loop = asyncio.get_running_loop()
                 await loop.run_in_executor(
                     None,
                     lambda: wait_for(

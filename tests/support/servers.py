@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import re
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -142,6 +143,29 @@ class LauncherTriton:
 
     def metric(self, name: str, **labels: str) -> float:
         return metric(self.metrics_url, name, **labels)
+
+    def wait_idle(self, timeout: float = 60.0, quiet: float = 1.0) -> None:
+        """Wait until Triton finishes what earlier calls left running (a call that ran out of
+        time at the gateway goes on inside Triton): nothing pending, and no request counter
+        moving for `quiet` seconds. Tests that count requests start from here."""
+
+        def activity() -> tuple[float, float]:
+            samples = scrape(self.metrics_url)
+            ended = sum(v for (name, _), v in samples.items() if name.startswith("nv_inference_request_"))
+            pending = sum(v for (name, _), v in samples.items() if name == "nv_inference_pending_request_count")
+            return ended, pending
+
+        last: list[tuple[float, float]] = [activity()]
+        since = [time.monotonic()]
+
+        def settled() -> bool:
+            now = activity()
+            if now != last[0] or now[1] > 0:
+                last[0], since[0] = now, time.monotonic()
+                return False
+            return time.monotonic() - since[0] >= quiet
+
+        wait_for(settled, timeout, "Triton finishing the requests left running", interval=0.1)
 
     def stop(self) -> int:
         return self.process.stop()
