@@ -1,14 +1,16 @@
-"""Benchmarks on the exact ViT-B/16 shapes (random weights), every figure next to its baseline
-measured in the same run on the same machine.
+"""Benchmarks on the exact ViT-B/16 shapes (random weights), every figure a ratio against in-process
+eager transformers fp32 at batch 8 measured in the same run, repeated to show the spread.
 
-    python -m bench [--seconds 8] [--precisions fp32,bf16] [--out build/bench]
+    python -m bench [--runs 3] [--seconds 8] [--variants fp32-torchscript,fp32-compiled,bf16-compiled,int8]
 
-Rows: (1) in-process transformers get_image_features, eager, fp32/bf16, batch 1 and 8: the
-baseline; (2) the Triton ensemble clip_embed_image through tritonclient at concurrency 1/4/8;
-(3) the gateway's Classify through our client, 2 labels at concurrency 1/4/8, and 1,000 labels
-cold then warm; (4) Embed of texts. Each row shows images/s, p50/p99 latency, achieved GFLOP/s
-(35.1 GFLOP per image for the image tower) and that as a share of this machine's own measured
-matmul peak at the precision. Writes latest.json and latest.md.
+Each variant is an export (precision x artifact); per run it is served afresh (Triton + gateway)
+and measured: Triton's clip_embed_image at c=4; the gateway's Classify with 2 labels at c=1/4/8;
+1,000 labels cold (the first call, every label new) and warm (c=4); Embed of 32 new texts. Cold
+start per variant: the export's time per step and the time from launching Triton to all models
+ready. Memory: PSS of Triton, its stubs and the gateway. A precision this CPU does not run
+natively (bf16 without avx512_bf16/amx_bf16) is not run, and said so, rather than shown as a
+nonsense share of a peak. Writes build/bench/latest.{json,md} and the same as
+bench_<vendor>_<class>_<cores>core.*, the name its copy takes in bench/results/ (one per machine class).
 """
 
 from __future__ import annotations
@@ -17,158 +19,250 @@ import argparse
 import datetime
 import json
 import os
-import platform
+import statistics
 import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from bench.measure import Memory, Result, closed_loop
+from bench.machine import describe, machine_class
+from bench.measure import Result, closed_loop
 from bench.service import ROOT, bytes_input, running_service
-from bench.workloads import IMAGE_GFLOP, in_process, matmul_peak_gflops, sample_png
+from bench.workloads import IMAGE_GFLOP, eager, load_reference, matmul_peak_gflops, sample_png
 from export import cache
+from export.hardware import NATIVE
+
+VARIANTS: dict[str, dict[str, Any]] = {
+    "fp32-torchscript": {"precision": "fp32", "compile": "none"},
+    "fp32-compiled": {"precision": "fp32", "compile": "aoti"},
+    "bf16-torchscript": {"precision": "bf16", "compile": "none", "allow_slow_precision": True},
+    "bf16-compiled": {"precision": "bf16", "compile": "aoti", "allow_slow_precision": True},
+    "int8": {"precision": "int8", "compile": "aoti"},
+}
+DEFAULT_VARIANTS = "fp32-torchscript,fp32-compiled,bf16-compiled,int8"
+BASELINE = "in-process eager fp32 batch 8"
 
 
-def served(repository: Path, precision: str, seconds: float, log_dir: Path) -> tuple[list[tuple[Result, str]], Memory]:
+@dataclass
+class Row:
+    name: str
+    variant: str
+    precision: str
+    runs: list[Result] = field(default_factory=list)
+    ratios: list[float] = field(default_factory=list)
+
+    def summary(self, peaks: dict[str, float | None]) -> dict[str, Any]:
+        rates = [result.items_per_s for result in self.runs]
+        median_run = sorted(self.runs, key=lambda result: result.items_per_s)[len(self.runs) // 2]
+        row: dict[str, Any] = {
+            "name": self.name,
+            "variant": self.variant,
+            "items_per_s": round(statistics.median(rates), 2),
+            "items_per_s_range": [round(min(rates), 2), round(max(rates), 2)],
+            "p50_ms": round(median_run.p50_ms, 1),
+            "p99_ms": round(median_run.p99_ms, 1),
+            "x_eager_fp32_b8": round(statistics.median(self.ratios), 2),
+            "x_range": [round(min(self.ratios), 2), round(max(self.ratios), 2)],
+        }
+        peak = peaks.get(self.precision)
+        if peak and "texts" not in self.name and "labels cold" not in self.name:
+            row["gflops"] = round(row["items_per_s"] * IMAGE_GFLOP, 1)
+            row["peak_share"] = f"{100 * row['gflops'] / peak:.0f}%"
+        return row
+
+
+def natively_runs(variant: str, features: list[str]) -> bool:
+    precision = VARIANTS[variant]["precision"]
+    return precision not in ("bf16", "fp16") or any(name in features for name in NATIVE[precision])
+
+
+def export_variant(variant: str) -> tuple[Path, dict[str, Any]]:
+    settings = dict(VARIANTS[variant])
+    precision = settings.pop("precision")
+    started = time.monotonic()
+    repository = cache.exported("vit-b-16", precision, **settings)
+    manifest = json.loads((repository / "manifest.json").read_text())
+    manifest["export_wall_s"] = round(time.monotonic() - started, 1)
+    return repository, manifest
+
+
+def measure_served(
+    repository: Path, seconds: float, log: Path, record: Callable[[str, Result], None]
+) -> dict[str, float]:
+    """One run of one export; returns its cold-start and memory figures."""
     import tritonclient.grpc as grpcclient
 
     from clip_client import ClientConfig, ClipClient
 
-    rows: list[tuple[Result, str]] = []
     images = [sample_png(i) for i in range(16)]
     counter = iter(range(10**9))
-    with running_service(repository, log_dir / f"triton-{precision}.log") as service:
+    started = time.monotonic()
+    with running_service(repository, log) as service:
+        ready_s = service.triton_ready_s
         client = grpcclient.InferenceServerClient(service.triton_url)
-        for concurrency in (1, 4, 8):
-
-            def embed() -> None:
-                client.infer("clip_embed_image", [bytes_input("IMAGE", [images[next(counter) % 16]])])
-
-            rows.append(
-                (
-                    closed_loop(f"triton clip_embed_image {precision} c={concurrency}", embed, 1, concurrency, seconds),
-                    precision,
-                )
-            )
+        record(
+            "triton clip_embed_image c=4",
+            closed_loop(
+                "triton",
+                lambda: client.infer("clip_embed_image", [bytes_input("IMAGE", [images[next(counter) % 16]])]),
+                1,
+                4,
+                seconds,
+            ),
+        )
         with ClipClient(config=ClientConfig(target=service.target, timeout=600)) as clip:
             for concurrency in (1, 4, 8):
-
-                def classify() -> None:
-                    clip.classify(images[next(counter) % 16], ["cat", "dog"])
-
-                rows.append(
-                    (
-                        closed_loop(
-                            f"gateway Classify 2 labels {precision} c={concurrency}", classify, 1, concurrency, seconds
-                        ),
-                        precision,
-                    )
-                )
-            labels = [f"imagenet class number {i}" for i in range(1000)]
-            cold = closed_loop(
-                f"gateway Classify 1000 labels cold {precision}",
-                lambda: clip.classify(images[0], labels),
-                1,
-                1,
-                0.0,
-                warmup_calls=0,
-            )
-            rows.append((cold, precision))
-            rows.append(
-                (
+                record(
+                    f"gateway Classify 2 labels c={concurrency}",
                     closed_loop(
-                        f"gateway Classify 1000 labels warm {precision} c=4",
-                        lambda: clip.classify(images[next(counter) % 16], labels),
+                        "classify",
+                        lambda: clip.classify(images[next(counter) % 16], ["cat", "dog"]),
                         1,
-                        4,
+                        concurrency,
                         seconds,
                     ),
-                    precision,
                 )
+            labels = [f"imagenet class number {i}" for i in range(1000)]
+            record(
+                "gateway Classify 1000 labels cold",
+                closed_loop("cold", lambda: clip.classify(images[0], labels), 1, 1, 0.0, warmup_calls=0),
+            )
+            record(
+                "gateway Classify 1000 labels warm c=4",
+                closed_loop("warm", lambda: clip.classify(images[next(counter) % 16], labels), 1, 4, seconds),
             )
             texts = [f"a photo of thing {i}" for i in range(32)]
             text_round = iter(range(10**9))
-            rows.append(
-                (
-                    closed_loop(
-                        f"gateway Embed 32 texts {precision} c=1 (texts/s)",
-                        lambda: clip.embed(texts=[f"{t} {next(text_round)}" for t in texts]),
-                        32,
-                        1,
-                        seconds,
-                        warmup_calls=1,
-                    ),
-                    "text",
-                )
+            record(
+                "gateway Embed 32 new texts c=1 (texts/s)",
+                closed_loop(
+                    "texts",
+                    lambda: clip.embed(texts=[f"{t} {next(text_round)}" for t in texts]),
+                    32,
+                    1,
+                    seconds,
+                    warmup_calls=1,
+                ),
             )
         memory = service.memory()
-    return rows, memory
+        client.close()
+    return {"triton_ready_s": ready_s, "pss_gib": memory.pss / 2**30, "served_s": time.monotonic() - started}
 
 
-def markdown(report: dict) -> str:  # type: ignore[type-arg]
+def markdown(report: dict[str, Any]) -> str:
+    machine = report["machine"]
+    peaks = report["peak_gflops"]
     lines = [
-        f"Benchmark of {report['date']} on {report['machine']} (commit {report['commit']}); "
-        f"matmul peak fp32 {report['peak_gflops']['fp32']:.0f} GFLOP/s, bf16 {report['peak_gflops']['bf16']:.0f}.",
+        f"Benchmark of {report['date']} on {machine['model']} ({machine['cores']} cores; "
+        f"{', '.join(machine['features'])}; torch capability {machine.get('torch_cpu_capability')}), "
+        f"commit {report['commit']}, {report['runs']} runs. Matmul peak fp32 {peaks['fp32']:.0f} GFLOP/s, "
+        + (f"bf16 {peaks['bf16']:.0f}." if peaks.get("bf16") else "bf16: not native here, not run."),
         "",
-        "| row | items/s | p50 ms | p99 ms | GFLOP/s | % of peak | x eager fp32 b8 |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| row | variant | items/s (median) | range | p50 ms | p99 ms | % of peak | x eager fp32 b8 | range |",
+        "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | --- |",
     ]
     for row in report["rows"]:
         lines.append(
-            f"| {row['name']} | {row['items_per_s']} | {row['p50_ms']} | {row['p99_ms']} | "
-            f"{row.get('gflops', '')} | {row.get('peak_share', '')} | {row['vs_baseline']} |"
+            f"| {row['name']} | {row['variant']} | {row['items_per_s']} | {row['items_per_s_range'][0]}-"
+            f"{row['items_per_s_range'][1]} | {row['p50_ms']} | {row['p99_ms']} | {row.get('peak_share', '')} | "
+            f"{row['x_eager_fp32_b8']} | {row['x_range'][0]}-{row['x_range'][1]} |"
         )
-    lines += ["", *[f"- {key}: {value}" for key, value in report["summary"].items()]]
+    lines += ["", "| variant | export s (steps) | Triton ready s (runs) | PSS GiB (x fp32 weights) | execution |"]
+    lines += ["| --- | --- | --- | --- | --- |"]
+    for name, variant in report["variants"].items():
+        lines.append(
+            f"| {name} | {variant['export_wall_s']} ({variant['export_seconds']}) | {variant['triton_ready_s']} | "
+            f"{variant['pss_gib']} ({variant['pss_x_weights']}) | {variant['execution']} |"
+        )
+    lines += ["", *[f"- {note}" for note in report["notes"]]]
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=8.0)
-    parser.add_argument("--precisions", default="fp32,bf16")
+    parser.add_argument("--variants", default=DEFAULT_VARIANTS)
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "bench")
-    parser.add_argument("--image-torch-threads", type=int, default=None, help="default: the exporter's")
-    parser.add_argument("--image-instances", type=int, default=None, help="default: the exporter's")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(os.cpu_count() or 2)
-    peaks = {"fp32": matmul_peak_gflops(torch.float32), "bf16": matmul_peak_gflops(torch.bfloat16)}
-    checkpoint = cache.checkpoint("vit-b-16")
-    rows = in_process(checkpoint, args.seconds)
-    memory = {}
-    for precision in args.precisions.split(","):
-        repository = cache.exported(
-            "vit-b-16", precision, image_torch_threads=args.image_torch_threads, image_instances=args.image_instances
-        )
-        served_rows, memory[precision] = served(repository, precision, args.seconds, args.out)
-        rows += served_rows
-    baseline = next(r for r, _ in rows if r.name == "in-process eager fp32 batch 8").items_per_s
-    table = []
-    for result, precision in rows:
-        row = result.row()
-        row["vs_baseline"] = round(result.items_per_s / baseline, 2)
-        if precision in peaks:
-            row["gflops"] = round(result.items_per_s * IMAGE_GFLOP, 1)
-            row["peak_share"] = f"{100 * result.items_per_s * IMAGE_GFLOP / peaks[precision]:.0f}%"
-        table.append(row)
-    weights = sum(p.stat().st_size for p in checkpoint.glob("*.safetensors"))
-    summary = {
-        f"memory {p} (Triton + stubs + gateway)": f"PSS {m.pss / 2**30:.2f} GiB = {m.pss / weights:.2f}x, "
-        f"RSS sum {m.rss / 2**30:.2f} GiB = {m.rss / weights:.2f}x "
-        f"the {weights / 2**30:.2f} GiB fp32 weights"
-        for p, m in memory.items()
+    machine = describe()
+    notes: list[str] = []
+    variants = []
+    for name in args.variants.split(","):
+        if natively_runs(name, machine["features"]):
+            variants.append(name)
+        else:
+            notes.append(f"{name}: not run, this CPU has no native {VARIANTS[name]['precision']}")
+    native_bf16 = any(name in machine["features"] for name in NATIVE["bf16"])
+    peaks: dict[str, float | None] = {
+        "fp32": matmul_peak_gflops(torch.float32),
+        "bf16": matmul_peak_gflops(torch.bfloat16) if native_bf16 else None,
     }
+    checkpoint = cache.checkpoint("vit-b-16")
+    exports = {name: export_variant(name) for name in variants}
+    rows: dict[tuple[str, str], Row] = {}
+    cold: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
+    reference = load_reference(checkpoint, "fp32")
+    for run in range(args.runs):
+        baseline = eager(reference, "fp32", 8, args.seconds)
+        rows.setdefault((BASELINE, "eager"), Row(BASELINE, "eager", "fp32")).runs.append(baseline)
+        rows[(BASELINE, "eager")].ratios.append(1.0)
+        for name in variants:
+            precision = VARIANTS[name]["precision"]
+
+            def record(
+                row_name: str, result: Result, name: str = name, precision: str = precision, base: Result = baseline
+            ) -> None:
+                row = rows.setdefault((row_name, name), Row(row_name, name, precision))
+                row.runs.append(result)
+                row.ratios.append(result.items_per_s / base.items_per_s)
+
+            log = args.out / f"triton-{name}-{run}.log"
+            cold[name].append(measure_served(exports[name][0], args.seconds, log, record))
+            print(f"run {run + 1}/{args.runs} {name}: {cold[name][-1]}", flush=True)
+    weights = sum(p.stat().st_size for p in checkpoint.glob("*.safetensors"))
+    variant_report = {}
+    for name in variants:
+        manifest = exports[name][1]
+        pss = [run["pss_gib"] for run in cold[name]]
+        variant_report[name] = {
+            "execution": manifest["execution"],
+            "export_wall_s": manifest["export_wall_s"],
+            "export_seconds": manifest.get("export_seconds", {}),
+            "int8_gate": manifest.get("int8_gate"),
+            "triton_ready_s": [round(run["triton_ready_s"], 1) for run in cold[name]],
+            "pss_gib": round(statistics.median(pss), 2),
+            "pss_x_weights": round(statistics.median(pss) * 2**30 / weights, 2),
+        }
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout
     report = {
         "date": datetime.date.today().isoformat(),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "machine": machine,
+        "machine_class": machine_class(machine),
         "commit": commit.strip(),
+        "runs": args.runs,
+        "seconds_per_row": args.seconds,
         "peak_gflops": peaks,
-        "rows": table,
-        "summary": summary,
+        "rows": [row.summary(peaks) for row in rows.values()],
+        "variants": variant_report,
+        "notes": [
+            *notes,
+            "int8 rows have no % of peak: no int8 matmul peak is measured",
+            f"weights: {weights / 2**30:.2f} GiB fp32 (model.safetensors)",
+        ],
     }
-    (args.out / "latest.json").write_text(json.dumps(report, indent=2))
-    (args.out / "latest.md").write_text(markdown(report))
+    vendor = next((name for name in ("intel", "amd") if name in machine["model"].lower()), "cpu")
+    # the name a committed copy takes in bench/results/: one result per machine class
+    result_name = f"bench_{vendor}_{report['machine_class']}_{machine['cores']}core"
+    for stem in ("latest", result_name):
+        (args.out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
+        (args.out / f"{stem}.md").write_text(markdown(report))
     print(markdown(report))
 
 

@@ -74,6 +74,7 @@ class RunningService:
     triton: TritonServer
     gateway: subprocess.Popen[bytes]
     target: str
+    triton_ready_s: float  # from launching Triton to every model ready: what an autoscaler waits for
 
     @property
     def triton_url(self) -> str:
@@ -88,11 +89,13 @@ class RunningService:
 @contextlib.contextmanager
 def running_service(repository: Path, log_file: Path) -> Iterator[RunningService]:
     """Triton on `repository` and a gateway process in front of it."""
+    started = time.monotonic()
     server = start_triton(repository, log_file)
+    ready_s = time.monotonic() - started
     try:
         gateway, target = start_gateway(server.grpc_url)
         try:
-            yield RunningService(server, gateway, target)
+            yield RunningService(server, gateway, target, ready_s)
         finally:
             gateway.terminate()
             gateway.wait(30)

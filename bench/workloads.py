@@ -53,15 +53,6 @@ def load_reference(checkpoint: Path, precision: str) -> Any:
     return CLIPModel.from_pretrained(str(checkpoint), dtype=PRECISIONS[precision]).eval()
 
 
-def in_process(checkpoint: Path, seconds: float) -> list[tuple[Result, str]]:
-    rows = []
-    for precision in PRECISIONS:
-        model = load_reference(checkpoint, precision)
-        rows += [(eager(model, precision, batch, seconds), precision) for batch in (1, 8)]
-        del model
-    return rows
-
-
 def in_process_baseline(checkpoint: Path, seconds: float) -> Result:
     """In-process eager fp32 get_image_features at batch 8: what every ratio is against."""
     return eager(load_reference(checkpoint, "fp32"), "fp32", 8, seconds)

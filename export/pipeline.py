@@ -7,6 +7,7 @@ import datetime
 import math
 import platform
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -206,11 +207,21 @@ def export(
         seconds, "trace", lambda: encoders.trace(model, traced_precision, trace_device)
     )
     with tempfile.TemporaryDirectory(prefix="clip-export-") as scratch:
-        packages, gate_summary = (
-            _compile_towers(model, ckpt, choice.precision, settings, Path(scratch), seconds)
-            if artifact == "aoti"
-            else ({}, None)
-        )
+        packages: dict[str, Path] = {}
+        gate_summary = None
+        if artifact == "aoti":
+            try:
+                packages, gate_summary = _compile_towers(
+                    model, ckpt, choice.precision, settings, Path(scratch), seconds
+                )
+            except ExportRefused:
+                raise
+            except Exception as error:  # the toolchain, not the model: auto falls back to TorchScript
+                if settings.compile != "auto" or choice.precision == "int8":
+                    raise
+                first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+                artifact, artifact_reason = "torchscript", f"TorchScript: compiling failed here ({first_line})"
+                print(f"export: {artifact_reason}", file=sys.stderr)
         manifest.update(
             requested_precision=precision,
             requested_compile=settings.compile,

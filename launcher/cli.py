@@ -82,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         else str(args.model_repository)
     )
     print(f"launcher: Triton ready on grpc {server.grpc_url}, serving {what}; Ctrl-C stops it", file=sys.stderr)
+    if served.get("execution"):
+        print(f"launcher: {served['execution']}", file=sys.stderr)
     supervisor = Supervisor(server, max_restarts=args.max_restarts)
     try:
         supervisor.run(stop)

@@ -8,6 +8,7 @@ import ctypes
 import json
 import logging
 import os
+import random
 import re
 import signal
 import socket
@@ -68,8 +69,34 @@ def port_in_use(address: str, port: int) -> bool:
     return False
 
 
+_handed_out: set[int] = set()
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+    """A port free now to listen on, chosen below the kernel's ephemeral range: a port the kernel
+    hands out (bind to 0) can be taken by any outgoing connection before our server binds it
+    (seen in tests: "Failed to bind to address 127.0.0.1:33773")."""
+    low, _ = _ephemeral_range()
+    candidates = range(max(1024, low - 12000), low) if low > 2048 else range(0)
+    for port in random.sample(candidates, min(200, len(candidates))):
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:  # no room below: the kernel's choice
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
 

@@ -51,12 +51,36 @@ def test_model_load_failure_shows_tritons_reason_and_leaves_nothing(tiny_reposit
         launcher.stop()  # fails if any process of it (Triton, a stub) is still running
 
 
+def test_a_package_compiled_for_a_higher_capability_is_refused_at_load(tiny_repository: Path, tmp_path: Path) -> None:
+    """As if the repository had been exported on a CPU with more than this one has: the encoder
+    says so and what to do, instead of dying on an illegal instruction mid-request."""
+    foreign = tmp_path / "repository"
+    shutil.copytree(tiny_repository, foreign)
+    config = foreign / "clip_image_encoder" / "config.pbtxt"
+    assert 'string_value: "AVX512"' in config.read_text() or 'string_value: "AVX2"' in config.read_text()
+    config.write_text(config.read_text().replace('string_value: "AVX512"', 'string_value: "AVX10"'))
+    config.write_text(config.read_text().replace('string_value: "AVX2"', 'string_value: "AVX10"'))
+    launcher = LauncherTriton(foreign, tmp_path)
+    try:
+        wait_for(
+            lambda: not launcher.process.running(), 120, "the launcher giving up", explain=launcher.process.log_tail
+        )
+        log = launcher.process.log()
+        assert "clip_image_encoder failed to load:" in log
+        assert "model.pt2 was compiled for AVX10" in log and "--compile none" in log
+    finally:
+        launcher.stop()
+
+
 def test_command_line_serves_until_sigterm(tiny_repository: Path, tmp_path: Path) -> None:
     launcher = LauncherTriton(tiny_repository, tmp_path)
     try:
         launcher.wait_ready()
         ready = launcher.process.log()
         assert "Triton ready on grpc" in ready and "serving" in ready
+        # which path runs and why, from the launcher and from each encoder model as it loads
+        assert "launcher: AOTInductor-compiled fp32 encoders on CPU; fp32 asked for" in ready
+        assert "clip_image_encoder: running AOTInductor package model.pt2" in launcher.triton_log.read_text()
     finally:
         code = launcher.stop()
     assert code == 0
