@@ -13,13 +13,20 @@ AVX2 machine) rather than crash.
 
 from __future__ import annotations
 
+import importlib.util
+import io
+import json
 import shutil
+import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 COMPILE_CHOICES = ("auto", "aoti", "none")
+COMMON_DIR = Path(__file__).resolve().parent.parent / "model_repository" / "common"
+CONSTANTS_SUFFIX = ".constants.pt"  # as model_repository/common/compiled_package.py names the weights file
 
 
 def cxx_compiler() -> str | None:
@@ -45,15 +52,72 @@ def choose_artifact(requested: str, device: str) -> tuple[str, str]:
     return "aoti", "AOTInductor: measured faster than TorchScript on CPU (export/compiled.py)"
 
 
-def package(module: torch.nn.Module, example: torch.Tensor, dynamic: dict[int, Any], path: Path) -> None:
-    """Export `module` with the dims in `dynamic` left free, compile it, write the package to `path`."""
+def package(
+    module: torch.nn.Module, example: torch.Tensor, dynamic: dict[int, Any], path: Path, weights_beside: bool
+) -> None:
+    """Export `module` with the dims in `dynamic` left free, compile it, write the package to `path`;
+    with `weights_beside`, its weights go to their own file next to it, which the encoder models
+    memory-map (model_repository/common/compiled_package.py says why). Those weights stay plain
+    tensors (no oneDNN prepacking, which makes them opaque): measured at the same speed in fp32."""
+    configs: dict[str, Any] = {"freezing": True}
+    if weights_beside:
+        configs.update(
+            {
+                "cpp.weight_prepack": False,
+                "aot_inductor.package_constants_in_so": False,
+                "aot_inductor.package_constants_on_disk_format": "pickle_weights",
+            }
+        )
     with torch.no_grad():
         program = torch.export.export(module, (example,), dynamic_shapes=[dynamic])
-        torch._inductor.aoti_compile_and_package(program, package_path=str(path), inductor_configs={"freezing": True})
+        try:
+            torch._inductor.aoti_compile_and_package(program, package_path=str(path), inductor_configs=configs)
+        except Exception as error:
+            # Once torchao's int8 passes are registered (an int8 export earlier in this process),
+            # Inductor packs fp32 weights into opaque tensors too: keep them inside the package.
+            if not weights_beside or "OpaqueTensorImpl" not in str(error):
+                raise
+            print(f"export: {path.stem} keeps its weights inside the package (prepacked here)", file=sys.stderr)
+            configs = {"freezing": True}
+            torch._inductor.aoti_compile_and_package(program, package_path=str(path), inductor_configs=configs)
+            return
+    if weights_beside:
+        _move_weights_beside(path)
+
+
+def _move_weights_beside(path: Path) -> None:
+    """Rewrite the package without its pickled weights, saved instead as one file of named
+    tensors (the names the package asks for) that torch.load can memory-map."""
+    with zipfile.ZipFile(path) as archive:
+        (config_name,) = [name for name in archive.namelist() if name.endswith("weights_config.json")]
+        weights_dir = config_name.split("/data/", 1)[0] + "/data/weights/"
+        storages: dict[str, torch.Tensor] = {}
+        constants = {}
+        for name, (file, shape, stride, offset) in json.loads(archive.read(config_name)).items():
+            if file not in storages:
+                storages[file] = torch.load(io.BytesIO(archive.read(weights_dir + file)), weights_only=True)
+            constants[name] = storages[file].as_strided(shape, stride, offset).clone()
+        torch.save(constants, path.with_name(path.stem + CONSTANTS_SUFFIX))
+        slimmer = path.with_name(path.name + ".slim")
+        with zipfile.ZipFile(slimmer, "w", zipfile.ZIP_STORED) as out:
+            for info in archive.infolist():
+                if not info.filename.startswith(weights_dir):
+                    out.writestr(info, archive.read(info.filename))
+    slimmer.replace(path)
+
+
+def compiled_package() -> Any:
+    """The encoder models' own loader (model_repository/common), so the exporter checks exactly
+    what will be served."""
+    spec = importlib.util.spec_from_file_location("compiled_package", COMMON_DIR / "compiled_package.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def load(path: Path) -> Any:
-    return torch._inductor.aoti_load_package(str(path))
+    return compiled_package().load(path)
 
 
 def batch_dim(max_batch: int) -> Any:
@@ -62,10 +126,12 @@ def batch_dim(max_batch: int) -> Any:
     return torch.export.Dim("batch", min=1, max=max(2, max_batch))
 
 
-def compile_image(encoder: torch.nn.Module, example: torch.Tensor, max_batch: int, path: Path) -> None:
-    package(encoder, example, {0: batch_dim(max_batch)}, path)
+def compile_image(
+    encoder: torch.nn.Module, example: torch.Tensor, max_batch: int, path: Path, weights_beside: bool = True
+) -> None:
+    package(encoder, example, {0: batch_dim(max_batch)}, path, weights_beside)
 
 
 def compile_text(encoder: torch.nn.Module, example: torch.Tensor, max_batch: int, context: int, path: Path) -> None:
     length = torch.export.Dim("length", min=2, max=context)
-    package(encoder, example, {0: batch_dim(max_batch), 1: length}, path)
+    package(encoder, example, {0: batch_dim(max_batch), 1: length}, path, weights_beside=True)

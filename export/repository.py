@@ -18,6 +18,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from export.checkpoint import TOKENIZER_FILES
+from export.compiled import CONSTANTS_SUFFIX
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "model_repository"
 COMMON_DIR = TEMPLATE_DIR / "common"
@@ -200,6 +201,9 @@ def write(
     save_encoder(text_encoder, staging / "clip_text_encoder" / "1")
     for model_name, package in packages.items():  # compiled towers: loaded instead of model.pt
         shutil.copy2(package, staging / model_name / "1" / "model.pt2")
+        weights = package.with_name(package.stem + CONSTANTS_SUFFIX)  # the package's weights, where kept beside it
+        if weights.is_file():
+            shutil.copy2(weights, staging / model_name / "1" / ("model" + CONSTANTS_SUFFIX))
     write_tokenizer(tokenizer_dir, staging / "clip_tokenize" / "1" / "tokenizer")
     (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     shutil.rmtree(out_dir, ignore_errors=True)

@@ -19,6 +19,8 @@ missing=()
 command -v prometheus >/dev/null || missing+=(prometheus)
 command -v docker-compose >/dev/null || missing+=(docker-compose)
 command -v openssl >/dev/null || missing+=(openssl)
+# AOTInductor compiles the encoders (and int8 kernels) into machine code with the system C++ compiler.
+command -v g++ >/dev/null || missing+=(g++)
 # The container test builds the image and runs docker-compose.yml with podman (no Docker engine here).
 command -v podman >/dev/null || missing+=(podman)
 command -v mmdebstrap >/dev/null || missing+=(mmdebstrap)

@@ -97,6 +97,8 @@ async def show_it_working(target: str) -> None:
         info = await client.model_info()
         result = await client.classify(SAMPLE_IMAGE, SAMPLE_LABELS)
     print(f"serve: {info.model_id} ({info.variant}, {info.precision}) answers on {target}", file=sys.stderr)
+    if info.execution:
+        print(f"serve: it runs {info.execution}", file=sys.stderr)
     print(f"serve: classify {SAMPLE_IMAGE.relative_to(ROOT)}:", file=sys.stderr)
     for score in result[0].labels:
         print(f"    {score.label:<16} {score.probability:7.2%}", file=sys.stderr)

@@ -46,6 +46,7 @@ def test_serve_falls_back_to_the_demo_model_and_stops_cleanly(tmp_path: Path, mo
         code = serve.stop()
     assert "nobody/no-such-clip is not available here" in output and "serving the bundled demo model" in output
     assert "(demo, fp32) answers" in output
+    assert "serve: it runs " in output and " encoders on CPU; fp32" in output  # which path runs, and why
     ranked = [line.split()[0:2] for line in output.splitlines() if line.startswith("    ")]
     assert ranked[0] == ["red", "circle"]
     assert "POST /v1/classifications says red circle" in output

@@ -14,6 +14,7 @@ import ctypes
 from pathlib import Path
 from typing import Any
 
+import compiled_package
 import numpy as np
 import torch
 import triton_python_backend_utils as pb_utils
@@ -79,8 +80,10 @@ class Encoder:
                     f"{name}: model.pt2 was compiled for {compiled_for} and this CPU is {here}; export the "
                     f"repository on a machine of this class, or with --compile none (TorchScript runs anywhere)"
                 )
-            self.module: Any = torch._inductor.aoti_load_package(str(folder / "model.pt2"))
-            path = f"AOTInductor package model.pt2 (compiled for {compiled_for}, this CPU {here})"
+            self.module: Any = compiled_package.load(folder / "model.pt2")
+            beside = compiled_package.constants_path(folder / "model.pt2")
+            weights = f"weights memory-mapped from {beside.name}" if beside.is_file() else "weights inside"
+            path = f"AOTInductor package model.pt2 ({weights}; compiled for {compiled_for}, this CPU {here})"
         else:
             script = torch.jit.load(str(folder / "model.pt"), map_location=self.device).eval()  # type: ignore[no-untyped-call]
             if self.device.type == "cpu" and (folder / "weights.pt").is_file():
