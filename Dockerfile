@@ -36,14 +36,17 @@ LABEL org.opencontainers.image.title="clip-serve" \
 # a plain Debian base gets Debian's.
 RUN python3.11 -c 'import pathlib, sys, sysconfig; name = sysconfig.get_config_var("INSTSONAME"); sys.exit(not (name and (pathlib.Path(sysconfig.get_config_var("LIBDIR")) / name).is_file()))' \
  || (apt-get update && apt-get install -y --no-install-recommends libpython3.11 && rm -rf /var/lib/apt/lists/*)
-# The exporter compiles the encoders (AOTInductor) when a C++ compiler is present: g++ is that
-# compiler. Without it an export falls back to TorchScript, about 1.2x slower on CPU (docs/benchmarks.md).
-RUN apt-get update && apt-get install -y --no-install-recommends g++ && rm -rf /var/lib/apt/lists/*
+# The exporter (serve, or the Kubernetes init container) compiles the encoders with AOTInductor when
+# a C++ compiler is present; serving never uses it. EXPORT_COMPILER= (empty) builds an image without
+# one (~200 MB smaller): its exports are TorchScript, slower on CPU (docs/benchmarks.md), and say so.
+ARG EXPORT_COMPILER=g++
+RUN if [ -n "${EXPORT_COMPILER}" ]; then apt-get update && apt-get install -y --no-install-recommends ${EXPORT_COMPILER} \
+      && rm -rf /var/lib/apt/lists/*; fi
 RUN useradd --system --uid 10001 --user-group --create-home --home-dir /home/clip clip \
  && install -d -o clip -g clip /var/lib/clip-serve /home/clip/.cache/huggingface
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
-# What runs, nothing else: no tests, benchmarks or docs (g++ above is the exporter's, not a build's).
+# What runs, nothing else: no tests, benchmarks or docs (the compiler above is the exporter's).
 COPY gateway /app/gateway
 COPY launcher /app/launcher
 COPY export /app/export
