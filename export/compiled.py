@@ -18,6 +18,7 @@ import io
 import json
 import shutil
 import sys
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -71,7 +72,10 @@ def package(
     with torch.no_grad():
         program = torch.export.export(module, (example,), dynamic_shapes=[dynamic])
         try:
-            torch._inductor.aoti_compile_and_package(program, package_path=str(path), inductor_configs=configs)
+            with warnings.catch_warnings():
+                # Packaging weights one per file warns about weights that share storage: harmless here.
+                warnings.filterwarnings("ignore", message="No complete tensor found in the group")
+                torch._inductor.aoti_compile_and_package(program, package_path=str(path), inductor_configs=configs)
         except Exception as error:
             # Once torchao's int8 passes are registered (an int8 export earlier in this process),
             # Inductor packs fp32 weights into opaque tensors too: keep them inside the package.
