@@ -119,7 +119,23 @@ def send_traffic(target: str, triton_url: str, http_base: str, seconds: float) -
         except BaseException as error:
             failures.append(error)
 
+    def long_calls() -> None:
+        """Calls of about 1.5 s each (1,000 new labels x 4 templates), back to back: one is in flight at
+        every scrape, so the in-flight panel cannot miss them between two scrapes (it did once, when
+        every other call of the traffic fell between them)."""
+        templates = [f"picture {j} of a {{}}" for j in range(4)]
+        try:
+            with ClipClient(config=ClientConfig(target=target, retry=NO_RETRY, timeout=120)) as client:
+                round_number = 0
+                while time.monotonic() < stop_at:
+                    labels = [f"long {round_number} {i}" for i in range(1000)]
+                    client.classify(image, labels, templates=templates)
+                    round_number += 1
+        except BaseException as error:
+            failures.append(error)
+
     threads = [threading.Thread(target=loop, args=(worker,)) for worker in range(LOAD_THREADS)]
+    threads.append(threading.Thread(target=long_calls))
     for thread in threads:
         thread.start()
     for thread in threads:
