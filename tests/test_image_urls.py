@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import time
 from collections.abc import Iterator
 
 import grpc
@@ -182,6 +183,15 @@ def test_fetches_end_when_their_call_ends(url_gateway: GatewayThread, image_web:
     before = len(image_web.disconnects)
     slow = [ImageUrl(image_web.url("/slow-body?a")), ImageUrl(image_web.url("/slow-body?b"))]
     config = ClientConfig(target=url_gateway.target, api_key=URL_API_KEY, retry=NO_RETRY)
-    with ClipClient(config=config) as client, pytest.raises(DeadlineExceededError):
-        client.classify(slow, LABELS, timeout=1.0)
+    with ClipClient(config=config) as client:
+        started = time.monotonic()
+        try:
+            result = client.classify(slow, LABELS, timeout=1.0)
+        except DeadlineExceededError:
+            pass
+        else:
+            # The fetches are given the call's remaining time, so they may run out a moment before
+            # the call does (seen in CI): then the answer comes in time, each image saying why.
+            assert len(result) == 2 and all("took longer than" in str(item.error) for item in result), result
+        assert time.monotonic() - started < 1.0 + 1.2  # ends at its deadline; margin for a loaded machine
     wait_for(lambda: len(image_web.disconnects) - before >= 2, 10, "both slow fetches ended")

@@ -63,11 +63,15 @@ def marked(prefix: str) -> list[tuple[int, str]]:
 
 
 def kill_marked(prefix: str) -> list[tuple[int, str]]:
-    """SIGKILL every process with the mark; returns what was found."""
+    """SIGKILL every process with the mark and wait until they are gone (a signal is delivered
+    asynchronously: seen in CI, a killed orphan still listed just after the kill); returns what
+    was found."""
     found = marked(prefix)
     for pid, _ in found:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+    if found:
+        wait_for(lambda: not marked(prefix), 10, f"the killed processes of {prefix} ending")
     return found
 
 
