@@ -13,9 +13,12 @@ from __future__ import annotations
 import os
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from export.int8_scheme import Int8Refused, Int8Scheme, KernelProbe, choose_int8_scheme, probe_kernel
 
 # Features that change which numeric path is fast: AVX-512 and its bf16 / VNNI extensions, AMX.
 FEATURES = (
@@ -30,11 +33,11 @@ FEATURES = (
     "amx_fp16",
     "amx_tile",
 )
-# The CPU features that make each reduced precision native (any one of them).
+# The CPU features that make each reduced float precision native (any one of them). int8 is
+# decided by measuring its kernels instead (export/int8_scheme.py).
 NATIVE = {
     "bf16": ("avx512_bf16", "amx_bf16"),
     "fp16": ("avx512_fp16", "amx_fp16"),
-    "int8": ("avx512_vnni", "avx_vnni", "amx_int8"),
 }
 # A reduced precision is the automatic choice only when its matmul is at least this much faster
 # than fp32 here (a whole encoder gains less than a bare matmul).
@@ -106,6 +109,7 @@ class PrecisionRefused(ValueError):
 class PrecisionChoice:
     precision: str
     reason: str  # one sentence: why this precision, on this machine
+    int8_scheme: Int8Scheme | None = None  # for int8: how it is quantized here, and why
 
 
 def _native_features(precision: str, features: list[str]) -> list[str]:
@@ -119,10 +123,12 @@ def choose_precision(
     allow_slow: bool = False,
     info: dict[str, Any] | None = None,
     speedup: Any = cpu_speedup,
+    int8_probe: Callable[[int], KernelProbe] = probe_kernel,
 ) -> PrecisionChoice:
     """`requested` is "auto" or a precision. On a GPU the request stands (auto: bf16 where the GPU
     has it, else fp16). On a CPU, auto picks bf16 only where it is native and measured faster;
-    an explicit bf16/fp16 that is not both is refused unless `allow_slow`."""
+    an explicit bf16/fp16 that is not both is refused unless `allow_slow`; int8 takes the scheme its
+    kernels measure exact and faster here, or is refused the same way (export/int8_scheme.py)."""
     if device == "gpu":
         if requested != "auto":
             return PrecisionChoice(requested, f"{requested} asked for, on the GPU")
@@ -136,9 +142,11 @@ def choose_precision(
     if requested == "fp32":
         return PrecisionChoice("fp32", "fp32 asked for")
     if requested == "int8":
-        native = _native_features("int8", features)
-        how = f"VNNI ({', '.join(native)})" if native else "no VNNI on this CPU: int8 runs on AVX2, slower"
-        return PrecisionChoice("int8", f"int8 asked for (calibrated, accuracy-gated); {how}")
+        try:
+            scheme = choose_int8_scheme(cpu, allow_slow=allow_slow, probe=int8_probe)
+        except Int8Refused as refused:
+            raise PrecisionRefused(str(refused)) from None
+        return PrecisionChoice("int8", f"int8 asked for (calibrated, accuracy-gated); {scheme.reason}", scheme)
     candidates = ["bf16"] if requested == "auto" else [requested]
     for precision in candidates:
         native = _native_features(precision, features)

@@ -96,13 +96,15 @@ def _timed(seconds: dict[str, float], step: str, work: Any) -> Any:
 def _compile_towers(
     model: Any,
     ckpt: checkpoints.Checkpoint,
-    precision: str,
+    choice: hardware.PrecisionChoice,
     settings: repository.Settings,
     folder: Path,
     seconds: dict[str, float],
 ) -> tuple[dict[str, Path], dict[str, Any] | None]:
     """AOTInductor packages of both towers in `folder`, each checked against eager transformers;
-    for int8 the image tower is quantized and must pass the accuracy gate first."""
+    for int8 the image tower is quantized (in the scheme chosen for this machine) and must pass the
+    accuracy gate first."""
+    precision = choice.precision
     image_encoder, text_encoder = encoders.eager_towers(model, "fp32" if precision == "int8" else precision)
     config: Any = model.config
     size, context = int(config.vision_config.image_size), int(config.text_config.max_position_embeddings)
@@ -122,6 +124,8 @@ def _compile_towers(
     )
     image_module: Any = image_encoder
     if precision == "int8":
+        scheme = choice.int8_scheme
+        assert scheme is not None  # choose_precision decides the scheme with the precision
         calibration_dir = Path(settings.calibration_images or quantize.DEFAULT_CALIBRATION)
         try:
             calibrate, held_out = quantize.calibration_files(calibration_dir)
@@ -133,12 +137,19 @@ def _compile_towers(
         image_module = _timed(
             seconds,
             "quantize",
-            lambda: quantize.quantize_image(image_encoder, calibration_pixels, settings.max_batch_size),
+            lambda: quantize.quantize_image(
+                image_encoder, calibration_pixels, settings.max_batch_size, scheme.reduce_range
+            ),
         )
         result = quantize.gate(image_encoder, image_module, text_encoder, held_out_pixels, label_ids)
-        gate_summary = {"calibration": str(calibration_dir), "calibration_images": len(calibrate), **result.summary()}
+        gate_summary = {
+            "scheme": scheme.name,
+            "calibration": str(calibration_dir),
+            "calibration_images": len(calibrate),
+            **result.summary(),
+        }
         if not result.passed():
-            raise ExportRefused(_rejection(result, calibration_dir))
+            raise ExportRefused(_rejection(result, calibration_dir, scheme.name))
     _timed(
         seconds,
         "compile_image",
@@ -155,16 +166,17 @@ def _compile_towers(
         result = quantize.gate(image_encoder, image_package, text_encoder, held_out_pixels, label_ids)
         gate_summary = {**(gate_summary or {}), "compiled": result.summary()}
         if not result.passed():
-            raise ExportRefused(_rejection(result, calibration_dir))
+            raise ExportRefused(_rejection(result, calibration_dir, scheme.name, "compiled package"))
         encoders.check_towers(model, "fp32", image_encoder, text_encoder, None, text_package, "compiled")
     else:
         encoders.check_towers(model, precision, image_encoder, text_encoder, image_package, text_package, "compiled")
     return paths, gate_summary
 
 
-def _rejection(result: quantize.GateResult, folder: Path) -> str:
+def _rejection(result: quantize.GateResult, folder: Path, scheme: str, what: str = "quantized graph") -> str:
     return (
-        f"the int8 image tower failed its accuracy gate on {result.held_out} held-out images of {folder}: "
+        f"the int8 image tower ({scheme} scheme, {what}) failed its accuracy gate on {result.held_out} "
+        f"held-out images of {folder}: "
         f"mean cosine {result.mean_cosine:.4f} (needs {quantize.MIN_MEAN_COSINE}), worst "
         f"{result.min_cosine:.4f} (needs {quantize.MIN_COSINE}), top-1 agreement with fp32 "
         f"{result.top1_agreement:.0%} (needs {quantize.MIN_AGREEMENT:.0%}). Calibrate on images like the ones "
@@ -216,9 +228,7 @@ def export(
         gate_summary = None
         if artifact == "aoti":
             try:
-                packages, gate_summary = _compile_towers(
-                    model, ckpt, choice.precision, settings, Path(scratch), seconds
-                )
+                packages, gate_summary = _compile_towers(model, ckpt, choice, settings, Path(scratch), seconds)
             except ExportRefused:
                 raise
             except Exception as error:  # the toolchain, not the model: auto falls back to TorchScript
@@ -240,6 +250,8 @@ def export(
         )
         if gate_summary is not None:
             manifest["int8_gate"] = gate_summary
+        if choice.int8_scheme is not None:
+            manifest["int8_scheme"] = choice.int8_scheme.summary()
         repository.write(
             out_dir,
             image_encoder=image_encoder,

@@ -1,6 +1,7 @@
 """int8 image tower: PT2E post-training quantization (torchao's X86InductorQuantizer: int8 weights
-per channel, int8 activations per tensor, calibrated), compiled by AOTInductor into int8 kernels
-(VNNI/AMX where the CPU has them), behind an accuracy gate.
+per channel, u8 activations per tensor, calibrated; full-range or 7-bit activations as the machine's
+kernels need, export/int8_scheme.py), compiled by AOTInductor into oneDNN int8 kernels, behind an
+accuracy gate.
 
 Calibration images come from `--calibration-images DIR` or the set that ships in
 export/calibration_images/. Every fourth image (sorted by name) is held out of calibration; on
@@ -87,15 +88,18 @@ def pixels(files: list[Path], checkpoint: Path) -> torch.Tensor:
     return processor(images=images, return_tensors="pt")["pixel_values"]
 
 
-def quantize_image(encoder: torch.nn.Module, calibration: torch.Tensor, max_batch: int) -> torch.nn.Module:
-    """The image tower with int8 weights and activations, observers set by `calibration`."""
+def quantize_image(
+    encoder: torch.nn.Module, calibration: torch.Tensor, max_batch: int, reduce_range: bool
+) -> torch.nn.Module:
+    """The image tower with int8 weights and activations, observers set by `calibration`;
+    `reduce_range`: activations in 7 bits, for kernels that saturate on 8 (export/int8_scheme.py)."""
     import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as x86
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     from export.compiled import batch_dim
 
     quantizer = x86.X86InductorQuantizer()
-    quantizer.set_global(x86.get_default_x86_inductor_quantization_config())
+    quantizer.set_global(x86.get_default_x86_inductor_quantization_config(reduce_range=reduce_range))
     with torch.no_grad():
         program = torch.export.export(encoder, (calibration[:2],), dynamic_shapes=[{0: batch_dim(max_batch)}])
         prepared = prepare_pt2e(program.module(), quantizer)

@@ -17,7 +17,7 @@ from clip_client import ClipClient
 from export import quantize
 from export.pipeline import ExportRefused, export
 from export.repository import Settings
-from tests.support import servers
+from tests.support import machine, servers
 from tests.support.gateway import gateway_config
 from tests.support.images import photo_pngs
 from tests.support.reference import Reference
@@ -76,6 +76,11 @@ def test_the_shipped_calibration_passes_and_is_recorded(int8_repository: Path) -
     manifest = json.loads((int8_repository / "manifest.json").read_text())
     gate = manifest["int8_gate"]
     assert manifest["precision"] == "int8" and manifest["artifact"] == "aoti"
+    # the scheme this machine class takes (VNNI: full-range activations; without: 7-bit), and why
+    scheme = machine.expected_int8_scheme()
+    print(f"{machine.describe()}: {manifest['int8_scheme']['reason']}; gate {gate['compiled']}")
+    assert manifest["int8_scheme"]["name"] == gate["scheme"] == scheme
+    assert manifest["int8_scheme"]["reason"] in manifest["precision_reason"]
     assert gate["passed"] and gate["compiled"]["passed"]
     assert gate["held_out"] >= 10 and gate["mean_cosine"] >= quantize.MIN_MEAN_COSINE
     assert (int8_repository / "clip_image_encoder" / "1" / "model.pt2").is_file()
@@ -84,6 +89,8 @@ def test_the_shipped_calibration_passes_and_is_recorded(int8_repository: Path) -
 def test_served_int8_stays_within_the_gate_of_the_reference(int8_client: ClipClient, tiny_checkpoint: Path) -> None:
     info = int8_client.model_info()
     assert info.precision == "int8" and "int8 image tower, fp32 text tower" in info.execution
+    activations = "full-range activations" if machine.int8_kernels_have_vnni() else "reduced-range (7-bit) activations"
+    assert activations in info.execution, info.execution
     reference = Reference(tiny_checkpoint)
     data = list(photo_pngs())
     served = int8_client.embed(data, ["a photo of a cat"])
