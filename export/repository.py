@@ -139,6 +139,9 @@ def _configure(
             _set_parameter(config, "encode_batch_size", settings.text_batch_size)
             _set_parameter(config, "eos_token_id", facts.eos_token_id)
         if name == "clip_image_encoder":
+            scheme = manifest.get("int8_scheme")
+            if scheme:  # full-range int8 refuses to load where the kernels saturate (int8_kernels.py)
+                _set_parameter(config, "int8_activations", "reduced-range" if scheme["reduce_range"] else "full-range")
             config.max_batch_size = settings.max_batch_size
             config.dynamic_batching.max_queue_delay_microseconds = settings.batch_delay_us
     elif name in ENSEMBLES:

@@ -20,6 +20,7 @@ from export.repository import Settings
 from tests.support import machine, servers
 from tests.support.gateway import gateway_config
 from tests.support.images import photo_pngs
+from tests.support.processes import wait_for
 from tests.support.reference import Reference
 
 
@@ -100,3 +101,26 @@ def test_served_int8_stays_within_the_gate_of_the_reference(int8_client: ClipCli
     assert cosines.min() >= quantize.MIN_COSINE and cosines.mean() >= quantize.MIN_MEAN_COSINE
     # the text tower stays fp32: parity as tight as the fp32 export's
     assert np.abs(served.texts - reference.text_embeds(["a photo of a cat"])).max() <= 1e-4
+
+
+def test_full_range_int8_is_refused_at_load_where_the_kernels_saturate(int8_repository: Path, tmp_path: Path) -> None:
+    """As if a repository exported on a VNNI machine were served on an AVX2-only one (whose code
+    runs there when both are AVX2 in torch's terms): oneDNN's AVX2 kernels, reproduced with its ISA
+    cap, would saturate the full-range activations, so the image encoder refuses to load and says
+    what to do."""
+    foreign = tmp_path / "repository"
+    shutil.copytree(int8_repository, foreign)
+    config = foreign / "clip_image_encoder" / "config.pbtxt"
+    text = config.read_text()
+    assert 'key: "int8_activations"' in text
+    config.write_text(text.replace('string_value: "reduced-range"', 'string_value: "full-range"'))
+    launcher = servers.LauncherTriton(foreign, tmp_path, env={"ONEDNN_MAX_CPU_ISA": "AVX2"})
+    try:
+        wait_for(
+            lambda: not launcher.process.running(), 300, "the launcher giving up", explain=launcher.process.log_tail
+        )
+        log = launcher.process.log()
+        assert "clip_image_encoder failed to load:" in log
+        assert "saturate on them (no VNNI)" in log and "7-bit activations here" in log
+    finally:
+        launcher.stop()

@@ -4,8 +4,9 @@ encoder models, so numpy-only stubs never load torch.
 
 A package holds machine code for the instruction set it was compiled on (the `compiled_for`
 parameter, torch's capability name); on a CPU below it the model refuses to load with a message
-saying what to do, instead of dying on an illegal instruction mid-request. Which path runs, and
-why, goes to Triton's log at load.
+saying what to do, instead of dying on an illegal instruction mid-request; an int8 tower with
+full-range activations refuses a CPU whose int8 kernels saturate on them (int8_kernels.py). Which
+path runs, and why, goes to Triton's log at load.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import compiled_package
+import int8_kernels
 import numpy as np
 import torch
 import triton_python_backend_utils as pb_utils
@@ -79,6 +81,12 @@ class Encoder:
                 raise pb_utils.TritonModelException(
                     f"{name}: model.pt2 was compiled for {compiled_for} and this CPU is {here}; export the "
                     f"repository on a machine of this class, or with --compile none (TorchScript runs anywhere)"
+                )
+            if parameter(config, "int8_activations", "") == "full-range" and not int8_kernels.full_range_is_exact():
+                raise pb_utils.TritonModelException(
+                    f"{name}: the int8 tower was quantized with full-range activations for VNNI kernels, and this "
+                    f"CPU's int8 kernels saturate on them (no VNNI): its embeddings would be wrong. Export the "
+                    f"repository on a machine of this class (it takes 7-bit activations here), or export fp32"
                 )
             self.module: Any = compiled_package.load(folder / "model.pt2")
             beside = compiled_package.constants_path(folder / "model.pt2")
