@@ -35,6 +35,7 @@ from bench.service import ROOT, bytes_input, running_service
 from bench.workloads import IMAGE_GFLOP, eager, load_reference, matmul_peak_gflops, sample_png
 from export import cache
 from export.hardware import NATIVE
+from export.pipeline import ExportRefused
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "fp32-torchscript": {"precision": "fp32", "compile": "none"},
@@ -205,7 +206,15 @@ def main() -> None:
         "bf16": matmul_peak_gflops(torch.bfloat16) if native_bf16 else None,
     }
     checkpoint = cache.checkpoint("vit-b-16")
-    exports = {name: export_variant(name) for name in variants}
+    exports: dict[str, tuple[Path, dict[str, Any]]] = {}
+    refused: dict[str, str] = {}
+    for name in variants:
+        try:
+            exports[name] = export_variant(name)
+        except ExportRefused as refusal:  # e.g. int8 where no scheme beats fp32: the reason is the result
+            refused[name] = str(refusal)
+            notes.append(f"{name}: refused by the exporter on this machine: {refusal}")
+    variants = [name for name in variants if name in exports]
     rows: dict[tuple[str, str], Row] = {}
     cold: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
     reference = load_reference(checkpoint, "fp32")
@@ -235,11 +244,13 @@ def main() -> None:
             "execution": manifest["execution"],
             "export_wall_s": manifest["export_wall_s"],
             "export_seconds": manifest.get("export_seconds", {}),
+            "int8_scheme": manifest.get("int8_scheme"),
             "int8_gate": manifest.get("int8_gate"),
             "triton_ready_s": [round(run["triton_ready_s"], 1) for run in cold[name]],
             "pss_gib": round(statistics.median(pss), 2),
             "pss_x_weights": round(statistics.median(pss) * 2**30 / weights, 2),
         }
+    variant_report.update({name: {"refused": reason} for name, reason in refused.items()})
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout
     report = {
         "date": datetime.date.today().isoformat(),

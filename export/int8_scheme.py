@@ -105,7 +105,19 @@ def probe_kernel(activation_max: int, rounds: int = 4) -> KernelProbe:
 
     def int8() -> Any:
         return torch.ops.onednn.qlinear_pointwise(
-            activations, x_scale, 0, packed, weight_scales, weight_zero_points, None, 1.0, 0, torch.float32, "none", [], ""
+            activations,
+            x_scale,
+            0,
+            packed,
+            weight_scales,
+            weight_zero_points,
+            None,
+            1.0,
+            0,
+            torch.float32,
+            "none",
+            [],
+            "",
         )
 
     rows = 64  # the exact product of a slice is enough to see saturation (float64 is slow)
@@ -147,9 +159,7 @@ def choose_int8_scheme(
             (full, reduced),
         )
     if full.exact and allow_slow:
-        return Int8Scheme(
-            "static", False, f"static int8 forced: {saturated}, no faster scheme here", (full, reduced)
-        )
+        return Int8Scheme("static", False, f"static int8 forced: {saturated}, no faster scheme here", (full, reduced))
     why = (
         f"7-bit activations measured {reduced.speedup:.2f}x fp32"
         if reduced.exact

@@ -123,6 +123,7 @@ def _compile_towers(
         ),
     )
     image_module: Any = image_encoder
+    scheme_name = choice.int8_scheme.name if choice.int8_scheme else ""
     if precision == "int8":
         scheme = choice.int8_scheme
         assert scheme is not None  # choose_precision decides the scheme with the precision
@@ -149,7 +150,7 @@ def _compile_towers(
             **result.summary(),
         }
         if not result.passed():
-            raise ExportRefused(_rejection(result, calibration_dir, scheme.name))
+            raise ExportRefused(_rejection(result, calibration_dir, scheme_name))
     _timed(
         seconds,
         "compile_image",
@@ -166,7 +167,7 @@ def _compile_towers(
         result = quantize.gate(image_encoder, image_package, text_encoder, held_out_pixels, label_ids)
         gate_summary = {**(gate_summary or {}), "compiled": result.summary()}
         if not result.passed():
-            raise ExportRefused(_rejection(result, calibration_dir, scheme.name, "compiled package"))
+            raise ExportRefused(_rejection(result, calibration_dir, scheme_name, "compiled package"))
         encoders.check_towers(model, "fp32", image_encoder, text_encoder, None, text_package, "compiled")
     else:
         encoders.check_towers(model, precision, image_encoder, text_encoder, image_package, text_package, "compiled")
