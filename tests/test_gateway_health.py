@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import grpc
@@ -14,7 +16,7 @@ from launcher.server import free_port
 from tests.support import servers
 from tests.support.gateway import GatewayThread, gateway_config
 from tests.support.images import photo_pngs
-from tests.support.servers import NOT_SERVING, SERVING, health
+from tests.support.servers import NOT_SERVING, ROOT, SERVING, health
 
 
 def test_serving_only_once_tritons_models_are_ready(tiny_repository: Path, tmp_path: Path) -> None:
@@ -35,6 +37,25 @@ def test_serving_only_once_tritons_models_are_ready(tiny_repository: Path, tmp_p
                 assert client.classify(photo_pngs()[:1], ["cat"]).results[0].ok
         gateway.wait_ready(False)
         assert health(gateway.target) == NOT_SERVING
+
+
+def healthcheck(target: str) -> subprocess.CompletedProcess[str]:
+    """`python -m gateway.healthcheck TARGET`, as the container's HEALTHCHECK runs it."""
+    command = [sys.executable, "-m", "gateway.healthcheck", target]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60)
+
+
+def test_container_health_check_fails_while_the_gateway_is_not_serving(tiny_gateway: GatewayThread) -> None:
+    """A gateway that answers NOT_SERVING (its Triton is not there) fails the container's health
+    check (exit 1, saying NOT_SERVING), though it answers; a SERVING one passes it (exit 0)."""
+    with servers.gateway(gateway_config(f"127.0.0.1:{free_port()}"), ready=False) as unready:
+        assert health(unready.target) == NOT_SERVING
+        down = healthcheck(unready.target)
+    assert down.returncode == 1, (down.stdout, down.stderr)
+    assert f"{unready.target}: NOT_SERVING" in down.stdout
+    up = healthcheck(tiny_gateway.target)
+    assert up.returncode == 0, (up.stdout, up.stderr)
+    assert f"{tiny_gateway.target}: SERVING" in up.stdout
 
 
 def test_generic_reflection_client_lists_and_calls_classify(tiny_gateway: GatewayThread) -> None:

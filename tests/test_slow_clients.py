@@ -1,11 +1,14 @@
 """Slow clients cannot starve the others: many HTTP connections that trickle their bodies in, or
 many gRPC streams that never send their message, and health and a normal Classify still answer
-at once; the trickling HTTP requests are cut off (408) after the body time limits."""
+while they hang on; the trickling HTTP requests are cut off (408) by the body time limits (the
+gap between two pieces, and the whole body's time), and a gRPC connection is closed at its
+maximum age, withheld streams and all."""
 
 from __future__ import annotations
 
 import base64
 import json
+import select
 import socket
 import threading
 import time
@@ -18,12 +21,18 @@ from clip_client import NO_RETRY, ClientConfig, ClipClient
 from tests.support import servers
 from tests.support.gateway import GatewayThread, gateway_config
 from tests.support.images import SMALL_JPEG
+from tests.support.processes import wait_for
 from tests.support.servers import SERVING, LauncherTriton, health
 from tests.test_http_api import http
 
 SLOW = 70  # more than the work slots below: slow clients must not be holding them
 SLOTS = 8
-ANSWER_WITHIN = 5.0  # seconds for health and a small Classify while the slow clients hang on
+ANSWER_WITHIN = 5.0  # seconds for health and a small Classify while the slow gRPC clients hang on
+# The HTTP bodies' gap limit: long enough that health and a Classify answer well before the slow
+# bodies are cut off, even on a loaded machine; the total limit far beyond it, so that the cut
+# seen is the gap's.
+READ_GAP = 8.0
+TOTAL = 120.0
 
 
 @pytest.fixture(scope="module")
@@ -32,14 +41,25 @@ def gateway(tiny_triton: LauncherTriton) -> Iterator[GatewayThread]:
         tiny_triton.grpc_url,
         http_listen="127.0.0.1:0",
         max_concurrent_rpcs=SLOTS,
-        http_body_read_timeout=2.0,
-        http_body_total_timeout=4.0,
+        http_body_read_timeout=READ_GAP,
+        http_body_total_timeout=TOTAL,
     )
     with servers.gateway(config) as running:
         yield running
 
 
+def heard_from(conn: socket.socket, wait: float = 0.0) -> bool:
+    """The gateway has sent something on the connection, or closed it (within `wait` seconds)."""
+    poller = select.poll()
+    poller.register(conn, select.POLLIN)
+    return bool(poller.poll(int(wait * 1000)))
+
+
 def test_trickling_http_bodies_neither_starve_others_nor_last(gateway: GatewayThread) -> None:
+    """70 connections announce a body of 1,000 bytes and send one. Health and a Classify answer
+    while every one of them is still waiting (no 408 sent, no connection closed: the others were
+    not held until the slow bodies were cut off); then each slow request gets 408 once the gap
+    limit has passed, long before the total limit."""
     host, port = gateway.http_base.removeprefix("http://").split(":")
     body = json.dumps(
         {"image": "data:image/jpeg;base64," + base64.b64encode(SMALL_JPEG).decode(), "labels": ["cat"]}
@@ -57,19 +77,54 @@ def test_trickling_http_bodies_neither_starve_others_nor_last(gateway: GatewayTh
         assert http(gateway.http_base, "GET", "/v1/health/ready", key=None)[0] == 200
         status, _, answer = http(gateway.http_base, "POST", "/v1/classifications", json.loads(body))
         assert status == 200, answer
-        answered = time.monotonic() - started
-        assert answered < ANSWER_WITHIN
+        took = time.monotonic() - started
+        cut = [index for index, conn in enumerate(slow) if heard_from(conn)]
+        assert not cut, f"slow requests {cut} were answered or closed before health and a Classify answered"
         # and each slow request is ended by the gateway once its body is late: 408, not held open
         for conn in slow[:5]:
-            conn.settimeout(10)
+            conn.settimeout(TOTAL / 2)  # the gap limit cuts it, not the total one
             assert conn.recv(4096).startswith(b"HTTP/1.1 408")
         print(
-            f"{SLOW} trickling HTTP bodies, {SLOTS} slots: health and a Classify answered in {answered:.2f}s, "
+            f"{SLOW} trickling HTTP bodies, {SLOTS} slots: health and a Classify answered in {took:.2f}s, "
             f"trickling requests got 408 after {time.monotonic() - started:.1f}s"
         )
     finally:
         for conn in slow:
             conn.close()
+
+
+def test_a_body_that_keeps_trickling_is_cut_off_by_the_total_limit(tiny_triton: LauncherTriton) -> None:
+    """A client sends a byte every 0.1 s, far more often than the gap limit (60 s) asks, of a body
+    that would take 50 s to arrive: the total limit (3 s) cuts it off with 408, the connection
+    closed, long before the body was complete."""
+    config = gateway_config(
+        tiny_triton.grpc_url, http_listen="127.0.0.1:0", http_body_read_timeout=60.0, http_body_total_timeout=3.0
+    )
+    announced = 500
+    with servers.gateway(config) as running:
+        host, port = running.http_base.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=30) as conn:
+            started = time.monotonic()
+            conn.sendall(
+                b"POST /v1/classifications HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                + f"Content-Length: {announced}\r\n\r\n".encode()
+            )
+            sent = 0
+            while sent < announced and not heard_from(conn, wait=0.1):  # the 0.1 s is the pace
+                conn.sendall(b" ")
+                sent += 1
+            cut_after = time.monotonic() - started
+            answer = b""
+            try:
+                while chunk := conn.recv(4096):
+                    answer += chunk
+            except ConnectionResetError:  # a byte sent as the gateway closed: what came before is read
+                pass
+    print(f"a body trickled at 10 bytes/s: answered after {cut_after:.1f}s and {sent} of {announced} bytes")
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert b"3 s in all" in answer and b"connection: close" in answer.lower()
+    assert sent < announced  # cut off before the whole body was in: by the total limit, not a gap
+    assert cut_after >= 3.0  # never before the total limit (the body's time starts after our headers)
 
 
 def test_withheld_grpc_messages_neither_starve_health_nor_calls(gateway: GatewayThread) -> None:
@@ -99,3 +154,43 @@ def test_withheld_grpc_messages_neither_starve_health_nor_calls(gateway: Gateway
         for call in pending:
             call.cancel()
         channel.close()
+
+
+def test_a_grpc_connection_is_closed_at_its_max_age(tiny_triton: LauncherTriton) -> None:
+    """`--max-connection-age` 1 s, `--shutdown-grace` 1 s: a connection that served a call is told
+    to go away (GOAWAY: the channel leaves READY for IDLE and connects again for the next call), and
+    a stream that withholds its message is ended with its connection (UNAVAILABLE), not left to
+    run to its own deadline of 120 s."""
+    config = gateway_config(tiny_triton.grpc_url, max_connection_age=1.0, shutdown_grace=1.0)
+    with servers.gateway(config) as running, grpc.insecure_channel(running.target) as channel:
+        states: list[grpc.ChannelConnectivity] = []
+        lock = threading.Lock()
+
+        def record(state: grpc.ChannelConnectivity) -> None:
+            with lock:
+                states.append(state)
+
+        def left_ready() -> bool:
+            ready, idle = grpc.ChannelConnectivity.READY, grpc.ChannelConnectivity.IDLE
+            with lock:
+                return ready in states and idle in states[states.index(ready) :]
+
+        channel.subscribe(record)
+        info = channel.unary_unary("/clip.v1.ClipService/GetModelInfo")
+        info(b"", timeout=30)  # an empty GetModelInfoRequest
+        finished = threading.Event()
+
+        def never() -> Iterator[bytes]:
+            finished.wait(120)
+            yield from ()
+
+        withheld = channel.stream_unary("/clip.v1.ClipService/Classify").future(never(), timeout=120)
+        try:
+            wait_for(withheld.done, 60, "the withheld stream ending with its connection")
+            assert withheld.code() == grpc.StatusCode.UNAVAILABLE, withheld.code()
+            wait_for(left_ready, 30, "the channel going IDLE after the gateway's GOAWAY", explain=lambda: str(states))
+        finally:
+            finished.set()
+            withheld.cancel()
+        info(b"", timeout=30)  # and the channel connects again
+        channel.unsubscribe(record)

@@ -14,6 +14,7 @@ from grpc_status import rpc_status
 
 from clip_client import NO_RETRY, ClientConfig, ClipClient, RateLimitedError
 from gateway.auth import KeysFileError, load_keys
+from gateway.config import Limits
 from tests.support import servers
 from tests.support.gateway import GatewayThread, gateway_config
 from tests.support.images import SMALL_JPEG
@@ -140,6 +141,92 @@ def test_rate_limit_details_are_data(keyed: GatewayThread) -> None:
             if detail.Is(kind.DESCRIPTOR):
                 kinds.add(kind.__name__)
     assert kinds == {"QuotaFailure", "RetryInfo"}
+
+
+def keys_file(folder: Path, *names: str) -> str:
+    """A keys file giving each name the key `<name>-key`."""
+    path = folder / "keys"
+    path.write_text("".join(f"{name}: {name}-key\n" for name in names))
+    return str(path)
+
+
+def client_for(gateway: GatewayThread, name: str) -> ClipClient:
+    return ClipClient(config=ClientConfig(target=gateway.target, api_key=f"{name}-key", retry=NO_RETRY, timeout=30))
+
+
+def refusals(gateway: GatewayThread, *series: tuple[str, str]) -> dict[tuple[str, str], float]:
+    """clip_gateway_rate_limited_total for each (tenant, limit)."""
+    samples = servers.scrape(gateway.metrics_url)
+    return {
+        (tenant, limit): samples.get(
+            ("clip_gateway_rate_limited_total", frozenset({("tenant", tenant), ("limit", limit)})), 0.0
+        )
+        for tenant, limit in series
+    }
+
+
+def test_each_key_has_its_own_bucket_on_the_same_protocol(tiny_triton: LauncherTriton, tmp_path: Path) -> None:
+    """Two keys over gRPC: one key spending its whole bucket takes nothing from the other's. One
+    request per 100 s and a burst of one request: a key's second call is refused (no refill can
+    come in time), and the other key's first call still passes; a bucket shared by every key
+    would refuse it."""
+    config = gateway_config(
+        tiny_triton.grpc_url,
+        api_keys_file=keys_file(tmp_path, "alpha", "beta"),
+        rate_limit_requests=0.01,
+        rate_limit_burst_seconds=1.0,  # capacity max(0.01 x 1, one request) = 1
+    )
+    series = [("alpha", "requests"), ("beta", "requests")]
+    with servers.gateway(config) as gateway, client_for(gateway, "alpha") as alpha, client_for(gateway, "beta") as beta:
+        before = refusals(gateway, *series)
+        assert alpha.classify(SMALL_JPEG, ["cat"])[0].ok
+        with pytest.raises(RateLimitedError, match="alpha"):
+            alpha.classify(SMALL_JPEG, ["cat"])
+        assert beta.classify(SMALL_JPEG, ["cat"])[0].ok  # beta's bucket is still full
+        with pytest.raises(RateLimitedError, match="beta"):
+            beta.classify(SMALL_JPEG, ["cat"])
+        with pytest.raises(RateLimitedError, match="alpha"):  # and beta's call gave alpha nothing back
+            alpha.classify(SMALL_JPEG, ["cat"])
+        after = refusals(gateway, *series)
+    assert {key: after[key] - before[key] for key in series} == {("alpha", "requests"): 2, ("beta", "requests"): 1}
+
+
+def test_a_key_limited_in_images_is_refused_once_its_images_are_spent(
+    tiny_triton: LauncherTriton, tmp_path: Path
+) -> None:
+    """`--rate-limit-images`: a key may save up one request of `--max-images` images (4 here) and
+    refills one image per 1,000 s. After 3 images, a call of 2 is refused (as images, with the
+    key's name), one of 1 still fits, then nothing does; the other key still has its 4. Each
+    refusal is counted in clip_gateway_rate_limited_total under the key's name and `images`."""
+    config = gateway_config(
+        tiny_triton.grpc_url,
+        api_keys_file=keys_file(tmp_path, "pictures", "others"),
+        rate_limit_images=0.001,
+        limits=Limits(max_images=4),  # the bucket holds max(0.001 x 1 s, 4 images)
+    )
+    series = [("pictures", "images"), ("others", "images"), ("pictures", "requests")]
+    with (
+        servers.gateway(config) as gateway,
+        client_for(gateway, "pictures") as pictures,
+        client_for(gateway, "others") as others,
+    ):
+        before = refusals(gateway, *series)
+
+        def refused() -> dict[tuple[str, str], float]:
+            now = refusals(gateway, *series)
+            return {key: now[key] - before[key] for key in series if now[key] != before[key]}
+
+        assert all(item.ok for item in pictures.classify([SMALL_JPEG] * 3, ["cat"]))
+        with pytest.raises(RateLimitedError) as limited:
+            pictures.classify([SMALL_JPEG] * 2, ["cat"])
+        assert "'pictures'" in str(limited.value) and "images per second" in str(limited.value)
+        assert limited.value.retry_after is not None and limited.value.retry_after > 100  # 1 image at 0.001/s
+        assert refused() == {("pictures", "images"): 1}
+        assert pictures.classify(SMALL_JPEG, ["cat"])[0].ok  # the one image left fits
+        with pytest.raises(RateLimitedError):
+            pictures.classify(SMALL_JPEG, ["cat"])
+        assert all(item.ok for item in others.classify([SMALL_JPEG] * 4, ["cat"]))  # its own 4 images
+        assert refused() == {("pictures", "images"): 2}  # nothing for the other key, nothing as requests
 
 
 def test_an_unauthenticated_call_is_refused_before_its_message_is_parsed(keyed: GatewayThread) -> None:
