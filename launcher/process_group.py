@@ -7,11 +7,16 @@ reparented to init and lives on, ignoring SIGTERM, holding its tower's weights. 
 names the dead Triton, so the group is how we find it. Each stub also has a shared-memory region in
 /dev/shm (64 MB and more, in RAM) that only a clean Triton shutdown removes: after a crash it stays
 until someone deletes it, so we note the regions while Triton runs and delete what is left.
+
+Each Triton the launcher starts names its regions with a prefix of its own (the Python backend's
+`shm-region-prefix-name`; the backend appends a UUID), so that finding and removing "our" regions
+never touches another Triton's, or a benchmark's, on the same machine.
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import signal
 import time
@@ -39,27 +44,43 @@ def members(pgid: int) -> list[int]:
 
 
 SHM_DIR = Path("/dev/shm")
-SHM_PREFIX = "triton_python_backend_shm_region_"
+# The Python backend's own default prefix: what any Triton not started by the launcher uses.
+TRITON_SHM_PREFIX = "triton_python_backend_shm_region_"
 
 
-def shm_regions(pgid: int) -> set[str]:
-    """The /dev/shm regions of the group's Python-backend stubs (named on their command lines)."""
+def _check_prefix(prefix: str) -> None:
+    if not prefix or "/" in prefix:
+        raise ValueError(f"a shared-memory region prefix must be a non-empty file name part, not {prefix!r}")
+
+
+def shm_regions(pgid: int, prefix: str) -> set[str]:
+    """The /dev/shm regions, named with `prefix`, of the group's Python-backend stubs (each stub
+    names its region on its command line)."""
+    _check_prefix(prefix)
     regions: set[str] = set()
     for pid in members(pgid):
         try:
             arguments = (Path("/proc") / str(pid) / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        regions.update(arg.decode() for arg in arguments if arg.startswith(SHM_PREFIX.encode()))
+        regions.update(arg.decode() for arg in arguments if arg.startswith(prefix.encode()) and b"/" not in arg)
     return regions
 
 
-def remove_shm_regions(regions: set[str]) -> list[str]:
-    """Delete those of `regions` that still exist; returns them."""
+def regions_named(prefix: str) -> set[str]:
+    """Every region in /dev/shm whose name starts with `prefix`, whoever made it."""
+    _check_prefix(prefix)
+    return {path.name for path in SHM_DIR.glob(glob.escape(prefix) + "*") if path.is_file()}
+
+
+def remove_shm_regions(regions: set[str], prefix: str) -> list[str]:
+    """Delete those of `regions` that still exist and carry `prefix` (nothing else is ever
+    deleted); returns them."""
+    _check_prefix(prefix)
     removed = []
     for name in sorted(regions):
         path = SHM_DIR / name
-        if name.startswith(SHM_PREFIX) and "/" not in name and path.is_file():
+        if name.startswith(prefix) and "/" not in name and path.is_file():
             path.unlink(missing_ok=True)
             removed.append(name)
     return removed

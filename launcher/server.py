@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import ctypes
+import itertools
 import json
 import logging
 import os
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from launcher.process_group import end_group, remove_shm_regions, shm_regions
+from launcher.process_group import end_group, regions_named, remove_shm_regions, shm_regions
 from launcher.runtime import TritonRuntime, locate
 
 log = logging.getLogger("launcher.server")
@@ -28,6 +29,22 @@ log = logging.getLogger("launcher.server")
 
 class LaunchError(RuntimeError):
     """Triton did not come up; the message carries Triton's own reason."""
+
+
+# Where the names of the Python-backend stubs' /dev/shm regions start (the test harness sets it
+# to one of its run's own); each launcher adds its pid and a counter, the backend a UUID.
+SHM_PREFIX_ENV = "CLIP_SERVE_SHM_PREFIX"
+DEFAULT_SHM_PREFIX = "clip_serve_shm_"
+_shm_counter = itertools.count(1)
+
+
+def unique_shm_prefix() -> str:
+    """A region-name prefix no other Triton uses: $CLIP_SERVE_SHM_PREFIX (default clip_serve_shm_),
+    this process's pid and a counter. Regions are then found and deleted by it alone."""
+    base = os.environ.get(SHM_PREFIX_ENV) or DEFAULT_SHM_PREFIX
+    if "/" in base:
+        raise ValueError(f"{SHM_PREFIX_ENV} must be a file name part, not {base!r}")
+    return f"{base}{os.getpid()}_{next(_shm_counter)}_"
 
 
 @dataclass(frozen=True)
@@ -46,6 +63,10 @@ class ServerSettings:
     # Pre-sized shared memory per stub, so the first large request does not pay for growth.
     python_shm_bytes: int = 64 * 1024 * 1024
     python_shm_growth_bytes: int = 64 * 1024 * 1024
+    # How this Triton's stubs' /dev/shm regions are named (Triton's default is shared by every
+    # Triton on the machine): unique per launcher instance unless given. One given must not be
+    # shared with another Triton: stop() deletes every region that carries it.
+    shm_region_prefix: str = field(default_factory=unique_shm_prefix)
     extra_args: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -129,6 +150,7 @@ def command(runtime: TritonRuntime, settings: ServerSettings) -> list[str]:
         f"--cache-config=local,size={settings.response_cache_bytes}",
         f"--backend-config=python,shm-default-byte-size={settings.python_shm_bytes}",
         f"--backend-config=python,shm-growth-byte-size={settings.python_shm_growth_bytes}",
+        f"--backend-config=python,shm-region-prefix-name={settings.shm_region_prefix}",
         # Each auto-complete starts an extra stub that imports torch; our configs are complete.
         "--disable-auto-complete-config",
         f"--grpc-address={settings.address}",
@@ -217,7 +239,7 @@ class TritonServer:
     def note_regions(self) -> None:
         """Remember the stubs' shared-memory regions (call when Triton has started stubs)."""
         if self.process is not None:
-            self.regions |= shm_regions(self.process.pid)
+            self.regions |= shm_regions(self.process.pid, self.settings.shm_region_prefix)
 
     def wait_ready(self, timeout: float) -> None:
         """Poll until every model in the repository is READY; fail fast on a load error or an exit."""
@@ -293,11 +315,14 @@ class TritonServer:
                         os.killpg(process.pid, signal.SIGKILL)
                     process.wait()
             code = process.returncode
-            self.regions |= shm_regions(process.pid)  # stubs still running (orphans) name theirs
+            prefix = self.settings.shm_region_prefix
+            self.regions |= shm_regions(process.pid, prefix)  # stubs still running (orphans) name theirs
             orphans = end_group(process.pid)  # Triton leads its own group (start_new_session)
             if orphans:
                 log.warning("ended %d process(es) Triton left behind: %s", len(orphans), orphans)
-            leftover = remove_shm_regions(self.regions)
+            # The prefix is this server's alone: whatever carries it now is what its stubs left
+            # (one that died before it was noted included).
+            leftover = remove_shm_regions(self.regions | regions_named(prefix), prefix)
             if leftover:
                 log.warning("deleted %d shared-memory region(s) Triton left in /dev/shm", len(leftover))
             self.regions = set()

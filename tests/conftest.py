@@ -1,9 +1,11 @@
 """Session fixtures (random-weight checkpoints, their exports, real Triton servers and gateways)
-and two session-wide rules: no process started by a test may outlive the run, and no test may
-skip unless it is marked `may_skip` with the reason it is allowed to."""
+and the session-wide rules: no process started by a test, and no shared memory of a Triton it ran,
+may outlive the run; and no test may skip or be expected to fail (xfail) unless it is marked
+`may_skip` with the reason it is allowed to; a skip at collection is an error."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Generator, Iterator
 from pathlib import Path
 
@@ -13,49 +15,87 @@ import tritonclient.grpc as grpcclient
 from clip_client import ClipClient
 from export import cache
 from gateway.config import Limits
-from launcher.process_group import SHM_DIR, SHM_PREFIX, remove_shm_regions
+from launcher.process_group import SHM_DIR, regions_named, remove_shm_regions
+from launcher.server import SHM_PREFIX_ENV
 from tests.support import images, processes, servers
 from tests.support.gateway import GatewayThread, gateway_config
 from tests.support.reference import Reference
 from tests.support.servers import LauncherTriton
 from tests.support.web import Canary, ImageWebServer
 
-SHM_AT_START: set[str] = set()
-
-
-def shm_regions_now() -> set[str]:
-    return {path.name for path in SHM_DIR.glob(SHM_PREFIX + "*")}
-
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "may_skip(reason): the test may skip, for the reason given")
-    SHM_AT_START.update(shm_regions_now())
+    config.addinivalue_line(
+        "markers", "may_skip(reason): the test may skip, or be expected to fail (xfail), for the reason given"
+    )
+    # Tritons this run starts, in this process or through the harness, name their shared memory
+    # with the run's own prefix (the harness also passes it to every process it starts).
+    os.environ[SHM_PREFIX_ENV] = processes.SHM_PREFIX
+
+
+def may_skip_reason(item: pytest.Item) -> str:
+    """The reason a `may_skip` mark gives ("" when there is no mark, or it gives none)."""
+    mark = item.get_closest_marker("may_skip")
+    if mark is None:
+        return ""
+    reason = mark.kwargs.get("reason", mark.args[0] if mark.args else "")
+    return reason.strip() if isinstance(reason, str) else ""
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    """A skip is a failure unless the test says why it may skip: in CI a silently skipped test is a
-    test that did not run."""
+    """A test that skips, or is expected to fail (an xfail mark or pytest.xfail(), whether it then
+    fails or passes), is a failure unless it is marked `may_skip` with the reason it may: in CI a
+    silently skipped test is a test that did not run, and an xfail one a failure nobody sees."""
     report: pytest.TestReport = yield
-    if report.skipped and not hasattr(report, "wasxfail") and item.get_closest_marker("may_skip") is None:
+    expected_failure = getattr(report, "wasxfail", None)
+    if (report.skipped or expected_failure is not None) and not may_skip_reason(item):
+        if expected_failure is not None:
+            del report.wasxfail  # reported as what it now is: a failure
+            detail = f"xfail without a may_skip mark giving the reason: {expected_failure or '(no reason)'}"
+            if report.longrepr is not None:
+                detail += f"\n{report.longrepr}"
+        else:
+            skipped = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+            detail = f"skipped without a may_skip mark giving the reason: {skipped}"
         report.outcome = "failed"
-        report.longrepr = f"skipped without a may_skip mark: {report.longrepr}"
+        report.longrepr = detail
+    return report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(
+    collector: pytest.Collector,
+) -> Generator[None, pytest.CollectReport, pytest.CollectReport]:
+    """A skip while collecting (a module-level pytest.importorskip, pytest.skip(allow_module_level=True))
+    is a collection error: no mark can explain it (the module's marks are never read), and every test
+    in the module would silently not run. Skip inside the tests that need the thing, marked may_skip."""
+    report: pytest.CollectReport = yield
+    if report.skipped:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = (
+            f"skipped at collection, which no may_skip mark can explain: {reason} "
+            "(skip inside the tests that need it, marked may_skip with the reason)"
+        )
     return report
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Every process any test started (marked by the harness) must be gone by now, and so must the
-    shared memory of every Triton they ran (crashed ones included)."""
+    shared memory of every Triton they ran (crashed ones included): the regions whose names carry
+    this run's prefix. Another Triton's on the same machine (a benchmark's, another run's) are
+    neither counted nor touched."""
     try:
         processes.assert_none_left(processes.SESSION, timeout=5)
     except processes.Leaked as leaked:
         session.config.get_terminal_writer().line(f"\nLEAKED PROCESSES: {leaked}", red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
-    regions = shm_regions_now() - SHM_AT_START
+    regions = regions_named(processes.SHM_PREFIX)
     if regions:
-        remove_shm_regions(regions)
+        remove_shm_regions(regions, processes.SHM_PREFIX)
         message = f"\nLEAKED SHARED MEMORY: {len(regions)} Triton region(s) left in {SHM_DIR}"
         session.config.get_terminal_writer().line(message, red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -21,7 +21,7 @@ from tests.support import servers
 from tests.support.gateway import gateway_config
 from tests.support.images import photo_pngs
 from tests.support.infer import classify
-from tests.support.processes import wait_for
+from tests.support.processes import SHM_PREFIX, wait_for
 from tests.support.servers import LauncherTriton
 
 CALL_TIMEOUT = 10.0  # the load's per-call deadline; a call that ends later hung past it
@@ -81,7 +81,7 @@ def test_gateway_rides_out_a_triton_kill_under_load(supervised: LauncherTriton) 
                 thread.start()
             wait_for(lambda: outcomes["OK"] >= 4, 60, "successful calls before the kill")
             old_triton = supervised.triton_pid()
-            regions = shm_regions(old_triton)
+            regions = shm_regions(old_triton, SHM_PREFIX)
             os.kill(old_triton, signal.SIGKILL)
             killed = time.monotonic()
             gw.wait_ready(False, timeout=10)  # NOT_SERVING while Triton is down

@@ -3,13 +3,23 @@ nothing left running) and its normal life (ready, then a clean stop on SIGTERM).
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 from pathlib import Path
 
 import pytest
 
-from launcher.server import LaunchError, ServerSettings, TritonServer, free_port
+from launcher.runtime import TritonRuntime
+from launcher.server import (
+    DEFAULT_SHM_PREFIX,
+    SHM_PREFIX_ENV,
+    LaunchError,
+    ServerSettings,
+    TritonServer,
+    command,
+    free_port,
+)
 from tests.support.processes import wait_for
 from tests.support.servers import LauncherTriton
 from tests.support.triton import ROOT
@@ -85,3 +95,16 @@ def test_command_line_serves_until_sigterm(tiny_repository: Path, tmp_path: Path
         code = launcher.stop()
     assert code == 0
     assert "Triton stopped" in launcher.process.log()
+
+
+def test_each_launcher_names_its_shared_memory_with_a_prefix_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two Tritons never share a region prefix (the launcher's pid and a counter, after
+    $CLIP_SERVE_SHM_PREFIX), so each finds and deletes only its own regions; Triton is told it."""
+    monkeypatch.setenv(SHM_PREFIX_ENV, "base_")
+    first, second = (ServerSettings(model_repository="s3://bucket/repository") for _ in range(2))
+    assert first.shm_region_prefix != second.shm_region_prefix
+    assert first.shm_region_prefix.startswith(f"base_{os.getpid()}_")
+    runtime = TritonRuntime(Path("tritonserver"), Path("backends"), Path("caches"), Path("lib"))
+    assert f"--backend-config=python,shm-region-prefix-name={first.shm_region_prefix}" in command(runtime, first)
+    monkeypatch.delenv(SHM_PREFIX_ENV)
+    assert ServerSettings(model_repository="s3://bucket/repository").shm_region_prefix.startswith(DEFAULT_SHM_PREFIX)

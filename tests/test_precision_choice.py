@@ -58,11 +58,6 @@ def test_the_override_takes_a_slow_precision_and_says_so() -> None:
     assert choice.precision == "bf16" and "forced" in choice.reason
 
 
-def test_int8_names_whether_the_cpu_has_vnni() -> None:
-    assert "VNNI (avx512_vnni)" in hardware.choose_precision("int8", "cpu", info=AVX512_BF16_EPYC).reason
-    assert "no VNNI" in hardware.choose_precision("int8", "cpu", info=AVX2_EPYC).reason
-
-
 def test_an_explicit_gpu_precision_stands() -> None:
     assert hardware.choose_precision("fp16", "gpu").precision == "fp16"
 
@@ -76,11 +71,43 @@ def test_export_refuses_before_loading_anything(
     assert not (tmp_path / "repository").exists()
 
 
-def test_the_command_line_refuses_with_exit_2(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("cpu", "bf16_gflops", "why"),
+    [
+        (AVX2_EPYC, 14.0, "bf16 is refused on AMD EPYC 7B13: it has no native bf16 (avx512_bf16 or amx_bf16)"),
+        (
+            AVX512_BF16_EPYC,
+            50.0,
+            "bf16 is refused on AMD EPYC 9B14: it reports avx512_bf16, but a bf16 matmul measured "
+            "0.50x the speed of fp32 here",
+        ),
+    ],
+    ids=["not-native", "measured-slower"],
+)
+def test_the_command_line_refuses_with_exit_2(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tiny_checkpoint: Path,
+    tmp_path: Path,
+    cpu: dict[str, object],
+    bf16_gflops: float,
+    why: str,
+) -> None:
+    """A real checkpoint, so that the refusal (and nothing else, such as a missing model) is what
+    ends the command; the CPU and its matmul speeds (fp32: 100 GFLOP/s) are injected."""
+    import torch
+
     from export import cli
 
-    monkeypatch.setattr(hardware, "cpu_info", lambda: AVX2_EPYC)
-    assert cli.main(["--model", str(tmp_path / "unused"), "--precision", "bf16", "--out", str(tmp_path / "r")]) == 2
+    monkeypatch.setattr(hardware, "cpu_info", lambda: cpu)
+    monkeypatch.setattr(hardware, "matmul_gflops", lambda dtype, **_: bf16_gflops if dtype == torch.bfloat16 else 100.0)
+    out = tmp_path / "repository"
+    argv = ["--model", str(tiny_checkpoint), "--precision", "bf16", "--compile", "none", "--out", str(out)]
+    assert cli.main(argv) == 2
+    error = capsys.readouterr().err
+    assert f"export: {why}" in error, error
+    assert "--precision fp32" in error and "--allow-slow-precision" in error  # and what to do instead
+    assert not out.exists()  # nothing was exported
 
 
 def test_compiled_code_needs_at_least_its_capability() -> None:

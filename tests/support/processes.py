@@ -5,6 +5,10 @@ environment. Children inherit it (the launcher passes its environment to Triton,
 Python-backend stubs), and an orphan keeps it after its parent dies, so scanning /proc for the
 mark finds every leftover, however it was left. `stop()` ends a process and then asserts that
 nothing carrying its mark survives; the session checks the same for its whole prefix at the end.
+
+Each also gets `CLIP_SERVE_SHM_PREFIX=SHM_PREFIX`, a name unique to this run: every Triton it
+starts names its /dev/shm regions with it (the launcher adds its pid and a counter), so the
+session's shared-memory check sees this run's regions and no one else's.
 """
 
 from __future__ import annotations
@@ -19,8 +23,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
+from launcher.server import SHM_PREFIX_ENV
+
 MARK = "CLIP_SERVE_TEST_PROCESS"
 SESSION = f"pytest-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+SHM_PREFIX = f"clip_serve_test_{SESSION}_"
 T = TypeVar("T")
 
 
@@ -110,7 +117,7 @@ class ManagedProcess:
             self.process = subprocess.Popen(
                 list(argv),
                 cwd=cwd,
-                env={**os.environ, **(env or {}), MARK: self.mark},
+                env={**os.environ, SHM_PREFIX_ENV: SHM_PREFIX, **(env or {}), MARK: self.mark},
                 stdin=subprocess.DEVNULL,
                 stdout=sink,
                 stderr=subprocess.STDOUT,
