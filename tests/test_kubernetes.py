@@ -12,6 +12,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,8 +42,9 @@ SCALING_TARGET_US = 100_000
 
 @functools.cache
 def rendered(variant: str) -> tuple[dict[str, Any], ...]:
-    kubectl = shutil.which("kubectl")
-    assert kubectl, "kubectl (with its built-in kustomize) is needed to render the kit and is not installed"
+    # on PATH, or where scripts/setup.sh installs it when PATH has none: beside this interpreter
+    kubectl = shutil.which("kubectl") or shutil.which("kubectl", path=str(Path(sys.executable).parent))
+    assert kubectl, "kubectl (with its built-in kustomize) is needed to render the kit: run scripts/setup.sh"
     output = subprocess.run([kubectl, "kustomize", str(KIT / variant)], capture_output=True, text=True, check=True)
     return tuple(doc for doc in yaml.safe_load_all(output.stdout) if doc)
 

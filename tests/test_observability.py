@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import re
 import subprocess
 import sys
 import threading
@@ -15,6 +16,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +34,12 @@ from tests.support.servers import LauncherTriton
 from tests.support.triton import ROOT
 
 DASHBOARDS = sorted((ROOT / "deploy" / "grafana" / "dashboards").glob("*.json"))
-TRAFFIC_SECONDS = 8.0
+# Traffic runs until every panel has shown a point above zero (the event), at least this long...
+MIN_TRAFFIC_SECONDS = 8.0
+# ...and at most this long (a loaded 2-core machine may finish one round of a worker in 8 s); a
+# panel still without one then fails its own test below, naming itself.
+MAX_TRAFFIC_SECONDS = 240.0
+POLL_SECONDS = 2.0
 LOAD_THREADS = 3  # enough concurrency that in-flight and pending gauges are seen above zero
 
 
@@ -77,23 +84,46 @@ def http_status(url: str, body: dict) -> int:  # type: ignore[type-arg]
         return int(error.code)
 
 
-def send_traffic(target: str, triton_url: str, http_base: str, seconds: float) -> list[BaseException]:
-    """For `seconds`, from several threads: good calls with repeated and new label sets, a corrupt
+class Traffic:
+    """Until stopped, from several threads: good calls with repeated and new label sets, a corrupt
     image, a bad request, a call past its deadline, a refused image URL, HTTP API calls, and a
-    request Triton itself refuses. Returns every unexpected exception."""
-    image = photo_pngs()[0]
-    failures: list[BaseException] = []
-    stop_at = time.monotonic() + seconds
+    request Triton itself refuses. `stop` returns every unexpected exception."""
 
-    def loop(worker: int) -> None:
+    def __init__(self, target: str, triton_url: str, http_base: str) -> None:
+        self.target, self.triton_url, self.http_base = target, triton_url, http_base
+        self.image = photo_pngs()[0]
+        self.failures: list[BaseException] = []
+        self.stopping = threading.Event()
+        self.threads = [threading.Thread(target=self.loop, args=(worker,)) for worker in range(LOAD_THREADS)]
+        self.threads.append(threading.Thread(target=self.long_calls))
+
+    def start(self) -> None:
+        for thread in self.threads:
+            thread.start()
+
+    def stop(self) -> list[BaseException]:
+        """Stops the traffic; returns once every thread has finished its round."""
+        self.stopping.set()
+        for thread in self.threads:
+            thread.join(300)
+        assert not any(thread.is_alive() for thread in self.threads), "traffic still running 300 s after its stop"
+        return self.failures
+
+    def loop(self, worker: int) -> None:
+        image, http_base = self.image, self.http_base
         round_number = 0
         try:
             with (
-                ClipClient(config=ClientConfig(target=target, retry=NO_RETRY)) as client,
-                grpcclient.InferenceServerClient(triton_url) as triton,
+                ClipClient(config=ClientConfig(target=self.target, retry=NO_RETRY)) as client,
+                grpcclient.InferenceServerClient(self.triton_url) as triton,
             ):
-                while time.monotonic() < stop_at:
-                    client.classify([image, image[:100]], ["cat", "dog"])
+                while not self.stopping.is_set():
+                    # Every round, both kinds of cache event: the same label set twice (the text
+                    # encoder's response cache hits the second, in every round), then that set
+                    # with a label never seen (a response-cache miss, per-label hits for the
+                    # repeated labels and a per-label miss for the new one).
+                    client.classify(image, ["cat", "dog"])
+                    client.classify([image, image[:100]], ["cat", "dog"])  # and a corrupt image
                     client.classify(image, ["cat", "dog", f"new label {worker} {round_number}"])
                     client.embed([image], ["a cat"])
                     client.similarity(image, ["a cat"])
@@ -117,38 +147,70 @@ def send_traffic(target: str, triton_url: str, http_base: str, seconds: float) -
                     triton.infer("clip_embed_image", [bytes_input("IMAGE", [image])])
                     round_number += 1
         except BaseException as error:
-            failures.append(error)
+            self.failures.append(error)
 
-    def long_calls() -> None:
+    def long_calls(self) -> None:
         """Calls of about 1.5 s each (1,000 new labels x 4 templates), back to back: one is in flight at
         every scrape, so the in-flight panel cannot miss them between two scrapes (it did once, when
         every other call of the traffic fell between them)."""
         templates = [f"picture {j} of a {{}}" for j in range(4)]
         try:
-            with ClipClient(config=ClientConfig(target=target, retry=NO_RETRY, timeout=120)) as client:
+            with ClipClient(config=ClientConfig(target=self.target, retry=NO_RETRY, timeout=120)) as client:
                 round_number = 0
-                while time.monotonic() < stop_at:
+                while not self.stopping.is_set():
                     labels = [f"long {round_number} {i}" for i in range(1000)]
-                    client.classify(image, labels, templates=templates)
+                    client.classify(self.image, labels, templates=templates)
                     round_number += 1
         except BaseException as error:
-            failures.append(error)
+            self.failures.append(error)
 
-    threads = [threading.Thread(target=loop, args=(worker,)) for worker in range(LOAD_THREADS)]
-    threads.append(threading.Thread(target=long_calls))
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(seconds + 120)
-    return failures
+
+def query_problem(base: str, expr: str, started: float, ended: float) -> str | None:
+    """series_problem of `expr` over [started, ended], at one-second steps."""
+    query = urllib.parse.urlencode({"query": expr, "start": started, "end": ended, "step": "1"})
+    answer = http_json(f"{base}/api/v1/query_range?{query}")
+    assert answer["status"] == "success", answer
+    return series_problem(answer["data"]["result"])
+
+
+def panels_without_evidence(base: str, started: float) -> list[str]:
+    """The dashboard expressions whose answer since `started` is no evidence yet."""
+    ended = time.time()
+    return [expr for _, _, expr in expressions() if query_problem(base, expr, started, ended) is not None]
+
+
+def last_scrapes(base: str) -> dict[str, float]:
+    """Each active target's last scrape (scrape URL -> Unix time; 0 before its first)."""
+    scrapes: dict[str, float] = {}
+    for target in http_json(f"{base}/api/v1/targets?state=active")["data"]["activeTargets"]:
+        # RFC 3339 with nanoseconds (Python takes microseconds); 0001-01-01 before the first scrape
+        stamp = re.sub(r"(\.\d{6})\d*", r"\1", target["lastScrape"]).replace("Z", "+00:00")
+        moment = datetime.fromisoformat(stamp)
+        scrapes[target["scrapeUrl"]] = moment.timestamp() if moment.year > 1 else 0.0
+    return scrapes
+
+
+def wait_for_scrapes_after(base: str, moment: float) -> None:
+    """Until every target has been scraped twice since `moment` (the event, read from Prometheus'
+    own record of its scrapes): the first scrape holds everything up to `moment`; the second one
+    being reported shows the first one's samples are stored (a target's scrapes run in turn)."""
+
+    def scraped_after(earlier: dict[str, float]) -> bool:
+        scrapes = last_scrapes(base)
+        return bool(scrapes) and all(scrapes.get(url, 0.0) > when for url, when in earlier.items())
+
+    wait_for(lambda: scraped_after(dict.fromkeys(last_scrapes(base), moment)), 60, "a scrape after the traffic")
+    first = last_scrapes(base)
+    wait_for(lambda: scraped_after(first), 60, "a second scrape after the traffic")
 
 
 @pytest.fixture(scope="module")
 def observed(
     tiny_triton: LauncherTriton, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[str, float, float]]:
-    """A Prometheus scraping the test Triton and a gateway every second, after traffic; yields
-    its base URL and the traffic's start and end times."""
+    """A Prometheus scraping the test Triton and a gateway every second, after traffic that ran
+    until every dashboard expression had shown a point above zero (or MAX_TRAFFIC_SECONDS passed);
+    yields its base URL and the traffic's start time and a time after its last scrape."""
     # A short default deadline (the HTTP API's only one): a heavy HTTP call runs past it inside
     # Triton's client, which the Triton-error panels must show. gRPC calls carry their own deadlines.
     config = gateway_config(tiny_triton.grpc_url, http_listen="127.0.0.1:0", image_urls=True, default_timeout=0.5)
@@ -158,11 +220,19 @@ def observed(
             "gateway": [gateway.metrics_url.split("//")[1].split("/")[0]],
         }
         with servers.prometheus(targets, tmp_path_factory.mktemp("prometheus")) as base:
+            traffic = Traffic(gateway.target, tiny_triton.grpc_url, gateway.http_base)
             started = time.time()
-            failures = send_traffic(gateway.target, tiny_triton.grpc_url, gateway.http_base, TRAFFIC_SECONDS)
+            clock = time.monotonic()
+            traffic.start()
+            try:
+                while not traffic.failures and time.monotonic() - clock < MAX_TRAFFIC_SECONDS:
+                    time.sleep(POLL_SECONDS)
+                    if time.monotonic() - clock >= MIN_TRAFFIC_SECONDS and not panels_without_evidence(base, started):
+                        break
+            finally:
+                failures = traffic.stop()
             assert not failures, failures
-            # two more scrapes after the traffic, so its last second is in Prometheus
-            wait_for(lambda: time.time() > started + TRAFFIC_SECONDS + 2.5, 30, "the last scrapes", interval=0.2)
+            wait_for_scrapes_after(base, time.time())
             yield base, started, time.time()
 
 
@@ -171,10 +241,7 @@ def test_every_dashboard_query_gives_finite_nontrivial_values(
     observed: tuple[str, float, float], dashboard: str, title: str, expr: str
 ) -> None:
     base, started, ended = observed
-    query = urllib.parse.urlencode({"query": expr, "start": started, "end": ended, "step": "1"})
-    answer = http_json(f"{base}/api/v1/query_range?{query}")
-    assert answer["status"] == "success", answer
-    problem = series_problem(answer["data"]["result"])
+    problem = query_problem(base, expr, started, ended)
     assert problem is None, f"{dashboard} / {title}: {problem} for {expr}"
 
 

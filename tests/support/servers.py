@@ -7,6 +7,7 @@ the body ends.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import sys
 import time
@@ -66,6 +67,15 @@ def health(target: str, service: str = "", timeout: float = 5.0, credentials: An
 
 def wait_health(target: str, status: int = SERVING, timeout: float = 120.0) -> None:
     wait_for(lambda: health(target, timeout=2) == status, timeout, f"{target} reporting health {status}")
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of `pid` so far (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
 class LauncherTriton:
@@ -147,25 +157,40 @@ class LauncherTriton:
     def wait_idle(self, timeout: float = 60.0, quiet: float = 1.0) -> None:
         """Wait until Triton finishes what earlier calls left running (a call that ran out of
         time at the gateway goes on inside Triton): nothing pending, and no request counter
-        moving for `quiet` seconds. Tests that count requests start from here."""
+        moving for `quiet` seconds. Tests that count requests start from here. (A request that
+        is executing is not pending and moves no request counter until it ends; the text
+        encoder's label-cache misses move every 64 new prompts, so a long text request counts as
+        activity too; and so does CPU time: Triton and its stubs using more than a tenth of a core,
+        which a request still computing does whatever the counters say.)"""
 
         def activity() -> tuple[float, float]:
             samples = scrape(self.metrics_url)
-            ended = sum(v for (name, _), v in samples.items() if name.startswith("nv_inference_request_"))
+            ended = sum(
+                v
+                for (name, _), v in samples.items()
+                if name.startswith("nv_inference_request_") or name == "clip_label_cache_misses_total"
+            )
             pending = sum(v for (name, _), v in samples.items() if name == "nv_inference_pending_request_count")
             return ended, pending
 
+        def cpu_seconds() -> float:
+            pids = [self.triton_pid(), *child_pids(self.triton_pid())]
+            return sum(process_cpu_seconds(pid) for pid in pids)
+
         last: list[tuple[float, float]] = [activity()]
         since = [time.monotonic()]
+        cpu = [cpu_seconds(), time.monotonic()]
 
         def settled() -> bool:
-            now = activity()
-            if now != last[0] or now[1] > 0:
+            now, used, at = activity(), cpu_seconds(), time.monotonic()
+            busy = (used - cpu[0]) / max(at - cpu[1], 1e-3) > 0.1
+            cpu[:] = [used, at]
+            if now != last[0] or now[1] > 0 or busy:
                 last[0], since[0] = now, time.monotonic()
                 return False
             return time.monotonic() - since[0] >= quiet
 
-        wait_for(settled, timeout, "Triton finishing the requests left running", interval=0.1)
+        wait_for(settled, timeout, "Triton finishing the requests left running", interval=0.25)
 
     def stop(self) -> int:
         return self.process.stop()
