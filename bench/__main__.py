@@ -33,8 +33,8 @@ from bench.machine import describe, machine_class
 from bench.measure import Result, closed_loop
 from bench.service import ROOT, bytes_input, running_service
 from bench.workloads import IMAGE_GFLOP, eager, load_reference, matmul_peak_gflops, sample_png
-from export import cache
-from export.hardware import NATIVE
+from clip_contract import precisions
+from export import random_checkpoint
 from export.pipeline import ExportRefused
 
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -77,15 +77,15 @@ class Row:
 
 
 def natively_runs(variant: str, features: list[str]) -> bool:
-    precision = VARIANTS[variant]["precision"]
-    return precision not in ("bf16", "fp16") or any(name in features for name in NATIVE[precision])
+    spec = precisions.lookup(str(VARIANTS[variant]["precision"]))
+    return not spec.reduced or any(name in features for name in spec.native_cpu_features)
 
 
 def export_variant(variant: str) -> tuple[Path, dict[str, Any]]:
     settings = dict(VARIANTS[variant])
     precision = settings.pop("precision")
     started = time.monotonic()
-    repository = cache.exported("vit-b-16", precision, **settings)
+    repository = random_checkpoint.cached_export("vit-b-16", precision, **settings)
     manifest = json.loads((repository / "manifest.json").read_text())
     manifest["export_wall_s"] = round(time.monotonic() - started, 1)
     return repository, manifest
@@ -200,12 +200,12 @@ def main() -> None:
             variants.append(name)
         else:
             notes.append(f"{name}: not run, this CPU has no native {VARIANTS[name]['precision']}")
-    native_bf16 = any(name in machine["features"] for name in NATIVE["bf16"])
+    native_bf16 = any(name in machine["features"] for name in precisions.BF16.native_cpu_features)
     peaks: dict[str, float | None] = {
         "fp32": matmul_peak_gflops(torch.float32),
         "bf16": matmul_peak_gflops(torch.bfloat16) if native_bf16 else None,
     }
-    checkpoint = cache.checkpoint("vit-b-16")
+    checkpoint = random_checkpoint.cached("vit-b-16")
     exports: dict[str, tuple[Path, dict[str, Any]]] = {}
     refused: dict[str, str] = {}
     for name in variants:

@@ -17,7 +17,7 @@ import urllib.request
 from bench.machine import describe
 from bench.service import ROOT, running_service
 from bench.workloads import sample_png
-from export import cache
+from export import random_checkpoint
 
 
 def ensemble_requests(metrics_url: str) -> float:
@@ -40,7 +40,7 @@ def main() -> None:
 
     good = [sample_png(seed) for seed in range(16)]
     bad = [image[: len(image) // 3] for image in good]  # truncated JPEGs
-    repository = cache.exported(args.shape)
+    repository = random_checkpoint.cached_export(args.shape)
     report: dict[str, object] = {"machine": describe(), "shape": args.shape, "calls": args.calls}
     with (
         running_service(repository, ROOT / "build" / "bench" / "mixed-triton.log") as service,

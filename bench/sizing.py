@@ -26,7 +26,7 @@ from bench.machine import describe, machine_class
 from bench.measure import closed_loop, tree_memory
 from bench.service import ROOT, running_service, start_triton
 from bench.workloads import sample_png
-from export import cache
+from export import random_checkpoint
 
 MODEL = "clip_image_encoder"
 
@@ -61,9 +61,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "bench")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    cache.checkpoint("vit-b-16")
+    random_checkpoint.cached("vit-b-16")
     started = time.monotonic()
-    repository = cache.exported("vit-b-16", args.precision)
+    repository = random_checkpoint.cached_export("vit-b-16", args.precision)
     export_s = time.monotonic() - started
     starts = []
     for attempt in range(args.starts):

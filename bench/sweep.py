@@ -25,7 +25,7 @@ import torch
 from bench.measure import Memory, Result, closed_loop
 from bench.service import ROOT, running_service
 from bench.workloads import in_process_baseline, sample_png
-from export import cache
+from export import random_checkpoint
 
 
 def served_classify(repository: Path, seconds: float, log_file: Path, concurrency: int) -> tuple[Result, Memory]:
@@ -57,14 +57,16 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "bench")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    checkpoint = cache.checkpoint("vit-b-16")
+    checkpoint = random_checkpoint.cached("vit-b-16")
     torch.set_num_threads(os.cpu_count() or 2)
     before = in_process_baseline(checkpoint, args.seconds)
     rows = []
     for config in args.configs.split(","):
         instances, threads = (int(part) for part in config.split("x"))
         started = time.monotonic()
-        repository = cache.exported("vit-b-16", args.precision, image_instances=instances, image_torch_threads=threads)
+        repository = random_checkpoint.cached_export(
+            "vit-b-16", args.precision, image_instances=instances, image_torch_threads=threads
+        )
         result, memory = served_classify(
             repository, args.seconds, args.out / f"triton-sweep-{config}.log", args.concurrency
         )

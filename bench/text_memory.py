@@ -18,7 +18,7 @@ import tritonclient.grpc as grpcclient
 
 from bench.machine import describe
 from bench.service import ROOT, bytes_input, start_triton
-from export import cache
+from export import random_checkpoint
 from launcher.supervisor import child_pids
 
 
@@ -35,7 +35,7 @@ def main() -> None:
     args = parser.parse_args()
     out = ROOT / "build" / "bench"
     out.mkdir(parents=True, exist_ok=True)
-    server = start_triton(cache.exported("vit-b-16"), out / "text-memory-triton.log")
+    server = start_triton(random_checkpoint.cached_export("vit-b-16"), out / "text-memory-triton.log")
     try:
         assert server.process is not None
         stub = next(

@@ -23,8 +23,9 @@ import json
 import sys
 from pathlib import Path
 
+from clip_contract import precisions
 from export import checkpoint as checkpoints
-from export import compiled, encoders, repository
+from export import compiled, repository
 from export.pipeline import DEFAULT_MODEL, DEFAULT_OUT, ExportRefused, export
 
 
@@ -36,7 +37,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--model", default=DEFAULT_MODEL, help="Hub id or local checkpoint folder (%(default)s)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="repository to write (%(default)s)")
     parser.add_argument("--model-name", help="the model id clients see (default: the Hub id, or a local folder's name)")
-    parser.add_argument("--precision", choices=("auto", *sorted(encoders.PRECISIONS), "int8"), default="auto")
+    parser.add_argument("--precision", choices=(precisions.AUTO, *precisions.NAMES), default=precisions.AUTO)
     parser.add_argument(
         "--allow-slow-precision",
         action="store_true",

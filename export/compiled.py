@@ -25,9 +25,10 @@ from typing import Any
 
 import torch
 
+from clip_contract import artifacts
+
 COMPILE_CHOICES = ("auto", "aoti", "none")
 COMMON_DIR = Path(__file__).resolve().parent.parent / "model_repository" / "common"
-CONSTANTS_SUFFIX = ".constants.pt"  # as model_repository/common/compiled_package.py names the weights file
 
 
 def cxx_compiler() -> str | None:
@@ -101,7 +102,7 @@ def _move_weights_beside(path: Path) -> None:
             if file not in storages:
                 storages[file] = torch.load(io.BytesIO(archive.read(weights_dir + file)), weights_only=True)
             constants[name] = storages[file].as_strided(shape, stride, offset).clone()
-        torch.save(constants, path.with_name(path.stem + CONSTANTS_SUFFIX))
+        torch.save(constants, artifacts.compiled_weights(path))
         slimmer = path.with_name(path.name + ".slim")
         with zipfile.ZipFile(slimmer, "w", zipfile.ZIP_STORED) as out:
             for info in archive.infolist():

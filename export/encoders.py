@@ -14,9 +14,13 @@ import torch
 from torch import nn
 from transformers import CLIPModel
 
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-# Largest difference allowed between the traced graph and eager transformers, per precision.
-TRACE_TOLERANCE = {"fp32": 1e-5, "bf16": 2e-2, "fp16": 5e-3}
+from clip_contract.precisions import lookup
+
+
+def tower_dtype(precision: str) -> torch.dtype:
+    """The dtype the towers of `precision` run in (int8: fp32, its image tower is quantized later)."""
+    dtype: torch.dtype = getattr(torch, lookup(precision).tower_dtype)
+    return dtype
 
 
 def _unit(vectors: torch.Tensor) -> torch.Tensor:
@@ -64,8 +68,8 @@ def example_ids(batch: int, length: int, model: CLIPModel) -> torch.Tensor:
 
 
 def eager_towers(model: CLIPModel, precision: str, device: str = "cpu") -> tuple[ImageEncoder, TextEncoder]:
-    """Both towers as eager modules at `precision` (the model is converted in place)."""
-    dtype = PRECISIONS[precision]
+    """Both towers as eager modules in `precision`'s tower dtype (the model is converted in place)."""
+    dtype = tower_dtype(precision)
     model = model.eval().to(device, dtype)
     return ImageEncoder(model, dtype).eval(), TextEncoder(model).eval()
 
@@ -107,7 +111,7 @@ def check_towers(
     config: Any = model.config
     size = int(config.vision_config.image_size)
     context = int(config.text_config.max_position_embeddings)
-    tolerance = TRACE_TOLERANCE[precision]
+    tolerance = lookup(precision).trace_tolerance
     with torch.inference_mode(False), torch.no_grad():
         for batch in (1, 3):
             if image_graph is not None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from clip_contract.precisions import AUTO, FP32, lookup
 from export.int8_scheme import Int8Refused, Int8Scheme, KernelProbe, choose_int8_scheme, probe_kernel
 
 # Features that change which numeric path is fast: AVX-512 and its bf16 / VNNI extensions, AMX.
@@ -33,12 +34,6 @@ FEATURES = (
     "amx_fp16",
     "amx_tile",
 )
-# The CPU features that make each reduced float precision native (any one of them). int8 is
-# decided by measuring its kernels instead (export/int8_scheme.py).
-NATIVE = {
-    "bf16": ("avx512_bf16", "amx_bf16"),
-    "fp16": ("avx512_fp16", "amx_fp16"),
-}
 # A reduced precision is the automatic choice only when its matmul is at least this much faster
 # than fp32 here (a whole encoder gains less than a bare matmul).
 AUTO_SPEEDUP = 1.5
@@ -97,13 +92,14 @@ def matmul_gflops(dtype: Any, size: int = 1024, seconds: float = 0.4) -> float:
 
 
 def cpu_speedup(precision: str) -> float:
-    """Measured matmul speed at `precision` over fp32 (int8 is not measured this way: 1.0)."""
+    """Measured matmul speed at `precision` over fp32 (only the reduced float precisions are
+    measured this way; int8 measures its own kernels: 1.0)."""
     import torch
 
-    dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16}
-    if precision not in dtypes:
+    spec = lookup(precision)
+    if not spec.reduced:
         return 1.0
-    return matmul_gflops(dtypes[precision]) / matmul_gflops(torch.float32)
+    return matmul_gflops(getattr(torch, spec.tower_dtype)) / matmul_gflops(getattr(torch, FP32.tower_dtype))
 
 
 class PrecisionRefused(ValueError):
@@ -118,7 +114,7 @@ class PrecisionChoice:
 
 
 def _native_features(precision: str, features: list[str]) -> list[str]:
-    return [name for name in NATIVE.get(precision, ()) if name in features]
+    return [name for name in lookup(precision).native_cpu_features if name in features]
 
 
 def choose_precision(
@@ -144,9 +140,9 @@ def choose_precision(
     info = info or cpu_info()
     features = list(info.get("features", []))
     cpu = f"{info.get('model', 'this CPU')}"
-    if requested == "fp32":
-        return PrecisionChoice("fp32", "fp32 asked for")
-    if requested == "int8":
+    if requested == FP32.name:
+        return PrecisionChoice(FP32.name, "fp32 asked for")
+    if requested != AUTO and lookup(requested).quantized_image_tower:
         try:
             scheme = choose_int8_scheme(cpu, allow_slow=allow_slow, probe=int8_probe)
         except Int8Refused as refused:
@@ -162,9 +158,9 @@ def choose_precision(
                 return PrecisionChoice(precision, f"{precision} forced on {cpu} without native {precision}")
             raise PrecisionRefused(
                 f"{precision} is refused on {cpu}: it has no native {precision} "
-                f"({' or '.join(NATIVE[precision])}), so {precision} would be emulated and run several times "
-                f"slower than fp32 (7x measured on an AVX2-only EPYC). Use --precision fp32 (or auto), or int8 "
-                f"with calibration images; --allow-slow-precision exports it anyway."
+                f"({' or '.join(lookup(precision).native_cpu_features)}), so {precision} would be emulated and run "
+                f"several times slower than fp32 (7x measured on an AVX2-only EPYC). Use --precision fp32 (or auto), "
+                f"or int8 with calibration images; --allow-slow-precision exports it anyway."
             )
         ratio = speedup(precision)
         if ratio >= (AUTO_SPEEDUP if requested == "auto" else 1.0):

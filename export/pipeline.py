@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from clip_contract import models
+from clip_contract import precisions as precision_table
 from export import checkpoint as checkpoints
 from export import compiled, encoders, hardware, quantize, repository
 
@@ -19,17 +21,37 @@ DEFAULT_MODEL = "openai/clip-vit-base-patch16"
 DEFAULT_OUT = Path("build/model_repository")
 
 
+def _side(value: Any, key: str, what: str) -> int:
+    """One side in pixels from a preprocessor_config entry: an int, or a dict holding `key` (or a
+    square height and width)."""
+    if isinstance(value, int):
+        return value
+    if isinstance(value, dict):
+        if key in value:
+            return int(value[key])
+        if "height" in value and value.get("height") == value.get("width"):
+            return int(value["height"])
+    raise checkpoints.CheckpointError(
+        f"preprocessor_config.json {what} is {value!r}; clip-serve serves CLIP's shortest-edge resize and square "
+        f"centre crop ({{'shortest_edge': N}} and {{'height': M, 'width': M}})"
+    )
+
+
 def model_facts(model: Any, preprocessor: dict[str, Any]) -> repository.ModelFacts:
     vision = model.config.vision_config
-    size = preprocessor.get("size", {"shortest_edge": vision.image_size})
-    crop = preprocessor.get("crop_size", {"height": vision.image_size})
+    shortest_edge = _side(preprocessor.get("size", vision.image_size), "shortest_edge", "size")
+    crop_size = _side(preprocessor.get("crop_size", vision.image_size), "height", "crop_size")
+    if crop_size != vision.image_size:  # the position embeddings fix the tower's input side
+        raise checkpoints.CheckpointError(
+            f"preprocessor_config.json crops {crop_size} pixels, but the vision tower takes {vision.image_size}"
+        )
     logit_scale = float(model.logit_scale.detach().float().item())  # the weights', not the config's
     if not math.isfinite(logit_scale):
         raise checkpoints.CheckpointError(f"the checkpoint's logit_scale is {logit_scale}")
     return repository.ModelFacts(
         embedding_dim=model.config.projection_dim,
-        image_size=int(size["shortest_edge"] if isinstance(size, dict) else size),
-        crop_size=int(crop["height"] if isinstance(crop, dict) else crop),
+        shortest_edge=shortest_edge,
+        crop_size=crop_size,
         context_length=model.config.text_config.max_position_embeddings,
         logit_scale=logit_scale,
         image_mean=tuple(preprocessor.get("image_mean", (0.48145466, 0.4578275, 0.40821073))),
@@ -68,7 +90,8 @@ def build_manifest(
         "device": settings.device,
         "preprocess_instances": settings.preprocess_instances,
         "embedding_dim": facts.embedding_dim,
-        "image_size": facts.crop_size,
+        "shortest_edge": facts.shortest_edge,
+        "crop_size": facts.crop_size,
         "context_length": facts.context_length,
         "logit_scale": facts.logit_scale,
         "exported_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -105,11 +128,12 @@ def _compile_towers(
     for int8 the image tower is quantized (in the scheme chosen for this machine) and must pass the
     accuracy gate first."""
     precision = choice.precision
-    image_encoder, text_encoder = encoders.eager_towers(model, "fp32" if precision == "int8" else precision)
+    quantized = precision_table.lookup(precision).quantized_image_tower
+    image_encoder, text_encoder = encoders.eager_towers(model, precision)
     config: Any = model.config
     size, context = int(config.vision_config.image_size), int(config.text_config.max_position_embeddings)
     gate_summary = None
-    paths = {"clip_image_encoder": folder / "image.pt2", "clip_text_encoder": folder / "text.pt2"}
+    paths = {models.IMAGE_ENCODER.name: folder / "image.pt2", models.TEXT_ENCODER.name: folder / "text.pt2"}
     # The text tower first: torchao's int8 passes, once registered, change how fp32 weights compile.
     _timed(
         seconds,
@@ -119,12 +143,12 @@ def _compile_towers(
             encoders.example_ids(2, 8, model),
             settings.text_batch_size,
             context,
-            paths["clip_text_encoder"],
+            paths[models.TEXT_ENCODER.name],
         ),
     )
     image_module: Any = image_encoder
     scheme_name = choice.int8_scheme.name if choice.int8_scheme else ""
-    if precision == "int8":
+    if quantized:
         scheme = choice.int8_scheme
         assert scheme is not None  # choose_precision decides the scheme with the precision
         calibration_dir = Path(settings.calibration_images or quantize.DEFAULT_CALIBRATION)
@@ -158,17 +182,17 @@ def _compile_towers(
             image_module,
             encoders.example_pixels(2, size),
             settings.max_batch_size,
-            paths["clip_image_encoder"],
-            weights_beside=precision != "int8",  # int8's weights are prepacked (opaque) for its kernels
+            paths[models.IMAGE_ENCODER.name],
+            weights_beside=not quantized,  # int8's weights are prepacked (opaque) for its kernels
         ),
     )
     image_package, text_package = (compiled.load(path) for path in paths.values())
-    if precision == "int8":  # what is served must pass the gate too, not only its reference graph
+    if quantized:  # what is served must pass the gate too, not only its reference graph
         result = quantize.gate(image_encoder, image_package, text_encoder, held_out_pixels, label_ids)
         gate_summary = {**(gate_summary or {}), "compiled": result.summary()}
         if not result.passed():
             raise ExportRefused(_rejection(result, calibration_dir, scheme_name, "compiled package"))
-        encoders.check_towers(model, "fp32", image_encoder, text_encoder, None, text_package, "compiled")
+        encoders.check_towers(model, precision, image_encoder, text_encoder, None, text_package, "compiled")
     else:
         encoders.check_towers(model, precision, image_encoder, text_encoder, image_package, text_package, "compiled")
     return paths, gate_summary
@@ -193,7 +217,7 @@ def export(
     model_name: str | None = None,
 ) -> dict[str, Any]:
     """Export `source` to a model repository at `out_dir`; returns the manifest. `precision`: "auto"
-    (what this machine runs fastest, export/hardware.py) or one of encoders.PRECISIONS and "int8".
+    (what this machine runs fastest, export/hardware.py) or a name in clip_contract.precisions.
     `model_name`: the id clients see (default: the Hub id, or a local folder's name)."""
     import tempfile
 
@@ -206,8 +230,9 @@ def export(
         artifact, artifact_reason = compiled.choose_artifact(settings.compile, settings.device)
     except ValueError as error:  # PrecisionRefused included
         raise ExportRefused(str(error)) from None
-    if choice.precision == "int8" and artifact != "aoti":
-        raise ExportRefused(f"int8 runs only as a compiled tower, and {artifact_reason}")
+    spec = precision_table.lookup(choice.precision)
+    if spec.compiled_only and artifact != "aoti":
+        raise ExportRefused(f"{spec.name} runs only as a compiled tower, and {artifact_reason}")
     trace_device = "cuda" if settings.device == "gpu" else "cpu"
     if trace_device == "cuda" and not torch.cuda.is_available():
         raise checkpoints.CheckpointError(
@@ -219,10 +244,9 @@ def export(
     facts = model_facts(model, ckpt.preprocessor_config())
     manifest = build_manifest(ckpt, facts, choice.precision, settings)
     seconds: dict[str, float] = {}
-    # model.pt is TorchScript at the chosen precision; int8 exists only compiled, so its model.pt is fp32.
-    traced_precision = "fp32" if choice.precision == "int8" else choice.precision
+    # model.pt is TorchScript in the precision's tower dtype (int8 exists only compiled: its model.pt is fp32).
     image_encoder, text_encoder = _timed(
-        seconds, "trace", lambda: encoders.trace(model, traced_precision, trace_device)
+        seconds, "trace", lambda: encoders.trace(model, choice.precision, trace_device)
     )
     with tempfile.TemporaryDirectory(prefix="clip-export-") as scratch:
         packages: dict[str, Path] = {}
@@ -233,7 +257,7 @@ def export(
             except ExportRefused:
                 raise
             except Exception as error:  # the toolchain, not the model: auto falls back to TorchScript
-                if settings.compile != "auto" or choice.precision == "int8":
+                if settings.compile != "auto" or spec.compiled_only:
                     raise
                 first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
                 artifact, artifact_reason = "torchscript", f"TorchScript: compiling failed here ({first_line})"
@@ -269,5 +293,8 @@ def export(
 def execution_line(choice: hardware.PrecisionChoice, artifact: str, device: str) -> str:
     """One line for GetModelInfo and the logs: what runs, and why."""
     how = "AOTInductor-compiled" if artifact == "aoti" else "TorchScript"
-    towers = "int8 image tower, fp32 text tower" if choice.precision == "int8" else f"{choice.precision} encoders"
+    spec = precision_table.lookup(choice.precision)
+    towers = f"{spec.name} encoders"
+    if spec.quantized_image_tower:
+        towers = f"{spec.name} image tower, {spec.tower_dtype.replace('float', 'fp')} text tower"
     return f"{how} {towers} on {device.upper()}; {choice.reason}"

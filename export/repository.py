@@ -17,13 +17,14 @@ from typing import Any
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
+import clip_contract
+from clip_contract import artifacts, models
+from clip_contract import parameters as keys
 from export.checkpoint import TOKENIZER_FILES
-from export.compiled import CONSTANTS_SUFFIX
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "model_repository"
 COMMON_DIR = TEMPLATE_DIR / "common"
-ENCODERS = ("clip_image_encoder", "clip_text_encoder")
-ENSEMBLES = ("clip_classify", "clip_embed_image", "clip_embed_text")
+CONTRACT_DIR = Path(clip_contract.__file__).parent  # copied into every Python model, as COMMON_DIR's modules are
 
 
 # (image-encoder instances, torch threads each) by (device, precision), chosen on 2 cores with
@@ -70,8 +71,8 @@ class ModelFacts:
     """What the Python models need to know about the checkpoint at load time."""
 
     embedding_dim: int
-    image_size: int  # shortest side after resize
-    crop_size: int
+    shortest_edge: int  # the image's shorter side after the resize
+    crop_size: int  # the side of the centre crop: the image tower's input
     context_length: int
     logit_scale: float  # the log of the applied scale, read from the weights
     image_mean: tuple[float, ...]
@@ -87,12 +88,43 @@ def _set_parameter(config: model_config_pb2.ModelConfig, key: str, value: object
     config.parameters[key].string_value = str(value)
 
 
+class ContractMismatch(RuntimeError):
+    """A template config.pbtxt that disagrees with clip_contract.models: nothing is written."""
+
+
+# Triton's config datatype names for the contract's.
+CONFIG_DATATYPES = {"BYTES": "TYPE_STRING", "FP32": "TYPE_FP32", "INT32": "TYPE_INT32", "INT64": "TYPE_INT64"}
+
+
+def check_contract(config: model_config_pb2.ModelConfig) -> None:
+    """The config's tensors are exactly its model's in the contract, by name, type and optionality."""
+    model = models.BY_NAME.get(config.name)
+    if model is None:
+        raise ContractMismatch(f"model {config.name!r} is not in clip_contract.models")
+
+    def declared(tensors: Any) -> set[tuple[str, str, bool]]:
+        kind = model_config_pb2.DataType.Name
+        return {(tensor.name, kind(tensor.data_type), bool(getattr(tensor, "optional", False))) for tensor in tensors}
+
+    optional = set(model.optional_inputs)
+    wanted_inputs = {(t.name, CONFIG_DATATYPES[t.datatype], t in optional) for t in model.inputs}
+    wanted_outputs = {(t.name, CONFIG_DATATYPES[t.datatype], False) for t in model.outputs}
+    for what, found, wanted in (
+        ("inputs", declared(config.input), wanted_inputs),
+        ("outputs", declared(config.output), wanted_outputs),
+    ):
+        if found != wanted:
+            raise ContractMismatch(
+                f"{config.name}: config.pbtxt {what} {sorted(found)} differ from the contract's {sorted(wanted)}"
+            )
+
+
 def _resize_tensors(config: model_config_pb2.ModelConfig, facts: ModelFacts) -> None:
     """Tensor names say what they hold, so their shapes follow from the facts by name."""
     for tensor in [*config.input, *config.output]:
-        if tensor.name.endswith("_EMBEDS"):
+        if tensor.name in (models.IMAGE_EMBEDS.name, models.TEXT_EMBEDS.name):
             tensor.dims[-1] = facts.embedding_dim
-        elif tensor.name == "PIXEL_VALUES":
+        elif tensor.name == models.PIXEL_VALUES.name:
             tensor.dims[-2:] = [facts.crop_size, facts.crop_size]
 
 
@@ -103,26 +135,27 @@ def image_layout(settings: Settings, precision: str) -> tuple[int, int]:
 
 
 def _configure(
-    name: str, config: model_config_pb2.ModelConfig, facts: ModelFacts, settings: Settings, manifest: dict[str, Any]
+    config: model_config_pb2.ModelConfig, facts: ModelFacts, settings: Settings, manifest: dict[str, Any]
 ) -> None:
+    name = config.name
     _resize_tensors(config, facts)
-    if name == "clip_preprocess_image":
-        _set_parameter(config, "image_size", facts.image_size)
-        _set_parameter(config, "crop_size", facts.crop_size)
-        _set_parameter(config, "image_mean", ",".join(repr(x) for x in facts.image_mean))
-        _set_parameter(config, "image_std", ",".join(repr(x) for x in facts.image_std))
-        _set_parameter(config, "max_image_pixels", settings.max_image_pixels)
+    if name == models.PREPROCESS_IMAGE.name:
+        _set_parameter(config, keys.SHORTEST_EDGE, facts.shortest_edge)
+        _set_parameter(config, keys.CROP_SIZE, facts.crop_size)
+        _set_parameter(config, keys.IMAGE_MEAN, ",".join(repr(x) for x in facts.image_mean))
+        _set_parameter(config, keys.IMAGE_STD, ",".join(repr(x) for x in facts.image_std))
+        _set_parameter(config, keys.MAX_IMAGE_PIXELS, settings.max_image_pixels)
         config.instance_group[0].count = settings.preprocess_instances
-    elif name == "clip_tokenize":
-        _set_parameter(config, "context_length", facts.context_length)
-        _set_parameter(config, "token_cache_bytes", settings.token_cache_bytes)
-    elif name == "clip_similarity":
-        _set_parameter(config, "logit_scale", repr(facts.logit_scale))
-    elif name in ENCODERS:
+    elif name == models.TOKENIZE.name:
+        _set_parameter(config, keys.CONTEXT_LENGTH, facts.context_length)
+        _set_parameter(config, keys.TOKEN_CACHE_BYTES, settings.token_cache_bytes)
+    elif name == models.SIMILARITY.name:
+        _set_parameter(config, keys.LOGIT_SCALE, repr(facts.logit_scale))
+    elif name in (encoder.name for encoder in models.ENCODERS):
         instances, threads = image_layout(settings, str(manifest["precision"]))
-        if name == "clip_text_encoder":
+        if name == models.TEXT_ENCODER.name:
             instances, threads = settings.text_instances, settings.text_torch_threads
-        _set_parameter(config, "torch_threads", threads)
+        _set_parameter(config, keys.TORCH_THREADS, threads)
         group = config.instance_group[0]
         group.count = instances
         group.kind = (
@@ -130,23 +163,24 @@ def _configure(
             if settings.device == "gpu"
             else model_config_pb2.ModelInstanceGroup.KIND_CPU
         )
-        _set_parameter(config, "artifact", manifest["artifact"])
-        _set_parameter(config, "execution", manifest["execution"])
+        _set_parameter(config, keys.ARTIFACT, manifest["artifact"])
+        _set_parameter(config, keys.EXECUTION, manifest["execution"])
         if manifest.get("compiled_for"):
-            _set_parameter(config, "compiled_for", manifest["compiled_for"])
-        if name == "clip_text_encoder":
-            _set_parameter(config, "label_cache_bytes", settings.label_cache_bytes)
-            _set_parameter(config, "encode_batch_size", settings.text_batch_size)
-            _set_parameter(config, "eos_token_id", facts.eos_token_id)
-        if name == "clip_image_encoder":
+            _set_parameter(config, keys.COMPILED_FOR, manifest["compiled_for"])
+        if name == models.TEXT_ENCODER.name:
+            _set_parameter(config, keys.LABEL_CACHE_BYTES, settings.label_cache_bytes)
+            _set_parameter(config, keys.ENCODE_BATCH_SIZE, settings.text_batch_size)
+            _set_parameter(config, keys.EOS_TOKEN_ID, facts.eos_token_id)
+        if name == models.IMAGE_ENCODER.name:
             scheme = manifest.get("int8_scheme")
             if scheme:  # full-range int8 refuses to load where the kernels saturate (int8_kernels.py)
-                _set_parameter(config, "int8_activations", "reduced-range" if scheme["reduce_range"] else "full-range")
+                activations = "reduced-range" if scheme["reduce_range"] else "full-range"
+                _set_parameter(config, keys.INT8_ACTIVATIONS, activations)
             config.max_batch_size = settings.max_batch_size
             config.dynamic_batching.max_queue_delay_microseconds = settings.batch_delay_us
-    elif name in ENSEMBLES:
+    elif models.BY_NAME[name].public:
         # Any Triton client can read which model answers from the ensemble's config.
-        for key in ("model_id", "revision", "variant", "precision", "embedding_dim", "image_size", "execution"):
+        for key in keys.MODEL_CARD:
             _set_parameter(config, key, manifest[key])
 
 
@@ -169,9 +203,9 @@ def save_encoder(module: Any, folder: Path) -> None:
     mapped: torch.jit.load copies every tensor into the process)."""
     import torch
 
-    module.save(str(folder / "model.pt"))
+    module.save(str(folder / artifacts.TORCHSCRIPT))
     tensors = [*module.named_parameters(), *module.named_buffers()]
-    torch.save({name: tensor.detach().contiguous() for name, tensor in tensors}, folder / "weights.pt")
+    torch.save({name: tensor.detach().contiguous() for name, tensor in tensors}, folder / artifacts.TORCHSCRIPT_WEIGHTS)
 
 
 def write(
@@ -189,25 +223,33 @@ def write(
     staging = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    for template in sorted(TEMPLATE_DIR.iterdir()):
-        if not (template / "config.pbtxt").is_file():
-            continue
-        target = staging / template.name
-        shutil.copytree(template, target, ignore=shutil.ignore_patterns("__pycache__", "*.pt", "*.pt2", "tokenizer"))
-        config = read_config(template / "config.pbtxt")
-        _configure(template.name, config, facts, settings, manifest)
+    templates = {model.name: TEMPLATE_DIR / model.name for model in models.MODELS}
+    configs = {name: read_config(folder / "config.pbtxt") for name, folder in templates.items()}
+    for config in configs.values():  # all checked before anything is written
+        check_contract(config)
+    skip = shutil.ignore_patterns("__pycache__", "*.pt", "*.pt2", artifacts.TOKENIZER)
+    for name, config in configs.items():
+        target = staging / name
+        shutil.copytree(templates[name], target, ignore=skip)
+        _configure(config, facts, settings, manifest)
         (target / "config.pbtxt").write_text(text_format.MessageToString(config))
         if config.backend == "python":
             for module in COMMON_DIR.glob("*.py"):
-                shutil.copy2(module, target / "1" / module.name)
-    save_encoder(image_encoder, staging / "clip_image_encoder" / "1")
-    save_encoder(text_encoder, staging / "clip_text_encoder" / "1")
+                shutil.copy2(module, target / artifacts.VERSION / module.name)
+            shutil.copytree(CONTRACT_DIR, target / artifacts.VERSION / CONTRACT_DIR.name, ignore=skip)
+
+    def version(model: models.Model) -> Path:
+        return staging / model.name / artifacts.VERSION
+
+    save_encoder(image_encoder, version(models.IMAGE_ENCODER))
+    save_encoder(text_encoder, version(models.TEXT_ENCODER))
     for model_name, package in packages.items():  # compiled towers: loaded instead of model.pt
-        shutil.copy2(package, staging / model_name / "1" / "model.pt2")
-        weights = package.with_name(package.stem + CONSTANTS_SUFFIX)  # the package's weights, where kept beside it
+        folder = version(models.BY_NAME[model_name])
+        shutil.copy2(package, folder / artifacts.COMPILED)
+        weights = artifacts.compiled_weights(package)  # the package's weights, where kept beside it
         if weights.is_file():
-            shutil.copy2(weights, staging / model_name / "1" / ("model" + CONSTANTS_SUFFIX))
-    write_tokenizer(tokenizer_dir, staging / "clip_tokenize" / "1" / "tokenizer")
-    (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+            shutil.copy2(weights, artifacts.compiled_weights(folder / artifacts.COMPILED))
+    write_tokenizer(tokenizer_dir, version(models.TOKENIZE) / artifacts.TOKENIZER)
+    (staging / artifacts.MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     shutil.rmtree(out_dir, ignore_errors=True)
     staging.rename(out_dir)

@@ -100,10 +100,6 @@ class ApiKeys:
     def __bool__(self) -> bool:
         return bool(self._keys)
 
-    @property
-    def names(self) -> list[str]:
-        return [key.name for key in self._keys]
-
     def tenant(self, header: object) -> str | None:
         """The name of the key in `header` ("Bearer <key>"), or None when it is no key of ours."""
         if not isinstance(header, str) or len(header) > MAX_HEADER_CHARS:
@@ -116,9 +112,6 @@ class ApiKeys:
             if hmac.compare_digest(offered, key.digest):
                 found = key.name
         return found
-
-    def allows(self, header: object) -> bool:
-        return self.tenant(header) is not None
 
 
 def _ignore(data: bytes) -> None:

@@ -49,12 +49,12 @@ class HealthWatcher:
             await self.servicer.set(service, status)
 
     async def check_once(self) -> bool:
-        states = {} if self._stopping else await self.triton.backend_readiness()
-        ready_backends = [address for address, ready in states.items() if ready]
-        ready = bool(ready_backends)
+        states = {} if self._stopping else await self.triton.server_readiness()
+        ready_servers = [address for address, ready in states.items() if ready]
+        ready = bool(ready_servers)
         if ready and self._served is None:
             try:
-                served = await self.triton.served_model(ready_backends[0])
+                served = await self.triton.served_model(ready_servers[0])
                 self._limits = effective_limits(self.configured_limits, served.max_batch_size, served.max_image_pixels)
                 self._served = served
             except LimitsConflict as conflict:

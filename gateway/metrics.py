@@ -27,7 +27,8 @@ TRITON_ERRORS = Counter("clip_gateway_triton_errors", "Failed calls to Triton by
 TRITON_RETRIES = Counter(
     "clip_gateway_triton_retries", "Calls to Triton tried again (on another server) after UNAVAILABLE", ["model"]
 )
-TRITON_BACKENDS = Gauge(
+# The metric keeps its first name: dashboards and alerts query it.
+TRITON_SERVERS = Gauge(
     "clip_gateway_triton_backends", "Triton servers behind --triton-url by readiness of their models", ["state"]
 )
 HTTP_REQUESTS = Counter(

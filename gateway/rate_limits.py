@@ -18,7 +18,6 @@ class RateLimited(Exception):
     def __init__(self, tenant: str, limit: str, rate: float, retry_after: float) -> None:
         super().__init__(f"the API key {tenant!r} is over its limit of {rate:g} {limit} per second; retry later")
         self.tenant = tenant
-        self.limit = limit
         self.retry_after = retry_after
 
 

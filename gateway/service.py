@@ -19,6 +19,7 @@ from numpy.typing import NDArray
 
 from clip_api import clip_service_pb2 as pb
 from clip_api import clip_service_pb2_grpc
+from clip_contract import precisions
 from gateway import metrics, validation
 from gateway.admission import WorkSlots
 from gateway.auth import TENANT
@@ -34,12 +35,12 @@ Response = TypeVar("Response")
 Handler = Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[Response]]
 
 VARIANTS = {"full": pb.MODEL_VARIANT_FULL, "demo": pb.MODEL_VARIANT_DEMO}
-PRECISIONS = {
-    "fp32": pb.PRECISION_FP32,
-    "bf16": pb.PRECISION_BF16,
-    "fp16": pb.PRECISION_FP16,
-    "int8": pb.PRECISION_INT8,
-}
+
+
+def _wire_precision(name: str) -> pb.Precision:
+    """clip.v1's Precision value for a precision name the exporter recorded (UNSPECIFIED if unknown)."""
+    spec = precisions.PRECISIONS.get(name)
+    return pb.Precision(pb.Precision.Value(spec.wire_name)) if spec else pb.PRECISION_UNSPECIFIED
 
 
 def rpc(handler: Handler[Response]) -> Handler[Response]:
@@ -240,9 +241,11 @@ class ClipService(clip_service_pb2_grpc.ClipServiceServicer):
             model_id=model.model_id,
             revision=model.revision,
             variant=VARIANTS.get(model.variant, pb.MODEL_VARIANT_UNSPECIFIED),
-            precision=PRECISIONS.get(model.precision, pb.PRECISION_UNSPECIFIED),
+            precision=_wire_precision(model.precision),
             embedding_dimension=model.embedding_dim,
-            image_size=model.image_size,
+            image_size=model.crop_size,
+            shortest_edge=model.shortest_edge,
+            crop_size=model.crop_size,
             context_length=model.context_length,
             scale=model.scale,
             execution=model.execution,

@@ -6,7 +6,7 @@ the awaiting coroutine is cancelled and with it the gRPC call to Triton, which t
 request inside Triton. A call that meets UNAVAILABLE (a server gone, a dropped connection) is
 tried again, which round_robin sends to another server (every clip.v1 call is idempotent), at
 most twice, within the caller's deadline.
-Health asks each server on its own (`backend_readiness`), so one ready server is enough to serve.
+Health asks each server on its own (`server_readiness`), so one ready server is enough to serve.
 """
 
 from __future__ import annotations
@@ -24,12 +24,11 @@ import tritonclient.grpc.aio as grpcclient_aio
 from numpy.typing import NDArray
 from tritonclient.utils import InferenceServerException
 
+from clip_contract import models
+from clip_contract import parameters as keys
 from gateway import metrics
 from gateway.image_results import ImageOutcomes
-from gateway.triton_backends import resolve
-
-CLASSIFY, EMBED_IMAGE, EMBED_TEXT = "clip_classify", "clip_embed_image", "clip_embed_text"
-REQUIRED_MODELS = (CLASSIFY, EMBED_IMAGE, EMBED_TEXT)
+from gateway.triton_servers import resolve
 
 
 @dataclass(frozen=True)
@@ -41,7 +40,8 @@ class ServedModel:
     variant: str
     precision: str
     embedding_dim: int
-    image_size: int
+    shortest_edge: int  # the image's shorter side after the resize
+    crop_size: int  # the side the image tower sees
     context_length: int
     scale: float
     max_batch_size: int  # of the image encoder: the most images one request may carry
@@ -88,20 +88,23 @@ def _retryable(error: InferenceServerException) -> bool:
 
 
 def _outcomes(result: Any) -> ImageOutcomes:
-    return ImageOutcomes(result.as_numpy("IMAGE_ERROR_CODES"), result.as_numpy("IMAGE_ERROR_MESSAGES"))
+    codes, messages = (result.as_numpy(tensor.name) for tensor in models.IMAGE_OUTCOMES)
+    return ImageOutcomes(codes, messages)
 
 
-def _strings(name: str, items: Sequence[bytes | str]) -> grpcclient.InferInput:
-    tensor = grpcclient.InferInput(name, [len(items)], "BYTES")
-    tensor.set_data_from_numpy(np.array([i.encode() if isinstance(i, str) else i for i in items], dtype=np.object_))
-    return tensor
+def _strings(tensor: models.Tensor, items: Sequence[bytes | str]) -> grpcclient.InferInput:
+    infer_input = grpcclient.InferInput(tensor.name, [len(items)], tensor.datatype)
+    infer_input.set_data_from_numpy(
+        np.array([i.encode() if isinstance(i, str) else i for i in items], dtype=np.object_)
+    )
+    return infer_input
 
 
 class TritonAdapter:
     def __init__(self, url: str) -> None:
         self.url = url
         self.client = _connect(url)
-        self.backends: tuple[str, ...] = ()
+        self.servers: tuple[str, ...] = ()  # host:port of each Triton the target names
         self._probes: dict[str, grpcclient_aio.InferenceServerClient] = {}  # one per server, for health
         self._retiring: set[asyncio.Task[None]] = set()
 
@@ -130,36 +133,38 @@ class TritonAdapter:
     ) -> tuple[tuple[NDArray[Any], NDArray[Any]], ImageOutcomes]:
         """LOGITS and PROBS [usable images, labels], and each image's outcome; templates are
         averaged per label inside Triton."""
-        inputs = [_strings("IMAGE", images), _strings("TEXT", labels), _strings("TEMPLATES", templates)]
-        result = await self._infer(CLASSIFY, inputs, timeout)
-        return (result.as_numpy("LOGITS"), result.as_numpy("PROBS")), _outcomes(result)
+        inputs = [_strings(models.IMAGE, images), _strings(models.TEXT, labels), _strings(models.TEMPLATES, templates)]
+        result = await self._infer(models.CLASSIFY.name, inputs, timeout)
+        return (result.as_numpy(models.LOGITS.name), result.as_numpy(models.PROBS.name)), _outcomes(result)
 
     async def embed_images(self, images: Sequence[bytes], timeout: float | None) -> tuple[NDArray[Any], ImageOutcomes]:
         """IMAGE_EMBEDS [usable images, dim], and each image's outcome."""
-        result = await self._infer(EMBED_IMAGE, [_strings("IMAGE", images)], timeout)
-        return result.as_numpy("IMAGE_EMBEDS"), _outcomes(result)
+        result = await self._infer(models.EMBED_IMAGE.name, [_strings(models.IMAGE, images)], timeout)
+        return result.as_numpy(models.IMAGE_EMBEDS.name), _outcomes(result)
 
     async def embed_texts(self, texts: Sequence[str], timeout: float | None) -> tuple[NDArray[Any], NDArray[Any]]:
         """TEXT_EMBEDS [texts, dim] and TOKEN_COUNTS [texts]."""
-        result = await self._infer(EMBED_TEXT, [_strings("TEXT", texts)], timeout)
-        return result.as_numpy("TEXT_EMBEDS"), result.as_numpy("TOKEN_COUNTS")
+        result = await self._infer(models.EMBED_TEXT.name, [_strings(models.TEXT, texts)], timeout)
+        return result.as_numpy(models.TEXT_EMBEDS.name), result.as_numpy(models.TOKEN_COUNTS.name)
 
-    async def backend_readiness(self, names: Sequence[str] = REQUIRED_MODELS, timeout: float = 2.0) -> dict[str, bool]:
+    async def server_readiness(
+        self, names: Sequence[str] = models.PUBLIC_MODEL_NAMES, timeout: float = 2.0
+    ) -> dict[str, bool]:
         """Each server the target names now -> whether all of `names` are READY on it (loaded:
         a model still loading is not; a stub that dies later leaves its model READY, which is why the
         launcher watches the stubs). When the set of servers changes, the balancing channel is
         renewed so that new ones get calls."""
-        backends = await resolve(self.url)
-        if backends != self.backends:
-            if self.backends:  # not at start: the channel made then already saw this set
+        servers = await resolve(self.url)
+        if servers != self.servers:
+            if self.servers:  # not at start: the channel made then already saw this set
                 self._renew_channel()
-            self.backends = backends
-        for address in set(self._probes) - set(backends):
+            self.servers = servers
+        for address in set(self._probes) - set(servers):
             await self._probes.pop(address).close()
-        checks = await asyncio.gather(*(self._ready(address, names, timeout) for address in backends))
-        states = dict(zip(backends, checks, strict=True))
-        metrics.TRITON_BACKENDS.labels("ready").set(sum(states.values()))
-        metrics.TRITON_BACKENDS.labels("not_ready").set(len(states) - sum(states.values()))
+        checks = await asyncio.gather(*(self._ready(address, names, timeout) for address in servers))
+        states = dict(zip(servers, checks, strict=True))
+        metrics.TRITON_SERVERS.labels("ready").set(sum(states.values()))
+        metrics.TRITON_SERVERS.labels("not_ready").set(len(states) - sum(states.values()))
         return states
 
     async def _ready(self, address: str, names: Sequence[str], timeout: float) -> bool:
@@ -188,27 +193,37 @@ class TritonAdapter:
     async def served_model(self, address: str) -> ServedModel:
         """What the exporter recorded, read from the server at `address` (a ready one)."""
         probe = self._probes.get(address) or self.client
-        classify = (await probe.get_model_config(CLASSIFY, as_json=True))["config"]
-        similarity = (await probe.get_model_config("clip_similarity", as_json=True))["config"]
-        tokenize = (await probe.get_model_config("clip_tokenize", as_json=True))["config"]
-        encoder = (await probe.get_model_config("clip_image_encoder", as_json=True))["config"]
-        preprocess = (await probe.get_model_config("clip_preprocess_image", as_json=True))["config"]
 
-        def parameter(config: dict, key: str) -> str:  # type: ignore[type-arg]
+        async def config(model: models.Model) -> dict[str, Any]:
+            return dict((await probe.get_model_config(model.name, as_json=True))["config"])
+
+        classify, similarity, tokenize, encoder, preprocess = [
+            await config(model)
+            for model in (
+                models.CLASSIFY,
+                models.SIMILARITY,
+                models.TOKENIZE,
+                models.IMAGE_ENCODER,
+                models.PREPROCESS_IMAGE,
+            )
+        ]
+
+        def parameter(config: dict[str, Any], key: str) -> str:
             return str(config.get("parameters", {}).get(key, {}).get("string_value", ""))
 
         return ServedModel(
-            model_id=parameter(classify, "model_id"),
-            revision=parameter(classify, "revision"),
-            variant=parameter(classify, "variant"),
-            precision=parameter(classify, "precision"),
-            embedding_dim=int(parameter(classify, "embedding_dim") or 0),
-            image_size=int(parameter(classify, "image_size") or 0),
-            context_length=int(parameter(tokenize, "context_length") or 0),
-            scale=math.exp(float(parameter(similarity, "logit_scale") or 0.0)),
+            model_id=parameter(classify, keys.MODEL_ID),
+            revision=parameter(classify, keys.REVISION),
+            variant=parameter(classify, keys.VARIANT),
+            precision=parameter(classify, keys.PRECISION),
+            embedding_dim=int(parameter(classify, keys.EMBEDDING_DIM) or 0),
+            shortest_edge=int(parameter(preprocess, keys.SHORTEST_EDGE) or 0),
+            crop_size=int(parameter(preprocess, keys.CROP_SIZE) or 0),
+            context_length=int(parameter(tokenize, keys.CONTEXT_LENGTH) or 0),
+            scale=math.exp(float(parameter(similarity, keys.LOGIT_SCALE) or 0.0)),
             max_batch_size=int(encoder.get("max_batch_size", 0)),
-            max_image_pixels=int(parameter(preprocess, "max_image_pixels")),
-            execution=parameter(classify, "execution"),
+            max_image_pixels=int(parameter(preprocess, keys.MAX_IMAGE_PIXELS)),
+            execution=parameter(classify, keys.EXECUTION),
         )
 
     async def close(self) -> None:

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import grpc
 from PIL import Image
 
+from clip_contract import formats
 from gateway.config import Limits
 from gateway.errors import RequestError, Violation
 
@@ -35,16 +36,12 @@ class Violations:
             raise RequestError(self.code, self.items)
 
 
-# The formats Triton's preprocessing decodes (ACCEPTED_FORMATS there; a test keeps the two equal).
-# Untrusted bytes meet only these parsers here: no PSD, TIFF, EPS or other plugin ever runs.
-HEADER_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP")
-
-
 def _declared_pixels(data: bytes) -> int | None:
     """Width x height from the image header without decoding pixels; None if unreadable (Triton
     then decodes it and names the problem)."""
     try:
-        with Image.open(io.BytesIO(data), formats=HEADER_FORMATS) as image:
+        # Untrusted bytes meet only the accepted formats' parsers: no PSD, TIFF or EPS plugin runs.
+        with Image.open(io.BytesIO(data), formats=formats.ACCEPTED) as image:
             width, height = image.size
     except Image.DecompressionBombError:
         return BOMB  # PIL refuses even to open it: a frame declares over twice PIL's own cap

@@ -1,9 +1,11 @@
-"""Exit 0 when the Triton at URL has every model clip-serve needs READY, else 1. For container
-health checks where Triton runs alone:
+"""Exit 0 when the Triton at URL has every public clip-serve model READY, else 1. For container
+health checks and the Kubernetes probes of a Triton pod:
 
     python -m launcher.healthcheck http://localhost:8000
 
-Model readiness, not server readiness: Triton reports itself ready while a model is still loading.
+"Ready" means what the gateway means by it (clip_contract.models): every public ensemble READY,
+which an ensemble only is once all its steps are. Model readiness, not server readiness: Triton
+reports itself ready while a model is still loading.
 """
 
 from __future__ import annotations
@@ -12,12 +14,12 @@ import sys
 import urllib.error
 import urllib.request
 
-MODELS = ("clip_classify", "clip_embed_image", "clip_embed_text")
+from clip_contract.models import PUBLIC_MODEL_NAMES
 
 
 def main(argv: list[str]) -> int:
     base = (argv[1] if len(argv) > 1 else "http://localhost:8000").rstrip("/")
-    for model in MODELS:
+    for model in PUBLIC_MODEL_NAMES:
         try:
             with urllib.request.urlopen(f"{base}/v2/models/{model}/ready", timeout=3) as response:
                 ready = response.status == 200

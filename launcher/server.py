@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from clip_contract import artifacts
 from launcher.process_group import end_group, regions_named, remove_shm_regions, shm_regions
 from launcher.runtime import TritonRuntime, locate
 
@@ -339,5 +340,5 @@ def manifest(repository: Path | str) -> dict[str, object]:
     """What the exporter recorded (model id, precision, ...); empty for object storage."""
     if is_remote(repository):
         return {}
-    path = Path(repository) / "manifest.json"
+    path = Path(repository) / artifacts.MANIFEST
     return json.loads(path.read_text()) if path.is_file() else {}

@@ -22,7 +22,9 @@ import threading
 import urllib.request
 from pathlib import Path
 
+from clip_contract import artifacts, precisions
 from export import checkpoint as checkpoints
+from export.compiled import COMPILE_CHOICES
 from export.hardware import cpu_info
 from export.pipeline import DEFAULT_MODEL, ExportRefused, export
 from export.repository import Settings
@@ -65,7 +67,7 @@ def ensure_exported(
 ) -> None:
     """Export unless `out` already holds this exact checkpoint, exported as asked for this device
     on a machine of this CPU model (auto precision and compiled code follow the machine)."""
-    manifest_path = out / "manifest.json"
+    manifest_path = out / artifacts.MANIFEST
     settings = Settings(device=device, preprocess_instances=preprocess_instances, compile=compile)
     if manifest_path.is_file():
         manifest = json.loads(manifest_path.read_text())
@@ -219,13 +221,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", default=DEFAULT_MODEL, help="Hub id or local checkpoint folder (%(default)s)")
     parser.add_argument(
         "--precision",
-        choices=("auto", "fp32", "bf16", "fp16", "int8"),
-        default="auto",
+        choices=(precisions.AUTO, *precisions.NAMES),
+        default=precisions.AUTO,
         help="auto: what this machine runs fastest (python -m export --help says how it is chosen)",
     )
-    parser.add_argument(
-        "--compile", choices=("auto", "aoti", "none"), default="auto", help="compiled encoders (%(default)s)"
-    )
+    parser.add_argument("--compile", choices=COMPILE_CHOICES, default="auto", help="compiled encoders (%(default)s)")
     parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="where the encoders run")
     parser.add_argument(
         "--preprocess-instances", type=int, default=1, help="image decoding instances, ~120 images/s each (%(default)s)"

@@ -13,7 +13,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 
 from clip_client import ClipClient
-from export import cache
+from export import random_checkpoint
 from gateway.config import Limits
 from launcher.process_group import SHM_DIR, regions_named, remove_shm_regions
 from launcher.server import SHM_PREFIX_ENV
@@ -103,7 +103,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint() -> Path:
-    return cache.checkpoint("tiny")
+    return random_checkpoint.cached("tiny")
 
 
 @pytest.fixture(scope="session")
@@ -113,7 +113,7 @@ def tiny_reference(tiny_checkpoint: Path) -> Reference:
 
 @pytest.fixture(scope="session")
 def tiny_repository() -> Path:
-    return cache.exported("tiny")
+    return random_checkpoint.cached_export("tiny")
 
 
 @pytest.fixture(scope="session")
@@ -131,12 +131,12 @@ def tiny_client(tiny_triton: LauncherTriton) -> Iterator[grpcclient.InferenceSer
 
 @pytest.fixture(scope="session")
 def vitb_checkpoint() -> Path:
-    return cache.checkpoint("vit-b-16")
+    return random_checkpoint.cached("vit-b-16")
 
 
 @pytest.fixture(scope="session")
 def vitb_triton(vitb_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LauncherTriton]:
-    with servers.triton(cache.exported("vit-b-16"), tmp_path_factory.mktemp("triton-vitb")) as server:
+    with servers.triton(random_checkpoint.cached_export("vit-b-16"), tmp_path_factory.mktemp("triton-vitb")) as server:
         yield server
 
 

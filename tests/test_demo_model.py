@@ -16,7 +16,7 @@ from clip_client import ClipClient
 from demo.evaluate import EVAL_SEED
 from demo.shapes import CLASSES, dataset
 from demo.train import HELD_OUT_TEMPLATES, TRAIN_TEMPLATES
-from export import cache, quantize
+from export import quantize, random_checkpoint
 from export.pipeline import export
 from tests.support import servers
 from tests.support.gateway import gateway_config
@@ -29,7 +29,7 @@ PER_CLASS = 10  # 160 held-out pictures
 
 @pytest.fixture(scope="module", params=["fp32", "int8"])
 def demo_client(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClipClient]:
-    repository = cache.CACHE / "repositories" / f"demo-{request.param}"
+    repository = random_checkpoint.CACHE / "repositories" / f"demo-{request.param}"
     export(str(DEMO), repository, request.param)
     with (
         servers.triton(repository, tmp_path_factory.mktemp("triton-demo")) as triton,

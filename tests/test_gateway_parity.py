@@ -113,7 +113,7 @@ def test_model_info_reports_the_export(clip_client: ClipClient, tiny_checkpoint:
     info = clip_client.model_info()
     assert info.model_id == tiny_checkpoint.name == "tiny"  # a name: no server path reaches a client
     assert (info.variant, info.precision, info.embedding_dimension) == ("full", "fp32", 16)
-    assert (info.image_size, info.context_length) == (224, 77)
+    assert (info.image_size, info.shortest_edge, info.crop_size, info.context_length) == (224, 224, 224, 77)
     assert info.scale == pytest.approx(100.0, rel=1e-5)
     assert info.limits.max_labels_per_request == 1000
     assert info.execution.startswith("AOTInductor-compiled fp32 encoders on CPU; fp32 asked for")

@@ -15,14 +15,8 @@ from gateway import validation
 from gateway.config import Limits
 from gateway.image_sources import ImageSources
 from tests.support import images
-from tests.support.triton import load_model_module
 
 LIMITS = Limits(max_images=8, max_image_pixels=1_000_000)
-
-
-def test_header_formats_are_the_preprocessings_formats() -> None:
-    preprocessing = load_model_module("clip_preprocess_image", "image_preprocessing")
-    assert set(validation.HEADER_FORMATS) == set(preprocessing.ACCEPTED_FORMATS)
 
 
 def huge_tiff() -> bytes:

@@ -299,7 +299,16 @@ def test_every_probe_answers_on_running_servers(running: tuple[LauncherTriton, G
                 elif "grpc" in action:
                     assert servers.health(gateway.target, action["grpc"].get("service", "")) == SERVING
                     checked.add("grpc.health.v1")
-    assert checked == {"/v2/models/clip_classify/ready", "/v2/health/live", "/v1/health/live", "grpc.health.v1"}
+                elif "exec" in action:
+                    command = action["exec"]["command"]
+                    assert command[:3] == ["python", "-m", "launcher.healthcheck"], (name, probe, command)
+                    args = container["args"]
+                    assert command[3] == f"http://localhost:{args[args.index('--http-port') + 1]}", (name, command)
+                    url = re.sub(r":(8000|8080)$", f":{triton.http_port}", command[3])
+                    done = subprocess.run([sys.executable, "-m", "launcher.healthcheck", url], capture_output=True)
+                    assert done.returncode == 0, (name, probe, done.stderr)
+                    checked.add("launcher.healthcheck")
+    assert checked == {"launcher.healthcheck", "/v2/health/live", "/v1/health/live", "grpc.health.v1"}
 
 
 def scaling_queries() -> list[str]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from clip_client import ClipClient, InvalidRequestError
-from export import cache
+from export import random_checkpoint
 from tests.support import servers
 from tests.support.gateway import gateway_config
 from tests.support.images import SMALL_JPEG
@@ -24,7 +24,7 @@ def test_the_gateway_takes_its_image_limits_from_the_repository(clip_client: Cli
 
 
 def test_a_smaller_max_batch_in_the_export_is_the_gateways_limit(tmp_path: Path) -> None:
-    repository = cache.exported("tiny", max_batch_size=4, max_image_pixels=1_000_000, compile="none")
+    repository = random_checkpoint.cached_export("tiny", max_batch_size=4, max_image_pixels=1_000_000, compile="none")
     with (
         servers.triton(repository, tmp_path) as triton,
         servers.gateway(gateway_config(triton.grpc_url)) as gateway,

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
-from export import cache
+from export import random_checkpoint
 from tests.support import servers
 from tests.support.images import photo_pngs
 from tests.support.infer import classify, embed_images, embed_texts
@@ -65,7 +65,7 @@ def test_the_torchscript_artifact_matches_the_reference_too(
 ) -> None:
     """Compiled encoders are the CPU default; the TorchScript model.pt (what --compile none, a GPU,
     or an NGC libtorch backend runs) is held to the same tolerances."""
-    repository = cache.exported("tiny", compile="none")
+    repository = random_checkpoint.cached_export("tiny", compile="none")
     assert not (repository / "clip_image_encoder" / "1" / "model.pt2").exists()
     with servers.triton(repository, tmp_path) as triton:
         client = grpcclient.InferenceServerClient(triton.grpc_url)
@@ -133,3 +133,30 @@ def test_template_without_placeholder_is_refused(tiny_client: grpcclient.Inferen
 
     with pytest.raises(InferenceServerException, match=r'TEMPLATES\[1\] must contain "\{\}" exactly once'):
         classify(tiny_client, list(photo_pngs())[:1], ["cat"], ("a {}", "no placeholder"))
+
+
+def test_a_checkpoint_that_resizes_past_its_crop_matches_the_reference(tmp_path: Path) -> None:
+    """shortest_edge and crop_size are two facts (256 and 224 here, as in many checkpoints): the
+    served embeddings follow the checkpoint's resize, through the gateway, and GetModelInfo says so."""
+    from clip_client import ClipClient
+    from export.pipeline import export
+    from export.repository import Settings
+    from tests.support.gateway import gateway_config
+
+    checkpoint = random_checkpoint.cached("tiny", shortest_edge=256)
+    reference = Reference(checkpoint)
+    export(str(checkpoint), tmp_path / "repository", "fp32", Settings(compile="none"))
+    data = list(photo_pngs())
+    opened = [Reference.open_image(item) for item in data]
+    expected = reference.image_embeds(opened)
+    resized_to_crop = Reference(random_checkpoint.cached("tiny")).image_embeds(opened)  # same weights, 224
+    assert np.abs(expected - resized_to_crop).max() > 100 * EMBED_TOLERANCE  # the resize matters here
+    with (
+        servers.triton(tmp_path / "repository", tmp_path) as triton,
+        servers.gateway(gateway_config(triton.grpc_url)) as gateway,
+        ClipClient(gateway.target) as client,
+    ):
+        info = client.model_info()
+        assert (info.shortest_edge, info.crop_size, info.image_size) == (256, 224, 224)
+        served = client.embed(data).images
+    assert np.abs(served - expected).max() <= EMBED_TOLERANCE

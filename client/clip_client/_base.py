@@ -197,6 +197,8 @@ class ClientBase:
             context_length=response.context_length,
             scale=response.scale,
             execution=response.execution,
+            shortest_edge=response.shortest_edge,
+            crop_size=response.crop_size or response.image_size,  # a server from before crop_size
             limits=Limits(
                 max_images_per_request=limits.max_images_per_request,
                 max_labels_per_request=limits.max_labels_per_request,

@@ -100,10 +100,12 @@ class ModelInfo:
     model_id: str
     revision: str
     variant: str  # "full" or "demo"
-    precision: str  # "fp32", "bf16", "fp16" or "int8"
+    precision: str  # a name in clip_contract.precisions: "fp32", "bf16", "fp16" or "int8"
     embedding_dimension: int
-    image_size: int
+    image_size: int  # the image tower's input side: crop_size, kept for code written before it
     context_length: int
     scale: float
     limits: Limits
     execution: str = ""  # how the server's encoders run and why, for people
+    shortest_edge: int = 0  # an image's shorter side is resized to this (bicubic) ...
+    crop_size: int = 0  # ... then its centre crop_size x crop_size pixels are encoded

@@ -1,12 +1,11 @@
 """Load an AOTInductor package (model.pt2) and its weights.
 
-Where the exporter wrote the weights beside the package (`model.constants.pt`), they are
+Where the exporter wrote the weights beside the package (`artifacts.compiled_weights`), they are
 memory-mapped and handed to the package as user-managed constants: the instances of a tower then
 share one copy in the page cache, and no second copy sits in the package's shared library. A
 package that carries its weights inside (int8: its weights are prepacked into oneDNN's opaque
-layout, which cannot be saved as tensors) is loaded as it is. Measured on the ViT-B/16 fp32 image
-tower (2 cores): 738 MB PSS after a batch of 8 with the weights beside it, 1,089 MB with them
-inside, at the same speed.
+layout, which cannot be saved as tensors) is loaded as it is. What that saves is measured in
+docs/benchmarks.md (compiled weights beside the package).
 
 Shared by the encoder models and the exporter (which checks what will be served). Needs only torch.
 """
@@ -18,17 +17,12 @@ from typing import Any
 
 import torch
 
-CONSTANTS_SUFFIX = ".constants.pt"
-
-
-def constants_path(package: Path) -> Path:
-    """Where the weights of `package` lie when they are kept beside it."""
-    return package.with_name(package.stem + CONSTANTS_SUFFIX)
+from clip_contract import artifacts
 
 
 def load(package: Path) -> Any:
     module: Any = torch._inductor.aoti_load_package(str(package))
-    constants = constants_path(package)
+    constants = artifacts.compiled_weights(package)
     if constants.is_file():
         tensors = torch.load(constants, mmap=True, weights_only=True)
         module.load_constants(tensors, check_full_update=True, user_managed=True)

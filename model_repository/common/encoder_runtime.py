@@ -24,6 +24,8 @@ from capability import runs_code_for
 from numpy.typing import NDArray
 from triton_model_utils import cancelled, model_config, parameter
 
+from clip_contract import artifacts, parameters
+
 
 def _malloc_trim() -> Any:
     try:
@@ -67,39 +69,41 @@ class Encoder:
     def load(self, args: dict[str, str]) -> None:
         config = model_config(args)
         # Threads per instance are a setting: instances x threads above the core count thrash.
-        torch.set_num_threads(int(parameter(config, "torch_threads")))
+        torch.set_num_threads(int(parameter(config, parameters.TORCH_THREADS)))
         if args.get("model_instance_kind") == "GPU" and torch.cuda.is_available():
             self.device = torch.device("cuda", int(args.get("model_instance_device_id", "0")))
         else:
             self.device = torch.device("cpu")
         folder = Path(args["model_repository"]) / args["model_version"]
         name = args["model_name"]
-        if parameter(config, "artifact", "torchscript") == "aoti":
-            compiled_for = parameter(config, "compiled_for", "")
+        if parameter(config, parameters.ARTIFACT, "torchscript") == "aoti":
+            compiled_for = parameter(config, parameters.COMPILED_FOR, "")
             here = str(torch.backends.cpu.get_cpu_capability())
             if not runs_code_for(compiled_for, here):
                 raise pb_utils.TritonModelException(
                     f"{name}: model.pt2 was compiled for {compiled_for} and this CPU is {here}; export the "
                     f"repository on a machine of this class, or with --compile none (TorchScript runs anywhere)"
                 )
-            if parameter(config, "int8_activations", "") == "full-range" and not int8_kernels.full_range_is_exact():
+            full_range = parameter(config, parameters.INT8_ACTIVATIONS, "") == "full-range"
+            if full_range and not int8_kernels.full_range_is_exact():
                 raise pb_utils.TritonModelException(
                     f"{name}: the int8 tower was quantized with full-range activations for VNNI kernels, and this "
                     f"CPU's int8 kernels saturate on them (no VNNI): its embeddings would be wrong. Export the "
                     f"repository on a machine of this class (it takes 7-bit activations here), or export fp32"
                 )
-            self.module: Any = compiled_package.load(folder / "model.pt2")
-            beside = compiled_package.constants_path(folder / "model.pt2")
+            self.module: Any = compiled_package.load(folder / artifacts.COMPILED)
+            beside = artifacts.compiled_weights(folder / artifacts.COMPILED)
             weights = f"weights memory-mapped from {beside.name}" if beside.is_file() else "weights inside"
             path = f"AOTInductor package model.pt2 ({weights}; compiled for {compiled_for}, this CPU {here})"
         else:
-            script = torch.jit.load(str(folder / "model.pt"), map_location=self.device).eval()  # type: ignore[no-untyped-call]
-            if self.device.type == "cpu" and (folder / "weights.pt").is_file():
-                share_weights(script, folder / "weights.pt")
+            script = torch.jit.load(str(folder / artifacts.TORCHSCRIPT), map_location=self.device).eval()  # type: ignore[no-untyped-call]
+            weights_file = folder / artifacts.TORCHSCRIPT_WEIGHTS
+            if self.device.type == "cpu" and weights_file.is_file():
+                share_weights(script, weights_file)
             self.module = script
             path = "TorchScript model.pt"
         threads = torch.get_num_threads()
-        why = parameter(config, "execution", "")
+        why = parameter(config, parameters.EXECUTION, "")
         pb_utils.Logger.log_info(f"{name}: running {path} on {self.device}, {threads} threads; {why}")
 
     def _encode(self, batch: NDArray[Any]) -> NDArray[Any]:

@@ -140,7 +140,7 @@ class GetModelInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetModelInfoResponse(_message.Message):
-    __slots__ = ("model_id", "revision", "variant", "precision", "embedding_dimension", "image_size", "context_length", "scale", "limits", "execution")
+    __slots__ = ("model_id", "revision", "variant", "precision", "embedding_dimension", "image_size", "context_length", "scale", "limits", "execution", "shortest_edge", "crop_size")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
     VARIANT_FIELD_NUMBER: _ClassVar[int]
@@ -151,6 +151,8 @@ class GetModelInfoResponse(_message.Message):
     SCALE_FIELD_NUMBER: _ClassVar[int]
     LIMITS_FIELD_NUMBER: _ClassVar[int]
     EXECUTION_FIELD_NUMBER: _ClassVar[int]
+    SHORTEST_EDGE_FIELD_NUMBER: _ClassVar[int]
+    CROP_SIZE_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     revision: str
     variant: ModelVariant
@@ -161,7 +163,9 @@ class GetModelInfoResponse(_message.Message):
     scale: float
     limits: Limits
     execution: str
-    def __init__(self, model_id: _Optional[str] = ..., revision: _Optional[str] = ..., variant: _Optional[_Union[ModelVariant, str]] = ..., precision: _Optional[_Union[Precision, str]] = ..., embedding_dimension: _Optional[int] = ..., image_size: _Optional[int] = ..., context_length: _Optional[int] = ..., scale: _Optional[float] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., execution: _Optional[str] = ...) -> None: ...
+    shortest_edge: int
+    crop_size: int
+    def __init__(self, model_id: _Optional[str] = ..., revision: _Optional[str] = ..., variant: _Optional[_Union[ModelVariant, str]] = ..., precision: _Optional[_Union[Precision, str]] = ..., embedding_dimension: _Optional[int] = ..., image_size: _Optional[int] = ..., context_length: _Optional[int] = ..., scale: _Optional[float] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., execution: _Optional[str] = ..., shortest_edge: _Optional[int] = ..., crop_size: _Optional[int] = ...) -> None: ...
 
 class Limits(_message.Message):
     __slots__ = ("max_images_per_request", "max_labels_per_request", "max_texts_per_request", "max_templates_per_request", "max_label_chars", "max_image_bytes", "max_image_pixels", "max_request_bytes", "image_urls")

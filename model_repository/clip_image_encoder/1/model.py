@@ -1,4 +1,5 @@
-"""Triton model: PIXEL_VALUES[B, 3, H, W] -> unit-norm IMAGE_EMBEDS[B, D] with the exported model.pt."""
+"""Triton model: PIXEL_VALUES[B, 3, H, W] -> unit-norm IMAGE_EMBEDS[B, D] with the exported tower
+(the compiled model.pt2 where present, else TorchScript model.pt: encoder_runtime)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,12 @@ from typing import Any
 
 from encoder_runtime import Encoder
 
+from clip_contract import models
+
 
 class TritonPythonModel(Encoder):
-    input_name = "PIXEL_VALUES"
-    output_name = "IMAGE_EMBEDS"
+    input_name = models.PIXEL_VALUES.name
+    output_name = models.IMAGE_EMBEDS.name
 
     def initialize(self, args: dict[str, str]) -> None:
         self.load(args)

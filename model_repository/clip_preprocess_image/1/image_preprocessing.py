@@ -9,7 +9,8 @@ the reference leaves to the caller:
 * 16-bit greyscale is scaled to 8 bits (value >> 8); PIL's own conversion would clip every
   value above 255 to white.
 
-Only the formats in ACCEPTED_FORMATS are decoded; multi-frame GIF/WebP use their first frame.
+Only the formats in clip_contract.formats.ACCEPTED are decoded; multi-frame GIF/WebP use their
+first frame.
 """
 
 from __future__ import annotations
@@ -24,32 +25,9 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, ImageOps
 
-ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP")  # JPEG also opens multi-picture (MPO) files
+from clip_contract import formats
+
 Image.init()  # registers every plugin now; `formats=` below only looks among registered ones
-# Leading bytes of formats we accept (to say "truncated JPEG" rather than "unknown") and of
-# formats people send that we refuse (to name them in the error).
-SIGNATURES = {
-    b"\xff\xd8\xff": "JPEG",
-    b"\x89PNG\r\n\x1a\n": "PNG",
-    b"GIF87a": "GIF",
-    b"GIF89a": "GIF",
-    b"BM": "BMP",
-    b"%PDF": "PDF",
-    b"8BPS": "PSD",
-    b"II*\x00": "TIFF",
-    b"MM\x00*": "TIFF",
-    b"SIMPLE  =": "FITS",
-    b"<svg": "SVG",
-    b"<?xml": "XML/SVG",
-    b"\x00\x00\x00\x0cjP": "JPEG 2000",
-    b"\x00\x00\x01\x00": "ICO",
-    b"\x00\x00\x02\x00": "CUR",
-    b"%!PS": "PostScript/EPS",
-    b"<!doctype html": "HTML",
-    b"<!DOCTYPE html": "HTML",
-    b"<html": "HTML",
-}
-TGA_FOOTER = b"TRUEVISION-XFILE.\x00"  # TGA has no leading signature; version 2 files end with this
 SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
 
 
@@ -83,7 +61,7 @@ def decode(data: bytes, max_pixels: int) -> Image.Image:
         raise ImageError("empty image (0 bytes)")
     try:
         # formats= restricts the decoders PIL will even try: no PSD, no FITS, no EPS.
-        image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
+        image = Image.open(io.BytesIO(data), formats=formats.ACCEPTED)
     except Image.DecompressionBombError as error:  # PIL's own cap, far above ours
         raise ImageError(f"image has more pixels than the limit of {max_pixels}: {error}", RESOURCE_EXHAUSTED) from None
     except (OSError, ValueError):  # UnidentifiedImageError is an OSError
@@ -104,20 +82,10 @@ def decode(data: bytes, max_pixels: int) -> Image.Image:
     return image
 
 
-def sniff(data: bytes) -> str | None:
-    """The format that `data`'s leading bytes announce, if we know it."""
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "WEBP"
-    if data.endswith(TGA_FOOTER):
-        return "TGA"
-    head = data[:16].lstrip()
-    return next((name for magic, name in SIGNATURES.items() if head.startswith(magic)), None)
-
-
 def _unidentified(data: bytes) -> str:
-    accepted = ", ".join(ACCEPTED_FORMATS)
-    announced = sniff(data)
-    if announced in ACCEPTED_FORMATS:
+    accepted = ", ".join(formats.ACCEPTED)
+    announced = formats.sniff(data)
+    if announced in formats.ACCEPTED:
         return f"corrupt or truncated {announced} image ({len(data)} bytes): it cannot be opened"
     if announced is not None:
         return f"{announced} is not an accepted image format; send one of {accepted}"

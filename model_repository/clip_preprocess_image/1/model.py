@@ -16,6 +16,8 @@ import triton_python_backend_utils as pb_utils
 from image_preprocessing import ImageError, PreprocessConfig, preprocess
 from triton_model_utils import cancelled, decode_strings, invalid_argument, model_config, parameter
 
+from clip_contract import parameters
+
 
 def _floats(text: str) -> tuple[float, float, float]:
     first, second, third = (float(value) for value in text.split(","))
@@ -26,11 +28,11 @@ class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
         config = model_config(args)
         self.config = PreprocessConfig(
-            shortest_edge=int(parameter(config, "image_size")),
-            crop_size=int(parameter(config, "crop_size")),
-            mean=_floats(parameter(config, "image_mean")),
-            std=_floats(parameter(config, "image_std")),
-            max_pixels=int(parameter(config, "max_image_pixels")),
+            shortest_edge=int(parameter(config, parameters.SHORTEST_EDGE)),
+            crop_size=int(parameter(config, parameters.CROP_SIZE)),
+            mean=_floats(parameter(config, parameters.IMAGE_MEAN)),
+            std=_floats(parameter(config, parameters.IMAGE_STD)),
+            max_pixels=int(parameter(config, parameters.MAX_IMAGE_PIXELS)),
         )
 
     def execute(self, requests: list[Any]) -> list[Any]:

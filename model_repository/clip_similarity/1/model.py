@@ -18,6 +18,8 @@ import triton_python_backend_utils as pb_utils
 from numpy.typing import NDArray
 from triton_model_utils import cancelled, invalid_argument, model_config, parameter
 
+from clip_contract import parameters
+
 
 def l2_normalize(vectors: NDArray[Any]) -> NDArray[Any]:
     norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
@@ -39,7 +41,7 @@ def softmax(logits: NDArray[Any]) -> NDArray[Any]:
 
 class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
-        self.scale = np.float32(math.exp(float(parameter(model_config(args), "logit_scale"))))
+        self.scale = np.float32(math.exp(float(parameter(model_config(args), parameters.LOGIT_SCALE))))
 
     def execute(self, requests: list[Any]) -> list[Any]:
         return [self._one(request) for request in requests]

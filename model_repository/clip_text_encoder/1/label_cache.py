@@ -32,8 +32,6 @@ def pad(keys: list[bytes], pad_id: int) -> NDArray[np.int64]:
 class LabelCache:
     def __init__(self, max_bytes: int) -> None:
         self.entries: ByteBoundedLru[bytes, NDArray[Any]] = ByteBoundedLru(max_bytes)
-        self.hits = 0
-        self.misses = 0
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -50,8 +48,6 @@ class LabelCache:
                 missing[key] = None
             else:
                 found[key] = vector
-        self.hits += len(found)
-        self.misses += len(missing)
         return found, list(missing)
 
     def store(self, keys: list[bytes], vectors: NDArray[Any]) -> None:

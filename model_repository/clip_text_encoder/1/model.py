@@ -1,4 +1,5 @@
-"""Triton model: INPUT_IDS[L, T] -> unit-norm TEXT_EMBEDS[L, D] with the exported model.pt.
+"""Triton model: INPUT_IDS[L, T] -> unit-norm TEXT_EMBEDS[L, D] with the exported tower
+(the compiled model.pt2 where present, else TorchScript model.pt: encoder_runtime).
 
 Only the texts missing from the per-label cache (label_cache.py) run through the encoder; hits,
 misses and size are exported as Triton custom metrics (clip_label_cache_*), next to Triton's own
@@ -15,17 +16,19 @@ from encoder_runtime import Encoder
 from label_cache import LabelCache, pad, row_key
 from triton_model_utils import cancelled, model_config, parameter
 
+from clip_contract import models, parameters
+
 
 class TritonPythonModel(Encoder):
-    input_name = "INPUT_IDS"
-    output_name = "TEXT_EMBEDS"
+    input_name = models.INPUT_IDS.name
+    output_name = models.TEXT_EMBEDS.name
 
     def initialize(self, args: dict[str, str]) -> None:
         self.load(args)
         config = model_config(args)
-        self.eos_token_id = int(parameter(config, "eos_token_id"))
-        self.chunk = max(1, int(parameter(config, "encode_batch_size")))
-        self.cache = LabelCache(int(parameter(config, "label_cache_bytes")))
+        self.eos_token_id = int(parameter(config, parameters.EOS_TOKEN_ID))
+        self.chunk = max(1, int(parameter(config, parameters.ENCODE_BATCH_SIZE)))
+        self.cache = LabelCache(int(parameter(config, parameters.LABEL_CACHE_BYTES)))
         labels = {"model": args["model_name"], "model_instance": args["model_instance_name"]}
         # The families must outlive their metrics, so both are kept on the model.
         self.metric_families = [

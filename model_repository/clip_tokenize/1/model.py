@@ -26,7 +26,9 @@ from token_rows import pad_rows
 from tokenizers import Tokenizer
 from triton_model_utils import decode_strings, invalid_argument, model_config, parameter
 
-TOKENIZER_DIR = Path(__file__).with_name("tokenizer")
+from clip_contract import artifacts, parameters
+
+TOKENIZER_DIR = Path(__file__).with_name(artifacts.TOKENIZER)
 
 
 def _has(request: Any, name: str) -> bool:
@@ -46,7 +48,7 @@ def _utf8(items: list[bytes], name: str) -> list[str]:
 class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
         config = model_config(args)
-        self.context_length = int(parameter(config, "context_length"))
+        self.context_length = int(parameter(config, parameters.CONTEXT_LENGTH))
         self.tokenizer = Tokenizer.from_file(str(TOKENIZER_DIR / "tokenizer.json"))
         # As CLIPTokenizer(padding=True, truncation=True, max_length=context): the end token pads,
         # and truncation keeps room for the start and end tokens the post-processor adds.
@@ -59,7 +61,7 @@ class TritonPythonModel:
         self.pad_id: int = pad_id
         self.cache = TokenCache(
             lambda texts: [encoding.ids for encoding in self.tokenizer.encode_batch(texts)],
-            int(parameter(config, "token_cache_bytes", "0")),
+            int(parameter(config, parameters.TOKEN_CACHE_BYTES, "0")),
         )
 
     def execute(self, requests: list[Any]) -> list[Any]:

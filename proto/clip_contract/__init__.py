@@ -1,0 +1,14 @@
+"""The facts every clip-serve process must agree on, written down once.
+
+The exporter, the Triton models, the gateway, the launcher, the client and the Kubernetes kit all
+read these modules instead of keeping their own copies:
+
+- `models`: the Triton models (public ensembles and their steps) with their tensor names and types;
+- `formats`: the image formats accepted and the signatures used to name the ones refused;
+- `precisions`: each precision, how it is traced and compiled, its tolerances and CPU needs;
+- `artifacts`: the file names inside an exported repository;
+- `parameters`: the model-config parameters, each with one meaning.
+
+Standard library only: the exporter copies this package into every Python model of a repository,
+so a Triton stub reads the same definitions as the processes that wrote and call it.
+"""

@@ -1,0 +1,38 @@
+"""The parameters of the models' config.pbtxt, each with one meaning. The exporter writes them;
+the Triton models and the gateway read them."""
+
+from __future__ import annotations
+
+# The checkpoint's preprocessing (clip_preprocess_image), in the reference's own terms
+# (CLIPImageProcessor): the image's shorter side is resized to SHORTEST_EDGE, then its centre
+# CROP_SIZE x CROP_SIZE is what the image tower sees. They differ for many checkpoints (e.g. 256/224).
+SHORTEST_EDGE = "shortest_edge"
+CROP_SIZE = "crop_size"
+IMAGE_MEAN = "image_mean"  # comma-separated, per RGB channel
+IMAGE_STD = "image_std"
+MAX_IMAGE_PIXELS = "max_image_pixels"  # decoded pixels allowed per image
+
+# clip_tokenize
+CONTEXT_LENGTH = "context_length"  # tokens per text, end token included
+TOKEN_CACHE_BYTES = "token_cache_bytes"
+
+# clip_similarity
+LOGIT_SCALE = "logit_scale"  # the log of the applied scale, read from the weights
+
+# the encoders
+TORCH_THREADS = "torch_threads"
+ARTIFACT = "artifact"  # "aoti" or "torchscript": what the exporter chose
+EXECUTION = "execution"  # one line: what runs and why (also on the ensembles)
+COMPILED_FOR = "compiled_for"  # torch's CPU capability the package was compiled for
+INT8_ACTIVATIONS = "int8_activations"  # "full-range" or "reduced-range" (image encoder, int8 only)
+LABEL_CACHE_BYTES = "label_cache_bytes"  # text encoder
+ENCODE_BATCH_SIZE = "encode_batch_size"  # text encoder: texts per forward pass
+EOS_TOKEN_ID = "eos_token_id"  # text encoder
+
+# On every public ensemble, so that any Triton client can read which model answers.
+MODEL_ID = "model_id"
+REVISION = "revision"
+VARIANT = "variant"  # "full" or "demo"
+PRECISION = "precision"
+EMBEDDING_DIM = "embedding_dim"
+MODEL_CARD = (MODEL_ID, REVISION, VARIANT, PRECISION, EMBEDDING_DIM, SHORTEST_EDGE, CROP_SIZE, EXECUTION)
