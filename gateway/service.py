@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import grpc
 import grpc.aio
@@ -40,7 +40,7 @@ VARIANTS = {"full": pb.MODEL_VARIANT_FULL, "demo": pb.MODEL_VARIANT_DEMO}
 def _wire_precision(name: str) -> pb.Precision:
     """clip.v1's Precision value for a precision name the exporter recorded (UNSPECIFIED if unknown)."""
     spec = precisions.PRECISIONS.get(name)
-    return pb.Precision(pb.Precision.Value(spec.wire_name)) if spec else pb.PRECISION_UNSPECIFIED
+    return cast(pb.Precision, pb.Precision.Value(spec.wire_name)) if spec else pb.PRECISION_UNSPECIFIED
 
 
 def rpc(handler: Handler[Response]) -> Handler[Response]:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from clip_contract import artifacts
 from tests.support.triton import ROOT, load_model_module
 
 FP32_COMPILED = ("--precision", "fp32", "--compile", "aoti")
@@ -31,7 +32,7 @@ def test_compiled_towers_map_their_weights_from_beside_the_package(tiny_checkpoi
     loader = load_model_module("common", "compiled_package")
     for tower in ("clip_image_encoder", "clip_text_encoder"):
         folder = repository / tower / "1"
-        package, weights = folder / "model.pt2", loader.constants_path(folder / "model.pt2")
+        package, weights = folder / artifacts.COMPILED, artifacts.compiled_weights(folder / artifacts.COMPILED)
         assert weights.name == "model.constants.pt" and weights.stat().st_size > 100_000
         with zipfile.ZipFile(package) as archive:
             assert not [name for name in archive.namelist() if "/data/weights/" in name]
