@@ -1,13 +1,17 @@
 """Write a complete, self-contained Triton model repository for one CLIP checkpoint.
 
-The committed `model_repository/` holds each model's config.pbtxt and model.py; this module
-copies them, fills in what depends on the checkpoint (embedding size, image size, context
-length, logit scale, preprocessing constants) and the deployment settings (instances, threads,
-device), and adds the build outputs: model.pt files, tokenizer files and manifest.json.
+The committed `model_repository/` holds each model's template: config.pbtxt, its version folder
+and, where its config depends on the checkpoint (embedding size, resize and crop, context length,
+logit scale, preprocessing constants) or the deployment settings (instances, threads, device), a
+configure.py that fills that slice. This module checks every template against clip_contract,
+copies the version folders (plus the shared modules and the contract into each Python model),
+writes the configured configs, and adds the build outputs: the towers, the tokenizer files and
+manifest.json.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import shutil
 from dataclasses import dataclass
@@ -84,8 +88,18 @@ def read_config(path: Path) -> model_config_pb2.ModelConfig:
     return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
 
 
-def _set_parameter(config: model_config_pb2.ModelConfig, key: str, value: object) -> None:
+def set_parameter(config: model_config_pb2.ModelConfig, key: str, value: object) -> None:
     config.parameters[key].string_value = str(value)
+
+
+@dataclass(frozen=True)
+class Export:
+    """What a model template's `configure` reads: the checkpoint's facts, the deployment settings
+    and the manifest (precision, artifact, execution line)."""
+
+    facts: ModelFacts
+    settings: Settings
+    manifest: dict[str, Any]
 
 
 class ContractMismatch(RuntimeError):
@@ -134,54 +148,30 @@ def image_layout(settings: Settings, precision: str) -> tuple[int, int]:
     return settings.image_instances or default[0], settings.image_torch_threads or default[1]
 
 
-def _configure(
-    config: model_config_pb2.ModelConfig, facts: ModelFacts, settings: Settings, manifest: dict[str, Any]
-) -> None:
-    name = config.name
-    _resize_tensors(config, facts)
-    if name == models.PREPROCESS_IMAGE.name:
-        _set_parameter(config, keys.SHORTEST_EDGE, facts.shortest_edge)
-        _set_parameter(config, keys.CROP_SIZE, facts.crop_size)
-        _set_parameter(config, keys.IMAGE_MEAN, ",".join(repr(x) for x in facts.image_mean))
-        _set_parameter(config, keys.IMAGE_STD, ",".join(repr(x) for x in facts.image_std))
-        _set_parameter(config, keys.MAX_IMAGE_PIXELS, settings.max_image_pixels)
-        config.instance_group[0].count = settings.preprocess_instances
-    elif name == models.TOKENIZE.name:
-        _set_parameter(config, keys.CONTEXT_LENGTH, facts.context_length)
-        _set_parameter(config, keys.TOKEN_CACHE_BYTES, settings.token_cache_bytes)
-    elif name == models.SIMILARITY.name:
-        _set_parameter(config, keys.LOGIT_SCALE, repr(facts.logit_scale))
-    elif name in (encoder.name for encoder in models.ENCODERS):
-        instances, threads = image_layout(settings, str(manifest["precision"]))
-        if name == models.TEXT_ENCODER.name:
-            instances, threads = settings.text_instances, settings.text_torch_threads
-        _set_parameter(config, keys.TORCH_THREADS, threads)
-        group = config.instance_group[0]
-        group.count = instances
-        group.kind = (
-            model_config_pb2.ModelInstanceGroup.KIND_GPU
-            if settings.device == "gpu"
-            else model_config_pb2.ModelInstanceGroup.KIND_CPU
-        )
-        _set_parameter(config, keys.ARTIFACT, manifest["artifact"])
-        _set_parameter(config, keys.EXECUTION, manifest["execution"])
-        if manifest.get("compiled_for"):
-            _set_parameter(config, keys.COMPILED_FOR, manifest["compiled_for"])
-        if name == models.TEXT_ENCODER.name:
-            _set_parameter(config, keys.LABEL_CACHE_BYTES, settings.label_cache_bytes)
-            _set_parameter(config, keys.ENCODE_BATCH_SIZE, settings.text_batch_size)
-            _set_parameter(config, keys.EOS_TOKEN_ID, facts.eos_token_id)
-        if name == models.IMAGE_ENCODER.name:
-            scheme = manifest.get("int8_scheme")
-            if scheme:  # full-range int8 refuses to load where the kernels saturate (int8_kernels.py)
-                activations = "reduced-range" if scheme["reduce_range"] else "full-range"
-                _set_parameter(config, keys.INT8_ACTIVATIONS, activations)
-            config.max_batch_size = settings.max_batch_size
-            config.dynamic_batching.max_queue_delay_microseconds = settings.batch_delay_us
-    elif models.BY_NAME[name].public:
-        # Any Triton client can read which model answers from the ensemble's config.
+def configure_encoder(config: model_config_pb2.ModelConfig, export: Export, instances: int, threads: int) -> None:
+    """What both towers' configs share: where and how many instances run, with how many threads
+    each, and which artifact the exporter chose and why."""
+    set_parameter(config, keys.TORCH_THREADS, threads)
+    group = config.instance_group[0]
+    group.count = instances
+    gpu = export.settings.device == "gpu"
+    group.kind = model_config_pb2.ModelInstanceGroup.KIND_GPU if gpu else model_config_pb2.ModelInstanceGroup.KIND_CPU
+    set_parameter(config, keys.ARTIFACT, export.manifest["artifact"])
+    set_parameter(config, keys.EXECUTION, export.manifest["execution"])
+    if export.manifest.get("compiled_for"):
+        set_parameter(config, keys.COMPILED_FOR, export.manifest["compiled_for"])
+
+
+def _configure(config: model_config_pb2.ModelConfig, export: Export) -> None:
+    """Shapes from the facts by tensor name; then the template's own slice (its configure.py);
+    and on every public model the model card, so that any Triton client can read which model
+    answers from the ensemble's config."""
+    _resize_tensors(config, export.facts)
+    if (TEMPLATE_DIR / config.name / "configure.py").is_file():
+        importlib.import_module(f"{TEMPLATE_DIR.name}.{config.name}.configure").configure(config, export)
+    if models.BY_NAME[config.name].public:
         for key in keys.MODEL_CARD:
-            _set_parameter(config, key, manifest[key])
+            set_parameter(config, key, export.manifest[key])
 
 
 def write_tokenizer(checkpoint: Path, target: Path) -> None:
@@ -227,11 +217,13 @@ def write(
     configs = {name: read_config(folder / "config.pbtxt") for name, folder in templates.items()}
     for config in configs.values():  # all checked before anything is written
         check_contract(config)
+    export = Export(facts, settings, manifest)
     skip = shutil.ignore_patterns("__pycache__", "*.pt", "*.pt2", artifacts.TOKENIZER)
     for name, config in configs.items():
         target = staging / name
-        shutil.copytree(templates[name], target, ignore=skip)
-        _configure(config, facts, settings, manifest)
+        target.mkdir()
+        shutil.copytree(templates[name] / artifacts.VERSION, target / artifacts.VERSION, ignore=skip)
+        _configure(config, export)
         (target / "config.pbtxt").write_text(text_format.MessageToString(config))
         if config.backend == "python":
             for module in COMMON_DIR.glob("*.py"):

@@ -8,11 +8,14 @@ bash scripts/setup.sh
 # mypy --strict (pyproject.toml) over every first-party package; the Triton models one folder at a
 # time, each seeing the shared modules the exporter copies beside it. MYPYPATH=proto: the API
 # package is installed editable, through an import hook mypy cannot follow.
-MYPYPATH=proto .venv/bin/mypy client/clip_client gateway launcher export serve bench demo deploy scripts tests
+MYPYPATH=proto .venv/bin/mypy client/clip_client gateway launcher export serve bench demo deploy scripts tests \
+  model_repository/__init__.py model_repository/*/__init__.py model_repository/*/configure.py
 for model in model_repository/*/1; do
   if compgen -G "$model/*.py" >/dev/null; then MYPYPATH=model_repository/common:proto .venv/bin/mypy "$model"; fi
 done
-MYPYPATH=model_repository/common:proto .venv/bin/mypy model_repository/common
+# The shared modules by module name: model_repository is a package (the templates' configure.py),
+# and these are imported flat, beside each model, as the exporter copies them.
+MYPYPATH=model_repository/common:proto .venv/bin/mypy $(for f in model_repository/common/*.py; do echo -m "$(basename "$f" .py)"; done)
 MYPYPATH=proto .venv/bin/mypy -p clip_contract
 # No test may reach a model hub: everything they need is built locally or committed.
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1

@@ -1,0 +1,24 @@
+"""clip_image_encoder's settings: the measured instances x threads for the precision, the dynamic
+batcher, and for int8 which activations its kernels were quantized for."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from clip_contract import parameters as keys
+from export.repository import configure_encoder, image_layout, set_parameter
+
+if TYPE_CHECKING:
+    from tritonclient.grpc.model_config_pb2 import ModelConfig
+
+    from export.repository import Export
+
+
+def configure(config: ModelConfig, export: Export) -> None:
+    settings = export.settings
+    configure_encoder(config, export, *image_layout(settings, str(export.manifest["precision"])))
+    scheme = export.manifest.get("int8_scheme")
+    if scheme:  # full-range int8 refuses to load where the kernels saturate (int8_kernels.py)
+        set_parameter(config, keys.INT8_ACTIVATIONS, "reduced-range" if scheme["reduce_range"] else "full-range")
+    config.max_batch_size = settings.max_batch_size
+    config.dynamic_batching.max_queue_delay_microseconds = settings.batch_delay_us

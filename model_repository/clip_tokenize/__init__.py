@@ -1,0 +1,1 @@
+"""The clip_tokenize template (see model_repository/__init__.py)."""
