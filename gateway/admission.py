@@ -1,17 +1,100 @@
-"""One budget of work slots for the whole gateway, shared by gRPC and HTTP.
+"""Admission: whether a call may start its model work, decided before that work, in one place.
 
-A call that does model work (Classify, Embed, Similarity; the HTTP routes that call them) holds a
-slot while it runs. When every slot is taken the call is refused at once as busy, never queued:
-a queue in front of Triton only turns overload into timeouts. Health checks and model info take
-no slot, so a saturated gateway still reports its health truthfully.
+Two checks, in this order, for every call that does model work (Classify, Embed, Similarity and
+the HTTP routes that call them; health checks and model info are never refused):
+
+1. the caller's key's rate limits (optional): requests and images per second per API key name,
+   as token buckets. A call over its key's rate is refused at once with the time after which it
+   would fit (gRPC RESOURCE_EXHAUSTED with QuotaFailure and RetryInfo; HTTP 429 with
+   Retry-After). The key's usage is counted for metrics either way.
+2. one budget of work slots for the whole gateway, shared by gRPC and HTTP: a call holds a slot
+   while it runs; when every slot is taken it is refused at once as busy, never queued (a queue
+   in front of Triton only turns overload into timeouts).
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
+import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 
 from gateway import metrics
+from gateway.auth import TENANT
+from gateway.config import GatewayConfig
+
+
+class RateLimited(Exception):
+    """The caller's key is over one of its rates; retry after `retry_after` seconds."""
+
+    def __init__(self, tenant: str, limit: str, rate: float, retry_after: float) -> None:
+        super().__init__(f"the API key {tenant!r} is over its limit of {rate:g} {limit} per second; retry later")
+        self.tenant = tenant
+        self.retry_after = retry_after
+
+
+@dataclass
+class TokenBucket:
+    """`rate` tokens per second, up to `capacity` saved up."""
+
+    rate: float
+    capacity: float
+    tokens: float = field(init=False)
+    updated: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.tokens, self.updated = self.capacity, time.monotonic()
+
+    def _refill(self) -> None:
+        now = time.monotonic()
+        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+
+    def wait_for(self, amount: float) -> float:
+        """Seconds until `amount` tokens are there (0 when they are)."""
+        self._refill()
+        return 0.0 if self.tokens >= amount else (amount - self.tokens) / self.rate
+
+    def take(self, amount: float) -> None:
+        self._refill()
+        self.tokens -= amount
+
+
+class RateLimits:
+    """Per key name: `requests` and `images` per second (0 turns a rate off); a key may save up
+    `burst_seconds` of its rate, and at least one request of `max_images` images."""
+
+    def __init__(self, requests: float, images: float, burst_seconds: float, max_images: int) -> None:
+        self.requests, self.images = requests, images
+        self.burst_seconds, self.max_images = burst_seconds, max_images
+        self._buckets: dict[tuple[str, str], TokenBucket] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self.requests or self.images)
+
+    def _bucket(self, tenant: str, limit: str, rate: float, least: float) -> TokenBucket:
+        key = (tenant, limit)
+        if key not in self._buckets:
+            self._buckets[key] = TokenBucket(rate, max(rate * self.burst_seconds, least))
+        return self._buckets[key]
+
+    def admit(self, tenant: str, images: int) -> None:
+        """Take one request and `images` images from the key's buckets, or raise RateLimited
+        (taking nothing) with the wait after which the call would fit."""
+        wanted = []
+        if self.requests:
+            wanted.append(("requests", self.requests, 1.0, self._bucket(tenant, "requests", self.requests, 1.0)))
+        if self.images and images:
+            bucket = self._bucket(tenant, "images", self.images, float(self.max_images))
+            wanted.append(("images", self.images, float(images), bucket))
+        for limit, rate, amount, bucket in wanted:
+            wait = bucket.wait_for(amount)
+            if wait > 0:
+                metrics.RATE_LIMITED.labels(tenant, limit).inc()
+                raise RateLimited(tenant, limit, rate, math.ceil(wait * 1000) / 1000)
+        for _, _, amount, bucket in wanted:
+            bucket.take(amount)
 
 
 class Busy(Exception):
@@ -43,3 +126,27 @@ class WorkSlots:
         finally:
             self.used -= 1
             metrics.WORK_SLOTS_USED.dec()
+
+
+class Admission:
+    """The gateway's admission: `admit` the caller's key, then hold a `slot` for the work."""
+
+    def __init__(self, config: GatewayConfig) -> None:
+        self.slots = WorkSlots(config.max_concurrent_rpcs)  # one budget for gRPC and HTTP
+        self.rate_limits = RateLimits(
+            config.rate_limit_requests,
+            config.rate_limit_images,
+            config.rate_limit_burst_seconds,
+            config.limits.max_images or 32,
+        )
+
+    def admit(self, images: int, texts: int) -> None:
+        """The caller's key's rate limits (RateLimited when over), and its usage for metrics."""
+        tenant = TENANT.get()
+        if self.rate_limits:
+            self.rate_limits.admit(tenant, images)
+        metrics.TENANT_IMAGES.labels(tenant).inc(images)
+        metrics.TENANT_TEXTS.labels(tenant).inc(texts)
+
+    def slot(self) -> contextlib.AbstractAsyncContextManager[None]:
+        return self.slots.slot()

@@ -17,8 +17,7 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from tritonclient.utils import InferenceServerException
 
-from gateway.admission import Busy
-from gateway.rate_limits import RateLimited
+from gateway.admission import Busy, RateLimited
 
 log = logging.getLogger("gateway.errors")
 

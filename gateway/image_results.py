@@ -11,24 +11,16 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 import grpc
 from google.rpc import status_pb2
-from numpy.typing import NDArray
 
 from gateway.errors import item_status
+from gateway.triton_adapter import ImageOutcomes
 
 T = TypeVar("T")
 Item = TypeVar("Item")
-
-
-@dataclass(frozen=True)
-class ImageOutcomes:
-    """Triton's per-image answer: a code (0 for a usable image) and a message for each image sent."""
-
-    codes: NDArray[Any]  # int32 [sent], google.rpc codes
-    messages: NDArray[Any]  # bytes [sent]
 
 
 @dataclass
@@ -51,7 +43,7 @@ class PerImage(Generic[T]):
         return items
 
 
-async def run_images(
+async def send_usable_images(
     images: Sequence[bytes],
     run: Callable[[list[bytes]], Awaitable[tuple[T, ImageOutcomes]]],
     failed: Mapping[int, str] | None = None,

@@ -21,14 +21,13 @@ from clip_api import clip_service_pb2 as pb
 from clip_api import clip_service_pb2_grpc
 from clip_contract import precisions
 from gateway import metrics, validation
-from gateway.admission import WorkSlots
+from gateway.admission import Admission
 from gateway.auth import TENANT
 from gateway.config import GatewayConfig, Limits
 from gateway.errors import OK, invalid, to_status
 from gateway.health import HealthWatcher
-from gateway.image_results import run_images
+from gateway.image_results import send_usable_images
 from gateway.image_sources import GatheredImages, ImageSources
-from gateway.rate_limits import RateLimits
 from gateway.triton_adapter import ServedModel, TritonAdapter
 
 Response = TypeVar("Response")
@@ -99,21 +98,7 @@ class ClipService(clip_service_pb2_grpc.ClipServiceServicer):
         self.health = health
         self.config = config
         self.images = images
-        self.slots = WorkSlots(config.max_concurrent_rpcs)  # one budget for gRPC and HTTP
-        self.rate_limits = RateLimits(
-            config.rate_limit_requests,
-            config.rate_limit_images,
-            config.rate_limit_burst_seconds,
-            config.limits.max_images or 32,
-        )
-
-    def _admit(self, images: int, texts: int) -> None:
-        """The caller's key's rate limits (RateLimited when over), and its usage for metrics."""
-        tenant = TENANT.get()
-        if self.rate_limits:
-            self.rate_limits.admit(tenant, images)
-        metrics.TENANT_IMAGES.labels(tenant).inc(images)
-        metrics.TENANT_TEXTS.labels(tenant).inc(texts)
+        self.admission = Admission(config)
 
     async def _model(self) -> tuple[ServedModel, Limits]:
         """The model that answers and the limits in force (the repository's filled in)."""
@@ -152,11 +137,11 @@ class ClipService(clip_service_pb2_grpc.ClipServiceServicer):
             list(request.prompt_templates), len(labels), limits, self.config.default_template
         )
         validation.check_top_k(request.top_k, len(labels))
-        self._admit(len(request.images), len(labels) * len(templates))
-        async with self.slots.slot():
+        self.admission.admit(len(request.images), len(labels) * len(templates))
+        async with self.admission.slot():
             images = await self.images.fetch(images, limits, deadline.remaining())
             record_sizes("Classify", len(images.data), len(labels))
-            outcome = await run_images(
+            outcome = await send_usable_images(
                 images.data,
                 lambda batch: self.triton.classify(batch, labels, templates, deadline.remaining()),
                 images.failed,
@@ -180,8 +165,8 @@ class ClipService(clip_service_pb2_grpc.ClipServiceServicer):
         )
         if not request.images and not texts:
             raise invalid("images", "send at least one image or one text")
-        self._admit(len(request.images), len(texts))
-        async with self.slots.slot():
+        self.admission.admit(len(request.images), len(texts))
+        async with self.admission.slot():
             return await self._embed(images, texts, model, limits, deadline)
 
     async def _embed(
@@ -198,7 +183,7 @@ class ClipService(clip_service_pb2_grpc.ClipServiceServicer):
                 for vector, count in zip(vectors, token_counts, strict=True)
             )
         if images.data:
-            outcome = await run_images(
+            outcome = await send_usable_images(
                 images.data, lambda batch: self.triton.embed_images(batch, deadline.remaining()), images.failed
             )
             metrics.IMAGE_ERRORS.labels("Embed").inc(len(outcome.errors))
@@ -217,12 +202,12 @@ class ClipService(clip_service_pb2_grpc.ClipServiceServicer):
         texts = validation.check_texts(
             list(request.texts), limits, field="texts", maximum=limits.max_labels, required=True
         )
-        self._admit(len(request.images), len(texts))
-        async with self.slots.slot():
+        self.admission.admit(len(request.images), len(texts))
+        async with self.admission.slot():
             images = await self.images.fetch(images, limits, deadline.remaining())
             record_sizes("Similarity", len(images.data), len(texts))
             # Texts verbatim: the identity template, so Triton's prompt ensemble is a no-op.
-            outcome = await run_images(
+            outcome = await send_usable_images(
                 images.data,
                 lambda batch: self.triton.classify(batch, texts, ["{}"], deadline.remaining()),
                 images.failed,

@@ -27,8 +27,15 @@ from tritonclient.utils import InferenceServerException
 from clip_contract import models
 from clip_contract import parameters as keys
 from gateway import metrics
-from gateway.image_results import ImageOutcomes
 from gateway.triton_servers import resolve
+
+
+@dataclass(frozen=True)
+class ImageOutcomes:
+    """Triton's per-image answer: a code (0 for a usable image) and a message for each image sent."""
+
+    codes: NDArray[Any]  # int32 [sent], google.rpc codes
+    messages: NDArray[Any]  # bytes [sent]
 
 
 @dataclass(frozen=True)

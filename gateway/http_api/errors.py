@@ -12,10 +12,9 @@ import math
 from fastapi.responses import JSONResponse
 from google.rpc import code_pb2
 
-from gateway.admission import Busy
+from gateway.admission import Busy, RateLimited
 from gateway.errors import RequestError, to_status
 from gateway.http_api.schemas import ErrorBody, ErrorResponse
-from gateway.rate_limits import RateLimited
 
 # google.rpc code -> (HTTP status, OpenAI error type)
 _HTTP: dict[int, tuple[int, str]] = {
