@@ -9,7 +9,10 @@ the HTTP routes that call them; health checks and model info are never refused):
    Retry-After). The key's usage is counted for metrics either way.
 2. one budget of work slots for the whole gateway, shared by gRPC and HTTP: a call holds a slot
    while it runs; when every slot is taken it is refused at once as busy, never queued (a queue
-   in front of Triton only turns overload into timeouts).
+   in front of Triton only turns overload into timeouts). With API keys, one key may hold at most
+   its share of the slots (`--key-slot-share`): a key within its rate limit whose calls are slow
+   (a slowly served image URL, a large label set) cannot take every slot and lock the others out;
+   past its share it is refused like a rate limit (its own quota), not as busy.
 """
 
 from __future__ import annotations
@@ -21,17 +24,39 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from gateway import metrics
-from gateway.auth import TENANT
+from gateway.auth import ANONYMOUS, TENANT
 from gateway.config import GatewayConfig
 
 
 class RateLimited(Exception):
-    """The caller's key is over one of its rates; retry after `retry_after` seconds."""
+    """The caller's key is over one of its quotas; retry after `retry_after` seconds."""
 
-    def __init__(self, tenant: str, limit: str, rate: float, retry_after: float) -> None:
-        super().__init__(f"the API key {tenant!r} is over its limit of {rate:g} {limit} per second; retry later")
+    http_code = "rate_limited"  # the OpenAI-style error code of the HTTP API
+
+    def __init__(self, tenant: str, message: str, retry_after: float) -> None:
+        super().__init__(message)
         self.tenant = tenant
         self.retry_after = retry_after
+
+    @classmethod
+    def over_rate(cls, tenant: str, limit: str, rate: float, retry_after: float) -> RateLimited:
+        return cls(
+            tenant, f"the API key {tenant!r} is over its limit of {rate:g} {limit} per second; retry later", retry_after
+        )
+
+
+class ShareExceeded(RateLimited):
+    """The caller's key already holds its share of the work slots."""
+
+    http_code = "too_many_concurrent_calls"
+
+    def __init__(self, tenant: str, share: int, retry_after: float) -> None:
+        super().__init__(
+            tenant,
+            f"the API key {tenant!r} already has {share} calls in progress, its share of the gateway's work slots; "
+            f"retry when one of them ends",
+            retry_after,
+        )
 
 
 @dataclass
@@ -92,7 +117,7 @@ class RateLimits:
             wait = bucket.wait_for(amount)
             if wait > 0:
                 metrics.RATE_LIMITED.labels(tenant, limit).inc()
-                raise RateLimited(tenant, limit, rate, math.ceil(wait * 1000) / 1000)
+                raise RateLimited.over_rate(tenant, limit, rate, math.ceil(wait * 1000) / 1000)
         for _, _, amount, bucket in wanted:
             bucket.take(amount)
 
@@ -106,25 +131,40 @@ class Busy(Exception):
 
 
 class WorkSlots:
-    def __init__(self, limit: int, retry_after: float = 1.0) -> None:
+    """`limit` slots in all; a tenant other than ANONYMOUS holds at most `per_tenant` of them."""
+
+    def __init__(self, limit: int, per_tenant: int | None = None, retry_after: float = 1.0) -> None:
         if limit < 1:
             raise ValueError(f"max_concurrent_rpcs must be at least 1, not {limit}")
         self.limit = limit
+        self.per_tenant = limit if per_tenant is None else per_tenant
         self.retry_after = retry_after
         self.used = 0
+        self._by_tenant: dict[str, int] = {}
 
     @contextlib.asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        """Hold one slot for the body of the `async with`, or raise Busy at once."""
+    async def slot(self, tenant: str = ANONYMOUS) -> AsyncIterator[None]:
+        """Hold one slot for the body of the `async with`, or raise ShareExceeded (the tenant
+        holds its share) or Busy (every slot is taken) at once."""
+        held = self._by_tenant.get(tenant, 0)
+        if tenant != ANONYMOUS and held >= self.per_tenant:
+            metrics.RATE_LIMITED.labels(tenant, "concurrency").inc()
+            raise ShareExceeded(tenant, self.per_tenant, self.retry_after)
         if self.used >= self.limit:
             metrics.BUSY_REFUSALS.inc()
             raise Busy(self.limit, self.retry_after)
         self.used += 1
+        self._by_tenant[tenant] = held + 1
         metrics.WORK_SLOTS_USED.inc()
         try:
             yield
         finally:
             self.used -= 1
+            left = self._by_tenant[tenant] - 1
+            if left:
+                self._by_tenant[tenant] = left
+            else:
+                del self._by_tenant[tenant]  # no entry per tenant ever seen: only those with calls running
             metrics.WORK_SLOTS_USED.dec()
 
 
@@ -132,7 +172,10 @@ class Admission:
     """The gateway's admission: `admit` the caller's key, then hold a `slot` for the work."""
 
     def __init__(self, config: GatewayConfig) -> None:
-        self.slots = WorkSlots(config.max_concurrent_rpcs)  # one budget for gRPC and HTTP
+        if not 0 < config.key_slot_share <= 1:
+            raise ValueError(f"key_slot_share must be above 0 and at most 1, not {config.key_slot_share}")
+        share = max(1, math.floor(config.key_slot_share * config.max_concurrent_rpcs))
+        self.slots = WorkSlots(config.max_concurrent_rpcs, share)  # one budget for gRPC and HTTP
         self.rate_limits = RateLimits(
             config.rate_limit_requests,
             config.rate_limit_images,
@@ -149,4 +192,4 @@ class Admission:
         metrics.TENANT_TEXTS.labels(tenant).inc(texts)
 
     def slot(self) -> contextlib.AbstractAsyncContextManager[None]:
-        return self.slots.slot()
+        return self.slots.slot(TENANT.get())

@@ -46,6 +46,9 @@ class GatewayConfig:
     # Calls doing model work at once, gRPC and HTTP together; past it a call is refused at once as
     # busy (gRPC UNAVAILABLE with RetryInfo, HTTP 429 with Retry-After) instead of queueing.
     max_concurrent_rpcs: int = 64
+    # With API keys: the share of those slots one key may hold at once (at least one slot), so that
+    # one key's slow calls cannot lock the other keys out. 1 turns it off.
+    key_slot_share: float = 0.5
     api_keys_file: str = ""  # `name: key` per line (gateway/auth.py); with CLIP_GATEWAY_API_KEYS
     api_keys: str = ""  # comma-separated `name: key` entries; prefer the file or the environment to a flag
     rate_limit_requests: float = 0.0  # per API key, requests per second; 0: no limit

@@ -52,7 +52,11 @@ TENANT_TEXT_TOKENS = Counter(
     "clip_gateway_tenant_text_tokens", "CLIP BPE tokens of embedded texts per API key name", ["tenant"]
 )
 SLOW_BODIES = Counter("clip_gateway_http_slow_bodies", "HTTP requests cut off because their body trickled in (408)")
-RATE_LIMITED = Counter("clip_gateway_rate_limited", "Calls refused by a per-key rate limit", ["tenant", "limit"])
+RATE_LIMITED = Counter(
+    "clip_gateway_rate_limited",
+    "Calls refused by a per-key limit: requests or images per second, or its share of the work slots (concurrency)",
+    ["tenant", "limit"],
+)
 HEALTH = Gauge("clip_gateway_serving", "1 when every Triton model the gateway needs is ready, else 0")
 
 

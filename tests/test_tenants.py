@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -12,13 +13,15 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from clip_client import NO_RETRY, ClientConfig, ClipClient, RateLimitedError
+from clip_client import NO_RETRY, ClientConfig, ClipClient, ImageUrl, RateLimitedError
 from gateway.auth import KeysFileError, load_keys
 from gateway.config import Limits
 from tests.support import servers
 from tests.support.gateway import GatewayThread, gateway_config
 from tests.support.images import SMALL_JPEG
+from tests.support.processes import wait_for
 from tests.support.servers import LauncherTriton
+from tests.support.web import ImageWebServer
 from tests.test_http_api import http
 
 KEYS = "# tenants\nsearch: k#1 with spaces: and colons\nbilling:billing-key\n"
@@ -237,3 +240,44 @@ def test_an_unauthenticated_call_is_refused_before_its_message_is_parsed(keyed: 
         with pytest.raises(grpc.RpcError) as refused:
             raw(b"\xff" * (8 << 20), timeout=30)
     assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_one_key_cannot_take_every_work_slot(
+    tiny_triton: LauncherTriton, image_web: ImageWebServer, tmp_path: Path
+) -> None:
+    """Four work slots, a key may hold half of them. `slow` sends four calls whose image URL
+    answers its headers only after 30 s (each call holds its slot until the fetch times out, 8 s):
+    two are admitted, two are refused as that key's quota at once; meanwhile `other` is served.
+    Without the share, `slow` would hold all four slots and `other` would be refused as busy."""
+    config = gateway_config(
+        tiny_triton.grpc_url,
+        api_keys_file=keys_file(tmp_path, "slow", "other"),
+        max_concurrent_rpcs=4,
+        key_slot_share=0.5,
+        image_urls=True,
+        url_allowed_networks="127.0.0.2/32",
+        url_total_timeout=8.0,
+        url_read_timeout=8.0,
+    )
+    stalled = ImageUrl(image_web.url("/slow-headers"))
+    with servers.gateway(config) as gateway, client_for(gateway, "other") as other:
+        before = refusals(gateway, ("slow", "concurrency"))[("slow", "concurrency")]
+
+        def call() -> str:
+            with client_for(gateway, "slow") as slow:
+                try:
+                    slow.classify([stalled], ["cat"])
+                    return "answered"
+                except RateLimitedError as error:
+                    assert "its share of the gateway's work slots" in str(error)
+                    return "refused"
+
+        with ThreadPoolExecutor(4) as pool:
+            calls = [pool.submit(call) for _ in range(4)]
+            wait_for(lambda: sum(call.done() for call in calls) == 2, 6, "two of the slow key's calls refused")
+            assert servers.metric(gateway.metrics_url, "clip_gateway_work_slots_used") == 2
+            assert other.classify(SMALL_JPEG, ["cat"])[0].ok  # the other key still gets a slot
+            outcomes = sorted(call.result(timeout=60) for call in calls)
+        after = refusals(gateway, ("slow", "concurrency"))[("slow", "concurrency")]
+    assert outcomes == ["answered", "answered", "refused", "refused"]
+    assert after - before == 2

@@ -58,7 +58,7 @@ def from_exception(error: BaseException) -> HttpError:
         return error
     if isinstance(error, RateLimited):
         headers = {"Retry-After": str(max(1, math.ceil(error.retry_after)))}
-        return HttpError(429, str(error), kind="rate_limit_error", code="rate_limited", headers=headers)
+        return HttpError(429, str(error), kind="rate_limit_error", code=error.http_code, headers=headers)
     if isinstance(error, Busy):
         retry_after = str(max(1, math.ceil(error.retry_after)))
         return HttpError(
