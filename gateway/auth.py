@@ -71,6 +71,11 @@ def parse_entry(entry: str, where: str, default_name: str) -> tuple[str, str]:
             )
     if not key or not key.isprintable():
         raise KeysFileError(f"{where}: the key is empty or holds characters that are not printable")
+    if len(PREFIX) + len(key) > MAX_HEADER_CHARS:  # such a key could never authenticate
+        raise KeysFileError(
+            f"{where}: the key is {len(key)} characters; an authorization header carries at most "
+            f"{MAX_HEADER_CHARS - len(PREFIX)} after `Bearer `"
+        )
     return name, key
 
 

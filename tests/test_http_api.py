@@ -196,6 +196,7 @@ def test_classification_top_k_and_templates(base_url: str, photo_png: bytes) -> 
         ({"input": ["http://127.0.0.1/cat.png"], "modality": "image"}, "input[0]", "loopback"),
         ({"input": ["file:///etc/passwd"], "modality": "image"}, "input[0]", "scheme file:"),
         ({"input": "x", "surprise": 1}, "surprise", ""),
+        ({"input": ["ok", "half a pair \ud800"]}, "input[1]", "not valid Unicode"),  # JSON may escape one
     ],
 )
 def test_bad_embeddings_requests_get_openai_errors(
@@ -229,6 +230,10 @@ def test_http_errors_have_openai_shape_and_status(base_url: str, photo_png: byte
     assert status == 400 and "not valid JSON" in answer["error"]["message"]
     status, _, answer = http(base_url, "POST", "/v1/classifications", {"image": data_uri(photo_png), "labels": []})
     assert status == 400 and answer["error"]["param"] == "labels"
+    status, _, answer = http(  # pydantic's own JSON parser refuses half a surrogate pair
+        base_url, "POST", "/v1/classifications", {"image": data_uri(photo_png), "labels": ["cat", "\udc00"]}
+    )
+    assert status == 400 and answer["error"]["message"] == "the request body is not valid JSON"
     status, _, answer = http(
         base_url, "POST", "/v1/classifications", {"image": data_uri(photo_png), "labels": ["a"], "top_k": 5}
     )

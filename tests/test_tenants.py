@@ -33,6 +33,8 @@ def test_keys_file_takes_any_printable_character(tmp_path: Path) -> None:
     keys = load_keys(keys_file, "ops: ops-key")
     assert keys.tenant("Bearer k#1 with spaces: and colons") == "search"  # "#" no longer cuts the key
     assert keys.tenant("Bearer ops-key") == "ops"  # the key given beside the file counts too
+    longest = "k" * 505  # what a 512-character header carries after "Bearer "
+    assert load_keys(None, f"long: {longest}").tenant(f"Bearer {longest}") == "long"
     assert keys.tenant("Bearer k") is None and keys.tenant("Bearer billing-key") == "billing"
 
 
@@ -42,6 +44,7 @@ def test_keys_file_takes_any_printable_character(tmp_path: Path) -> None:
         ("bad name!: key\n", "is not a key name"),
         ("a: one\na: two\n", "repeated: a"),
         ("a:\n", "the key is empty"),
+        ("long: " + "k" * 506 + "\n", "the key is 506 characters; an authorization header carries at most 505"),
     ],
 )
 def test_keys_file_mistakes_are_refused_with_the_line(tmp_path: Path, text: str, problem: str) -> None:

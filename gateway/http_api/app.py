@@ -169,6 +169,7 @@ def create_app(service: ClipService, keys: ApiKeys) -> Any:
             raise HttpError(400, "input is empty: send a string or a list of strings", param="input")
         if not all(isinstance(item, str) for item in items):
             raise HttpError(400, "token arrays are not accepted: send strings", param="input")
+        inputs.texts(items, "input")  # type: ignore[arg-type]
         if body.dimensions is not None and body.dimensions != model.embedding_dim:
             raise HttpError(
                 400,
@@ -220,7 +221,10 @@ def create_app(service: ClipService, keys: ApiKeys) -> Any:
         model = await served_model()
         check_model(body.model, model)
         classify = pb.ClassifyRequest(
-            images=images, labels=body.labels, prompt_templates=body.templates or [], top_k=body.top_k
+            images=images,
+            labels=body.labels,
+            prompt_templates=body.templates or [],
+            top_k=body.top_k,
         )
         try:
             response = await service.classify(classify, deadline())

@@ -40,6 +40,17 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
+def _headers(scope: Scope, name: bytes) -> list[str]:
+    return [str(value.decode("latin-1")) for key, value in scope.get("headers", ()) if key == name]
+
+
+def tenant_of(keys: ApiKeys, scope: Scope) -> str | None:
+    """The name of the key the request's one `Authorization` header carries; None for no key, a
+    wrong one, or two headers (refused, as over gRPC: which one counts would be a guess)."""
+    values = _headers(scope, b"authorization")
+    return keys.tenant(values[0]) if len(values) == 1 else None
+
+
 def _request_id(scope: Scope) -> str:
     offered = _header(scope, b"x-request-id")
     if offered and len(offered) <= MAX_REQUEST_ID_CHARS and offered.isprintable():
@@ -88,7 +99,7 @@ class Guard:
                 message = {**message, "headers": [*message.get("headers", []), id_header]}
             await send(message)
 
-        tenant: str | None = ANONYMOUS if not self.keys else self.keys.tenant(_header(scope, b"authorization"))
+        tenant = ANONYMOUS if not self.keys else tenant_of(self.keys, scope)
         tenant_token = TENANT.set(tenant or ANONYMOUS)
         try:
             if path not in OPEN_PATHS and tenant is None:

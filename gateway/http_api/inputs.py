@@ -16,6 +16,20 @@ _DATA_URI = re.compile(r"data:(?P<mime>[^;,]*)(?P<params>(?:;[^;,]*)*),(?P<paylo
 _SERVICE_FIELD = re.compile(r"^(?P<name>images|texts)\[(?P<index>\d+)\](?:\.(?:data|url))?")
 
 
+def texts(values: list[str], field: str) -> list[str]:
+    """`values`, refused (400 naming the entry) where one is not valid Unicode: JSON can escape half
+    a surrogate pair ("\\ud800"), which a protobuf string (and UTF-8) cannot carry."""
+    for index, value in enumerate(values):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as error:
+            where = f"{field}[{index}]"
+            raise HttpError(
+                400, f"{where}: not valid Unicode: a lone surrogate at character {error.start}", param=where
+            ) from None
+    return values
+
+
 def is_image_data_uri(value: str) -> bool:
     return value[:11].lower() == "data:image/"
 
