@@ -47,7 +47,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--max-restarts",
         type=int,
         default=5,
-        help="restarts of a Triton that exits or loses a stub, per 10 minutes (%(default)s)",
+        help="restarts of a Triton that exits, loses a stub or hangs, per 10 minutes (%(default)s)",
+    )
+    parser.add_argument(
+        "--hang-timeout",
+        type=float,
+        default=60.0,
+        help="restart a Triton that has not answered its liveness check for this many seconds; 0: never (%(default)s)",
     )
     parser.add_argument("--response-cache-mb", type=int, default=defaults.response_cache_bytes >> 20)
     return parser.parse_args(argv)
@@ -84,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"launcher: Triton ready on grpc {server.grpc_url}, serving {what}; Ctrl-C stops it", file=sys.stderr)
     if served.get("execution"):
         print(f"launcher: {served['execution']}", file=sys.stderr)
-    supervisor = Supervisor(server, max_restarts=args.max_restarts)
+    supervisor = Supervisor(server, max_restarts=args.max_restarts, hang_timeout=args.hang_timeout)
     try:
         supervisor.run(stop)
     except LaunchError as error:

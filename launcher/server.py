@@ -199,6 +199,11 @@ class TritonServer:
         return f"{self.settings.address}:{self.settings.grpc_port}"
 
     @property
+    def http_url(self) -> str:
+        host = "127.0.0.1" if self.settings.address in ("0.0.0.0", "") else self.settings.address
+        return f"http://{host}:{self.settings.http_port}"
+
+    @property
     def metrics_url(self) -> str:
         return f"http://{self.settings.address}:{self.settings.metrics_port}/metrics"
 

@@ -1,4 +1,6 @@
-"""Keep Triton serving: restart it when it exits or when one of its Python-backend stubs dies.
+"""Keep Triton serving: restart it when it exits, when one of its Python-backend stubs dies, or
+when it stops answering its liveness check for `hang_timeout` seconds (a hung server: alive,
+listening, answering nothing, would otherwise stay NOT_SERVING for good).
 
 A dead stub does not make its model unready in this Triton (2.51): readiness stays green while
 every inference through that model fails with "Stub process ... is not healthy". So the
@@ -12,6 +14,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections import deque
 from pathlib import Path
 
@@ -42,27 +46,51 @@ def alive(pid: int) -> bool:
 
 class Supervisor:
     def __init__(
-        self, server: TritonServer, interval: float = 1.0, max_restarts: int = 5, window: float = 600.0
+        self,
+        server: TritonServer,
+        interval: float = 1.0,
+        max_restarts: int = 5,
+        window: float = 600.0,
+        hang_timeout: float = 60.0,
     ) -> None:
         self.server = server
         self.interval = interval
         self.max_restarts = max_restarts
         self.window = window
+        self.hang_timeout = hang_timeout  # 0: never restart for silence alone
         self.restarts: deque[float] = deque()
         self.stubs: set[int] = set()
+        self.last_answer = time.monotonic()
 
     def started(self) -> None:
         """Call once Triton is ready: remember the stubs it runs."""
         assert self.server.process is not None
         self.stubs = child_pids(self.server.process.pid)
         self.server.note_regions()
+        self.last_answer = time.monotonic()
+
+    def answers(self) -> bool:
+        """Whether Triton answers its HTTP liveness check now (within a second)."""
+        try:
+            with urllib.request.urlopen(f"{self.server.http_url}/v2/health/live", timeout=1.0) as response:
+                return bool(response.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
 
     def problem(self) -> str | None:
         process = self.server.process
         if process is None or process.poll() is not None:
             return f"tritonserver exited (code {None if process is None else process.returncode})"
         dead = sorted(pid for pid in self.stubs if not alive(pid))
-        return f"Python-backend stub(s) {dead} died" if dead else None
+        if dead:
+            return f"Python-backend stub(s) {dead} died"
+        if self.hang_timeout and not self.answers():
+            silent = time.monotonic() - self.last_answer
+            if silent >= self.hang_timeout:
+                return f"tritonserver has not answered its liveness check for {silent:.0f}s (hung)"
+        else:
+            self.last_answer = time.monotonic()
+        return None
 
     def check_once(self) -> None:
         """Restart Triton if it needs it; raises LaunchError when restarts are exhausted or fail."""
@@ -76,7 +104,7 @@ class Supervisor:
             raise LaunchError(f"{problem}; gave up after {self.max_restarts} restarts in {self.window:.0f}s")
         self.restarts.append(now)
         log.warning("%s: restarting Triton (restart %d)", problem, len(self.restarts))
-        self.server.stop()
+        self.server.stop(timeout=5.0 if "hung" in problem else 20.0)  # a hung server ignores SIGTERM
         self.server.start()
         self.started()
         log.warning("Triton is back (pid %s)", self.server.process.pid if self.server.process else "?")

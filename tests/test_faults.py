@@ -4,6 +4,7 @@ UNAVAILABLE meanwhile, never hangs, reports NOT_SERVING, and serves again withou
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -52,6 +53,26 @@ def test_killed_stub_is_noticed_and_triton_restarted(supervised: LauncherTriton)
     assert members(before) == [], "the old Triton's other stubs were left running"
     assert supervised.stop() == 0
     assert "stub(s)" in supervised.process.log()
+
+
+def test_a_hung_triton_is_restarted(tiny_repository: Path, tmp_path: Path) -> None:
+    """SIGSTOP: Triton is alive and listening, and answers nothing. Past --hang-timeout the
+    launcher ends it (SIGTERM cannot reach a stopped process: SIGKILL) and starts a new one."""
+    with servers.triton(tiny_repository, tmp_path, extra_args=("--hang-timeout=5",)) as triton:
+        frozen = triton.triton_pid()
+        os.kill(frozen, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            wait_for(lambda: triton.triton_pid() != frozen, 120, "a new Triton after the old one hung")
+            wait_for(lambda: classification_works(triton.grpc_url), 120, "classification through the new Triton")
+            print(f"Triton hung: classification works again after {time.monotonic() - started:.1f}s")
+            assert members(frozen) == [], "the hung Triton's stubs were left running"
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                if frozen in members(frozen):  # still ours and still there: let it end with the test
+                    os.kill(frozen, signal.SIGCONT)
+        assert triton.stop() == 0
+        assert "has not answered its liveness check" in triton.process.log()
 
 
 def test_gateway_rides_out_a_triton_kill_under_load(supervised: LauncherTriton) -> None:

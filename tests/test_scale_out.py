@@ -71,8 +71,10 @@ def cluster(tiny_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> 
         "127.0.0.1 localhost\n"
         + "".join(f"{address} clip-triton-headless clip-gateway-headless\n" for address in ADDRESSES)
     )
-    tritons = [
-        LauncherTriton(tiny_repository, logs, grpc_port, address=address, ports=(http_port, metrics_port))
+    tritons = [  # no hang restarts: the test freezes a Triton itself, then kills it
+        LauncherTriton(
+            tiny_repository, logs, grpc_port, ("--hang-timeout=0",), address=address, ports=(http_port, metrics_port)
+        )
         for address in ADDRESSES
     ]
     gateways: list[GatewayProcess] = []
