@@ -93,7 +93,9 @@ def test_trickling_http_bodies_neither_starve_others_nor_last(gateway: GatewayTh
             conn.close()
 
 
-def test_a_body_that_keeps_trickling_is_cut_off_by_the_total_limit(tiny_triton: LauncherTriton) -> None:
+def test_a_body_that_keeps_trickling_is_cut_off_by_the_total_limit(
+    tiny_triton: LauncherTriton, caplog: pytest.LogCaptureFixture
+) -> None:
     """A client sends a byte every 0.1 s, far more often than the gap limit (60 s) asks, of a body
     that would take 50 s to arrive: the total limit (3 s) cuts it off with 408, the connection
     closed, long before the body was complete."""
@@ -125,6 +127,8 @@ def test_a_body_that_keeps_trickling_is_cut_off_by_the_total_limit(tiny_triton: 
     assert b"3 s in all" in answer and b"connection: close" in answer.lower()
     assert sent < announced  # cut off before the whole body was in: by the total limit, not a gap
     assert cut_after >= 3.0  # never before the total limit (the body's time starts after our headers)
+    tracebacks = [f"{record.name}: {record.getMessage()}" for record in caplog.records if record.exc_info]
+    assert tracebacks == []  # a client cut off is no failure of ours: no traceback in the log
 
 
 def test_withheld_grpc_messages_neither_starve_health_nor_calls(gateway: GatewayThread) -> None:

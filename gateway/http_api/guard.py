@@ -14,6 +14,8 @@ import time
 import uuid
 from typing import Any
 
+from starlette.requests import ClientDisconnect
+
 from gateway import metrics
 from gateway.auth import ANONYMOUS, TENANT, ApiKeys
 from gateway.observability import MAX_REQUEST_ID_CHARS, REQUEST_ID
@@ -176,7 +178,10 @@ class Guard:
             response_started |= message["type"] == "http.response.start"
             await send(message)
 
-        await self.app(scope, counted_receive, guarded_send)
+        try:
+            await self.app(scope, counted_receive, guarded_send)
+        except ClientDisconnect:  # the body never came (we cut it off, or the client left): no failure of ours
+            log.info("http request body not received: %s", "cut off" if refused else "the client went away")
 
     async def _too_slow(self, send: Any) -> None:
         metrics.SLOW_BODIES.inc()
