@@ -22,15 +22,14 @@ DEFAULT_OUT = Path("build/model_repository")
 
 
 def _side(value: Any, key: str, what: str) -> int:
-    """One side in pixels from a preprocessor_config entry: an int, or a dict holding `key` (or a
-    square height and width)."""
+    """One side in pixels from a preprocessor_config entry: an int, or a dict holding `key` alone;
+    a crop (key "height") must be square."""
     if isinstance(value, int):
         return value
-    if isinstance(value, dict):
-        if key in value:
+    if isinstance(value, dict) and key in value:
+        square = key != "height" or value.get("width", value["height"]) == value["height"]
+        if square and set(value) <= {key, "width"} and (key == "height" or "width" not in value):
             return int(value[key])
-        if "height" in value and value.get("height") == value.get("width"):
-            return int(value["height"])
     raise checkpoints.CheckpointError(
         f"preprocessor_config.json {what} is {value!r}; clip-serve serves CLIP's shortest-edge resize and square "
         f"centre crop ({{'shortest_edge': N}} and {{'height': M, 'width': M}})"

@@ -215,7 +215,9 @@ def write(
     staging.mkdir(parents=True)
     templates = {model.name: TEMPLATE_DIR / model.name for model in models.MODELS}
     configs = {name: read_config(folder / "config.pbtxt") for name, folder in templates.items()}
-    for config in configs.values():  # all checked before anything is written
+    for name, config in configs.items():  # all checked before anything is written
+        if config.name != name:
+            raise ContractMismatch(f"{templates[name]}/config.pbtxt names the model {config.name!r}")
         check_contract(config)
     export = Export(facts, settings, manifest)
     skip = shutil.ignore_patterns("__pycache__", "*.pt", "*.pt2", artifacts.TOKENIZER)

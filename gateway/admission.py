@@ -174,7 +174,7 @@ class Admission:
     def __init__(self, config: GatewayConfig) -> None:
         if not 0 < config.key_slot_share <= 1:
             raise ValueError(f"key_slot_share must be above 0 and at most 1, not {config.key_slot_share}")
-        share = max(1, math.floor(config.key_slot_share * config.max_concurrent_rpcs))
+        share = max(1, math.floor(round(config.key_slot_share * config.max_concurrent_rpcs, 6)))  # 0.29 x 100 = 29
         self.slots = WorkSlots(config.max_concurrent_rpcs, share)  # one budget for gRPC and HTTP
         self.rate_limits = RateLimits(
             config.rate_limit_requests,

@@ -64,6 +64,8 @@ def parse_entry(entry: str, where: str, default_name: str) -> tuple[str, str]:
         name, key = default_name, entry.strip()
     else:
         name, key = (part.strip() for part in entry.split(":", 1))
+        if name == ANONYMOUS:  # the tenant of an open gateway: a key so named would look like no key
+            raise KeysFileError(f"{where}: {ANONYMOUS!r} is reserved for callers of a gateway without keys")
         if not NAME.fullmatch(name):
             raise KeysFileError(
                 f"{where}: {name[:20]!r} is not a key name (letters, digits, '.', '_', '-'; at most 64): "

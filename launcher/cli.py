@@ -90,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"launcher: Triton ready on grpc {server.grpc_url}, serving {what}; Ctrl-C stops it", file=sys.stderr)
     if served.get("execution"):
         print(f"launcher: {served['execution']}", file=sys.stderr)
+    if args.hang_timeout < 0:
+        print("launcher: --hang-timeout is 0 (off) or more seconds", file=sys.stderr)
+        return 2
     supervisor = Supervisor(server, max_restarts=args.max_restarts, hang_timeout=args.hang_timeout)
     try:
         supervisor.run(stop)

@@ -16,12 +16,14 @@ import urllib.request
 
 from clip_contract.models import PUBLIC_MODEL_NAMES
 
+DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # Triton is local: never via HTTP(S)_PROXY
+
 
 def main(argv: list[str]) -> int:
     base = (argv[1] if len(argv) > 1 else "http://localhost:8000").rstrip("/")
     for model in PUBLIC_MODEL_NAMES:
         try:
-            with urllib.request.urlopen(f"{base}/v2/models/{model}/ready", timeout=3) as response:
+            with DIRECT.open(f"{base}/v2/models/{model}/ready", timeout=3) as response:
                 ready = response.status == 200
         except (urllib.error.URLError, OSError) as error:
             print(f"{model}: {error}", file=sys.stderr)

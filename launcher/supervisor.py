@@ -22,6 +22,8 @@ from pathlib import Path
 from launcher.server import LaunchError, TritonServer
 
 log = logging.getLogger("launcher.supervisor")
+HUNG = "(hung)"
+DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # Triton is local: never via HTTP(S)_PROXY
 
 
 def child_pids(parent: int) -> set[int]:
@@ -57,6 +59,8 @@ class Supervisor:
         self.interval = interval
         self.max_restarts = max_restarts
         self.window = window
+        if hang_timeout < 0:
+            raise ValueError(f"hang_timeout must be 0 (off) or more seconds, not {hang_timeout}")
         self.hang_timeout = hang_timeout  # 0: never restart for silence alone
         self.restarts: deque[float] = deque()
         self.stubs: set[int] = set()
@@ -72,7 +76,7 @@ class Supervisor:
     def answers(self) -> bool:
         """Whether Triton answers its HTTP liveness check now (within a second)."""
         try:
-            with urllib.request.urlopen(f"{self.server.http_url}/v2/health/live", timeout=1.0) as response:
+            with DIRECT.open(f"{self.server.http_url}/v2/health/live", timeout=1.0) as response:
                 return bool(response.status == 200)
         except (urllib.error.URLError, OSError):
             return False
@@ -87,7 +91,7 @@ class Supervisor:
         if self.hang_timeout and not self.answers():
             silent = time.monotonic() - self.last_answer
             if silent >= self.hang_timeout:
-                return f"tritonserver has not answered its liveness check for {silent:.0f}s (hung)"
+                return f"tritonserver has not answered its liveness check for {silent:.0f}s {HUNG}"
         else:
             self.last_answer = time.monotonic()
         return None
@@ -104,7 +108,7 @@ class Supervisor:
             raise LaunchError(f"{problem}; gave up after {self.max_restarts} restarts in {self.window:.0f}s")
         self.restarts.append(now)
         log.warning("%s: restarting Triton (restart %d)", problem, len(self.restarts))
-        self.server.stop(timeout=5.0 if "hung" in problem else 20.0)  # a hung server ignores SIGTERM
+        self.server.stop(timeout=5.0 if problem.endswith(HUNG) else 20.0)  # a hung server ignores SIGTERM
         self.server.start()
         self.started()
         log.warning("Triton is back (pid %s)", self.server.process.pid if self.server.process else "?")

@@ -135,4 +135,6 @@ def test_preprocessing_the_service_cannot_reproduce_is_refused_at_export() -> No
     with pytest.raises(CheckpointError, match="crops 192 pixels, but the vision tower takes 224"):
         model_facts(model, {"size": {"shortest_edge": 256}, "crop_size": {"height": 192, "width": 192}})
     with pytest.raises(CheckpointError, match=re.escape("size is {'height': 224, 'width': 300}")):
-        model_facts(model, {"size": {"height": 224, "width": 300}})
+        model_facts(model, {"size": {"height": 224, "width": 300}})  # a fixed resize, not shortest-edge
+    with pytest.raises(CheckpointError, match=re.escape("crop_size is {'height': 224, 'width': 300}")):
+        model_facts(model, {"crop_size": {"height": 224, "width": 300}})  # not square

@@ -198,3 +198,28 @@ def test_a_grpc_connection_is_closed_at_its_max_age(tiny_triton: LauncherTriton)
             withheld.cancel()
         info(b"", timeout=30)  # and the channel connects again
         channel.unsubscribe(record)
+
+
+def test_a_client_that_leaves_mid_body_is_no_server_error(
+    tiny_triton: LauncherTriton, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Half a body, then the connection closed: nobody is answered, and the gateway records the
+    call as the client's (499), not as a 500 of its own, with no traceback."""
+    config = gateway_config(tiny_triton.grpc_url, http_listen="127.0.0.1:0")
+    with servers.gateway(config) as running:
+        host, port = running.http_base.removeprefix("http://").split(":")
+
+        def count(status: str) -> float:
+            labels = frozenset({("route", "/v1/classifications"), ("status", status)})
+            return servers.scrape(running.metrics_url).get(("clip_gateway_http_requests_total", labels), 0.0)
+
+        before, errors_before = count("499"), count("500")
+        with socket.create_connection((host, int(port)), timeout=30) as conn:
+            conn.sendall(
+                b"POST /v1/classifications HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b'Content-Length: 500\r\n\r\n{"labels": ["cat"'
+            )
+        wait_for(lambda: count("499") == before + 1, 30, "the call recorded as the client's")
+        assert count("500") == errors_before
+    tracebacks = [f"{record.name}: {record.getMessage()}" for record in caplog.records if record.exc_info]
+    assert tracebacks == []

@@ -44,6 +44,7 @@ def test_keys_file_takes_any_printable_character(tmp_path: Path) -> None:
         ("bad name!: key\n", "is not a key name"),
         ("a: one\na: two\n", "repeated: a"),
         ("a:\n", "the key is empty"),
+        ("anonymous: a-key\n", "'anonymous' is reserved"),
         ("long: " + "k" * 506 + "\n", "the key is 506 characters; an authorization header carries at most 505"),
     ],
 )

@@ -21,6 +21,7 @@ from gateway.auth import ANONYMOUS, TENANT, ApiKeys
 from gateway.observability import MAX_REQUEST_ID_CHARS, REQUEST_ID
 
 log = logging.getLogger("gateway.http")
+CLIENT_CLOSED = 499  # the access log's status for a client that left before its body was in (nginx's)
 OPEN_PATHS = frozenset({"/v1/health/live", "/v1/health/ready", "/openapi.json"})
 ROUTES = frozenset({"/v1/embeddings", "/v1/classifications", "/v1/models", *OPEN_PATHS})
 
@@ -118,7 +119,8 @@ class Guard:
             if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
                 await self._too_large(send_with_id)
                 return
-            await self._capped(scope, receive, send_with_id)
+            if await self._capped(scope, receive, send_with_id):
+                status = CLIENT_CLOSED
         finally:
             seconds = time.perf_counter() - started
             metrics.HTTP_REQUESTS.labels(route, str(status)).inc()
@@ -138,19 +140,21 @@ class Guard:
             TENANT.reset(tenant_token)
             REQUEST_ID.reset(token)
 
-    async def _capped(self, scope: Scope, receive: Any, send: Any) -> None:
+    async def _capped(self, scope: Scope, receive: Any, send: Any) -> bool:
         """Past the size cap (413) or a body time limit (408), answer ourselves and tell the app the
         client went away (an exception would be turned into a 400 by the framework's body parsing);
-        its own answer is dropped."""
+        its own answer is dropped. True when the client left before its body was in: nothing was
+        answered (what the framework makes of the disconnect, a 500 or a 400, is dropped too)."""
         received = 0
         refused = False
+        gone = False
         response_started = False
         body_done = False
         body_deadline = time.monotonic() + self.body_total_timeout
 
         async def counted_receive() -> Message:
-            nonlocal received, refused, body_done
-            if refused:
+            nonlocal received, refused, body_done, gone
+            if refused or gone:
                 return {"type": "http.disconnect"}
             if body_done:  # after the body: only a disconnect can come, whenever it comes
                 return dict(await receive())
@@ -162,6 +166,8 @@ class Guard:
                     refused = True
                     await self._too_slow(send)
                 return {"type": "http.disconnect"}
+            if message["type"] == "http.disconnect":
+                gone = True
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 body_done = not message.get("more_body", False)
@@ -173,7 +179,7 @@ class Guard:
 
         async def guarded_send(message: Message) -> None:
             nonlocal response_started
-            if refused:
+            if refused or gone:
                 return
             response_started |= message["type"] == "http.response.start"
             await send(message)
@@ -182,6 +188,7 @@ class Guard:
             await self.app(scope, counted_receive, guarded_send)
         except ClientDisconnect:  # the body never came (we cut it off, or the client left): no failure of ours
             log.info("http request body not received: %s", "cut off" if refused else "the client went away")
+        return gone and not refused
 
     async def _too_slow(self, send: Any) -> None:
         metrics.SLOW_BODIES.inc()

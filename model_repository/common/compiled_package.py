@@ -4,8 +4,8 @@ Where the exporter wrote the weights beside the package (`artifacts.compiled_wei
 memory-mapped and handed to the package as user-managed constants: the instances of a tower then
 share one copy in the page cache, and no second copy sits in the package's shared library. A
 package that carries its weights inside (int8: its weights are prepacked into oneDNN's opaque
-layout, which cannot be saved as tensors) is loaded as it is. What that saves is measured in
-docs/benchmarks.md (compiled weights beside the package).
+layout, which cannot be saved as tensors) is loaded as it is. What that saves: docs/benchmarks.md
+(compiled weights beside the package).
 
 Shared by the encoder models and the exporter (which checks what will be served). Needs only torch.
 """
