@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from clip_contract import models
+from clip_contract import parameters as keys
 from clip_contract import precisions as precision_table
 from export import checkpoint as checkpoints
 from export import compiled, encoders, hardware, quantize, repository
@@ -80,17 +81,17 @@ def build_manifest(
     import transformers
 
     return {
-        "model_id": ckpt.model_id,
-        "revision": ckpt.revision,
-        "variant": "demo" if ckpt.is_demo else "full",
+        keys.MODEL_ID: ckpt.model_id,
+        keys.REVISION: ckpt.revision,
+        keys.VARIANT: "demo" if ckpt.is_demo else "full",
         "weights_file": ckpt.weights_file.name,
         "weights_sha256": ckpt.weights_sha256(),
-        "precision": precision,
+        keys.PRECISION: precision,
         "device": settings.device,
         "preprocess_instances": settings.preprocess_instances,
-        "embedding_dim": facts.embedding_dim,
-        "shortest_edge": facts.shortest_edge,
-        "crop_size": facts.crop_size,
+        keys.EMBEDDING_DIM: facts.embedding_dim,
+        keys.SHORTEST_EDGE: facts.shortest_edge,
+        keys.CROP_SIZE: facts.crop_size,
         "context_length": facts.context_length,
         "logit_scale": facts.logit_scale,
         "exported_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -267,7 +268,7 @@ def export(
             precision_reason=choice.reason,
             artifact=artifact,
             artifact_reason=artifact_reason,
-            execution=execution_line(choice, artifact, settings.device),
+            **{keys.EXECUTION: execution_line(choice, artifact, settings.device)},
             compiled_for=hardware.torch_capability() if artifact == "aoti" else None,
             machine=hardware.describe(),
             export_seconds=seconds,

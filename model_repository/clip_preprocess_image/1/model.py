@@ -16,7 +16,7 @@ import triton_python_backend_utils as pb_utils
 from image_preprocessing import ImageError, PreprocessConfig, preprocess
 from triton_model_utils import cancelled, decode_strings, invalid_argument, model_config, parameter
 
-from clip_contract import parameters
+from clip_contract import models, parameters
 
 
 def _floats(text: str) -> tuple[float, float, float]:
@@ -39,7 +39,7 @@ class TritonPythonModel:
         return [self._one(request) for request in requests]
 
     def _one(self, request: Any) -> Any:
-        images = decode_strings(request, "IMAGE")
+        images = decode_strings(request, models.IMAGE.name)
         if not images:
             return invalid_argument("IMAGE is empty: send at least one image")
         pixels, codes, messages = [], [], []
@@ -58,8 +58,8 @@ class TritonPythonModel:
             pixels.append(np.zeros((3, size, size), dtype=np.float32))
         return pb_utils.InferenceResponse(
             [
-                pb_utils.Tensor("PIXEL_VALUES", np.stack(pixels)),
-                pb_utils.Tensor("IMAGE_ERROR_CODES", np.array(codes, dtype=np.int32)),
-                pb_utils.Tensor("IMAGE_ERROR_MESSAGES", np.array(messages, dtype=np.object_)),
+                pb_utils.Tensor(models.PIXEL_VALUES.name, np.stack(pixels)),
+                pb_utils.Tensor(models.IMAGE_ERROR_CODES.name, np.array(codes, dtype=np.int32)),
+                pb_utils.Tensor(models.IMAGE_ERROR_MESSAGES.name, np.array(messages, dtype=np.object_)),
             ]
         )

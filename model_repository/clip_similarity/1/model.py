@@ -18,7 +18,7 @@ import triton_python_backend_utils as pb_utils
 from numpy.typing import NDArray
 from triton_model_utils import cancelled, invalid_argument, model_config, parameter
 
-from clip_contract import parameters
+from clip_contract import models, parameters
 
 
 def l2_normalize(vectors: NDArray[Any]) -> NDArray[Any]:
@@ -49,15 +49,17 @@ class TritonPythonModel:
     def _one(self, request: Any) -> Any:
         if request.is_cancelled():
             return cancelled()
-        images = pb_utils.get_input_tensor_by_name(request, "IMAGE_EMBEDS").as_numpy().astype(np.float32)
-        texts = pb_utils.get_input_tensor_by_name(request, "TEXT_EMBEDS").as_numpy().astype(np.float32)
+        images = pb_utils.get_input_tensor_by_name(request, models.IMAGE_EMBEDS.name).as_numpy().astype(np.float32)
+        texts = pb_utils.get_input_tensor_by_name(request, models.TEXT_EMBEDS.name).as_numpy().astype(np.float32)
         if images.shape[-1] != texts.shape[-1]:
             return invalid_argument(f"IMAGE_EMBEDS has dimension {images.shape[-1]}, TEXT_EMBEDS {texts.shape[-1]}")
-        templates = pb_utils.get_input_tensor_by_name(request, "TEMPLATES")
+        templates = pb_utils.get_input_tensor_by_name(request, models.TEMPLATES.name)
         per_label = 1 if templates is None else max(1, templates.as_numpy().size)
         if len(texts) % per_label:
             return invalid_argument(f"TEXT_EMBEDS has {len(texts)} rows, not a multiple of {per_label} templates")
         labels = prompt_ensemble(texts, per_label)
         logits = (self.scale * (l2_normalize(images) @ labels.T)).astype(np.float32)
         probs = softmax(logits).astype(np.float32)
-        return pb_utils.InferenceResponse([pb_utils.Tensor("LOGITS", logits), pb_utils.Tensor("PROBS", probs)])
+        return pb_utils.InferenceResponse(
+            [pb_utils.Tensor(models.LOGITS.name, logits), pb_utils.Tensor(models.PROBS.name, probs)]
+        )

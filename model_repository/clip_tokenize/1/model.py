@@ -26,9 +26,10 @@ from token_rows import pad_rows
 from tokenizers import Tokenizer
 from triton_model_utils import decode_strings, invalid_argument, model_config, parameter
 
-from clip_contract import artifacts, parameters
+from clip_contract import artifacts, models, parameters
 
 TOKENIZER_DIR = Path(__file__).with_name(artifacts.TOKENIZER)
+TEMPLATES = models.TEMPLATES.name
 
 
 def _has(request: Any, name: str) -> bool:
@@ -68,12 +69,12 @@ class TritonPythonModel:
         return [self._one(request) for request in requests]
 
     def _one(self, request: Any) -> Any:
-        raw = decode_strings(request, "TEXT")
+        raw = decode_strings(request, models.TEXT.name)
         if not raw:
             return invalid_argument("TEXT is empty: send at least one text")
         try:
-            texts = _utf8(raw, "TEXT")
-            templates = _utf8(decode_strings(request, "TEMPLATES"), "TEMPLATES") if _has(request, "TEMPLATES") else []
+            texts = _utf8(raw, models.TEXT.name)
+            templates = _utf8(decode_strings(request, TEMPLATES), TEMPLATES) if _has(request, TEMPLATES) else []
         except ValueError as error:
             return invalid_argument(str(error))
         for index, template in enumerate(templates):
@@ -85,4 +86,6 @@ class TritonPythonModel:
         ids = pad_rows(rows, self.pad_id)
         # Tokens per text before padding (start and end included): what an API bills as usage.
         counts = np.array([len(row) for row in rows], dtype=np.int32)
-        return pb_utils.InferenceResponse([pb_utils.Tensor("INPUT_IDS", ids), pb_utils.Tensor("TOKEN_COUNTS", counts)])
+        return pb_utils.InferenceResponse(
+            [pb_utils.Tensor(models.INPUT_IDS.name, ids), pb_utils.Tensor(models.TOKEN_COUNTS.name, counts)]
+        )
