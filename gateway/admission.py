@@ -1,18 +1,20 @@
 """Admission: whether a call may start its model work, decided before that work, in one place.
 
 Two checks, in this order, for every call that does model work (Classify, Embed, Similarity and
-the HTTP routes that call them; health checks and model info are never refused):
+the HTTP routes that call them; health checks and model info are never refused), both in
+`Admission.enter`:
 
-1. the caller's key's rate limits (optional): requests and images per second per API key name,
-   as token buckets. A call over its key's rate is refused at once with the time after which it
-   would fit (gRPC RESOURCE_EXHAUSTED with QuotaFailure and RetryInfo; HTTP 429 with
-   Retry-After). The key's usage is counted for metrics either way.
-2. one budget of work slots for the whole gateway, shared by gRPC and HTTP: a call holds a slot
+1. one budget of work slots for the whole gateway, shared by gRPC and HTTP: a call holds a slot
    while it runs; when every slot is taken it is refused at once as busy, never queued (a queue
    in front of Triton only turns overload into timeouts). With API keys, one key may hold at most
    its share of the slots (`--key-slot-share`): a key within its rate limit whose calls are slow
    (a slowly served image URL, a large label set) cannot take every slot and lock the others out;
    past its share it is refused like a rate limit (its own quota), not as busy.
+2. the caller's key's rate limits (optional): requests and images per second per API key name,
+   as token buckets. A call over its key's rate is refused at once with the time after which it
+   would fit (gRPC RESOURCE_EXHAUSTED with QuotaFailure and RetryInfo; HTTP 429 with
+   Retry-After). Slots first: a call refused as busy has spent none of its key's rate. The key's
+   admitted images and texts are counted for metrics.
 """
 
 from __future__ import annotations
@@ -169,7 +171,7 @@ class WorkSlots:
 
 
 class Admission:
-    """The gateway's admission: `admit` the caller's key, then hold a `slot` for the work."""
+    """The gateway's admission: a work slot for the call, then the caller's key's rate limits."""
 
     def __init__(self, config: GatewayConfig) -> None:
         if not 0 < config.key_slot_share <= 1:
@@ -183,13 +185,15 @@ class Admission:
             config.limits.max_images or 32,
         )
 
-    def admit(self, images: int, texts: int) -> None:
-        """The caller's key's rate limits (RateLimited when over), and its usage for metrics."""
+    @contextlib.asynccontextmanager
+    async def enter(self, images: int, texts: int) -> AsyncIterator[None]:
+        """Hold a work slot for the body of the `async with`, and charge the key's rate limits; a
+        call refused a slot (Busy, ShareExceeded) spends none of its key's rate, and one over its
+        rate (RateLimited) gives its slot back at once."""
         tenant = TENANT.get()
-        if self.rate_limits:
-            self.rate_limits.admit(tenant, images)
-        metrics.TENANT_IMAGES.labels(tenant).inc(images)
-        metrics.TENANT_TEXTS.labels(tenant).inc(texts)
-
-    def slot(self) -> contextlib.AbstractAsyncContextManager[None]:
-        return self.slots.slot(TENANT.get())
+        async with self.slots.slot(tenant):
+            if self.rate_limits:
+                self.rate_limits.admit(tenant, images)
+            metrics.TENANT_IMAGES.labels(tenant).inc(images)
+            metrics.TENANT_TEXTS.labels(tenant).inc(texts)
+            yield

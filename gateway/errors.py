@@ -18,13 +18,14 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from tritonclient.utils import InferenceServerException
 
 from gateway.admission import Busy, RateLimited
+from gateway.calls import Field
 
 log = logging.getLogger("gateway.errors")
 
 
 @dataclass(frozen=True)
 class Violation:
-    field: str
+    field: Field
     description: str
 
 
@@ -32,7 +33,7 @@ class RequestError(Exception):
     """The request breaks a rule; `code` is INVALID_ARGUMENT or RESOURCE_EXHAUSTED."""
 
     def __init__(self, code: grpc.StatusCode, violations: list[Violation]) -> None:
-        super().__init__("; ".join(f"{v.field}: {v.description}" for v in violations))
+        super().__init__("; ".join(f"{v.field.path}: {v.description}" for v in violations))
         self.code = code
         self.violations = violations
 
@@ -41,7 +42,7 @@ class ServiceUnavailable(Exception):
     """The gateway cannot answer now (Triton or its models not ready); the caller may retry."""
 
 
-def invalid(field: str, description: str) -> RequestError:
+def invalid(field: Field, description: str) -> RequestError:
     return RequestError(grpc.StatusCode.INVALID_ARGUMENT, [Violation(field, description)])
 
 
@@ -80,7 +81,7 @@ def to_status(error: BaseException) -> status_pb2.Status:
     if isinstance(error, RequestError):
         bad_request = error_details_pb2.BadRequest(
             field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                error_details_pb2.BadRequest.FieldViolation(field=v.field.path, description=v.description)
                 for v in error.violations
             ]
         )
@@ -119,11 +120,3 @@ def _retry(seconds: float) -> any_pb2.Any:
     retry = error_details_pb2.RetryInfo()
     retry.retry_delay.FromMilliseconds(int(seconds * 1000))
     return _any(retry)
-
-
-def item_status(code: grpc.StatusCode, message: str) -> status_pb2.Status:
-    """A per-item status for one entry of a batch response."""
-    return status_pb2.Status(code=code.value[0], message=message)
-
-
-OK = status_pb2.Status(code=code_pb2.OK)

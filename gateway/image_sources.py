@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 
 import grpc
 
-from clip_api import clip_service_pb2 as pb
 from gateway import metrics, validation
+from gateway.calls import Field, ImageInput
 from gateway.config import Limits
 from gateway.errors import RequestError, Violation
 from gateway.url_policy import ImageUrlError, UrlRefused
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 URLS_OFF = "this server does not fetch image URLs (its operator can turn on --image-urls); send the image bytes"
 
 
-@dataclass
+@dataclass(frozen=True)
 class GatheredImages:
     data: list[bytes]  # one entry per request image; empty for those not fetched (yet)
     urls: dict[int, str] = field(default_factory=dict)  # index -> URL still to fetch
@@ -38,35 +38,37 @@ class ImageSources:
         self.fetcher = fetcher  # None: URLs are refused
 
     async def check(
-        self, images: Sequence[pb.Image], limits: Limits, *, required: bool, field_name: str = "images"
+        self, images: Sequence[ImageInput], limits: Limits, *, required: bool, field_name: str = "images"
     ) -> GatheredImages:
         """The request's images, checked without fetching anything; RequestError if the request
         must change (too many, too large, URLs where fetching is off)."""
-        urls = {index: image.url for index, image in enumerate(images) if image.WhichOneof("source") == "url"}
-        data = [b"" if index in urls else image.data for index, image in enumerate(images)]
+        urls = {index: image.url for index, image in enumerate(images) if image.url is not None}
+        data = [image.data for image in images]
         # Reading headers is parsing untrusted bytes: off the event loop, which serves every other call.
         await asyncio.to_thread(validation.check_images, data, limits, required=required, field=field_name)
         if urls and self.fetcher is None:
             raise RequestError(
-                grpc.StatusCode.INVALID_ARGUMENT, [Violation(f"{field_name}[{index}].url", URLS_OFF) for index in urls]
+                grpc.StatusCode.INVALID_ARGUMENT,
+                [Violation(Field(field_name, index, "url"), URLS_OFF) for index in urls],
             )
         return GatheredImages(data, urls)
 
     async def fetch(self, images: GatheredImages, limits: Limits, timeout: float) -> GatheredImages:
-        """Fetch the URLs concurrently; each one that gives no usable image goes to `failed`."""
+        """Every image with its bytes: the URLs fetched concurrently, each one that gives no usable
+        image in `failed`."""
         if not images.urls:
             return images
         # A task group: when the request ends (cancelled, deadline) every sibling fetch ends with it.
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(self._fetch(url, limits, timeout)) for url in images.urls.values()]
-        fetched = [task.result() for task in tasks]
-        for index, outcome in zip(images.urls, fetched, strict=True):
+        data, failed = list(images.data), dict(images.failed)
+        for index, task in zip(images.urls, tasks, strict=True):
+            outcome = task.result()
             if isinstance(outcome, bytes):
-                images.data[index] = outcome
+                data[index] = outcome
             else:
-                images.failed[index] = f"image URL: {outcome}"
-        images.urls = {}
-        return images
+                failed[index] = f"image URL: {outcome}"
+        return GatheredImages(data, {}, failed)
 
     async def _fetch(self, url: str, limits: Limits, timeout: float) -> bytes | str:
         """The image's bytes, or why there are none."""

@@ -1,4 +1,4 @@
-"""Assemble the gateway: gRPC server, ClipService, health, reflection; start and stop it."""
+"""Assemble the gateway: the core, its gRPC and HTTP adapters, health, reflection; start and stop it."""
 
 from __future__ import annotations
 
@@ -18,10 +18,11 @@ from clip_api import clip_service_pb2, clip_service_pb2_grpc
 from gateway import metrics
 from gateway.auth import ApiKeyInterceptor, ApiKeys, load_keys
 from gateway.config import GatewayConfig
+from gateway.core import ClipCore
+from gateway.grpc_api import ClipServicer
 from gateway.health import HealthWatcher
 from gateway.image_sources import ImageSources
 from gateway.observability import RequestContextInterceptor
-from gateway.service import ClipService
 from gateway.triton_adapter import TritonAdapter
 
 if TYPE_CHECKING:
@@ -78,12 +79,12 @@ def image_sources(config: GatewayConfig) -> ImageSources:
     return ImageSources(ImageFetcher(settings, UrlPolicy.from_setting(config.url_allowed_networks)))
 
 
-async def start_http(service: ClipService, keys: ApiKeys, config: GatewayConfig) -> HttpServer:
+async def start_http(core: ClipCore, keys: ApiKeys, config: GatewayConfig) -> HttpServer:
     # FastAPI, pydantic and uvicorn (tens of MB) are imported only where the HTTP API is turned on.
     from gateway.http_api.app import create_app
     from gateway.http_api.server import HttpServer
 
-    return await HttpServer.start(create_app(service, keys), config)
+    return await HttpServer.start(create_app(core, keys), config)
 
 
 class Gateway:
@@ -94,7 +95,7 @@ class Gateway:
         config: GatewayConfig,
         server: grpc.aio.Server,
         port: int,
-        service: ClipService,
+        core: ClipCore,
         health: HealthWatcher,
         metrics_endpoint: metrics.MetricsEndpoint | None,
         http: HttpServer | None,
@@ -102,7 +103,7 @@ class Gateway:
         self.config = config
         self.server = server
         self.port = port
-        self.service = service
+        self.core = core
         self.health = health
         self.metrics_endpoint = metrics_endpoint
         self.http = http
@@ -126,8 +127,8 @@ class Gateway:
         triton = TritonAdapter(config.triton_url)
         health_servicer = health_aio.HealthServicer()
         health = HealthWatcher(triton, health_servicer, config.health_interval, config.limits)
-        service = ClipService(triton, health, config, image_sources(config))
-        clip_service_pb2_grpc.add_ClipServiceServicer_to_server(service, server)
+        core = ClipCore(triton, health, config, image_sources(config))
+        clip_service_pb2_grpc.add_ClipServiceServicer_to_server(ClipServicer(core), server)
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection(
             (
@@ -144,7 +145,7 @@ class Gateway:
             await triton.close()
             raise health.conflict
         await server.start()
-        http = await start_http(service, keys, config) if config.http_listen else None
+        http = await start_http(core, keys, config) if config.http_listen else None
         health.start()
         log.info(
             "gateway listening",
@@ -156,15 +157,15 @@ class Gateway:
                 "image_urls": config.image_urls,
             },
         )
-        return cls(config, server, port, service, health, endpoint, http)
+        return cls(config, server, port, core, health, endpoint, http)
 
     async def stop(self, grace: float | None = None) -> None:
         """Refuse new calls, give in-flight calls `grace` seconds, then close Triton's channel."""
         grace = self.config.shutdown_grace if grace is None else grace
         await self.health.stop_serving()
         await asyncio.gather(self.server.stop(grace), *([self.http.stop(grace)] if self.http else []))
-        await self.service.images.close()
-        await self.service.triton.close()
+        await self.core.images.close()
+        await self.core.triton.close()
         if self.metrics_endpoint is not None:
             self.metrics_endpoint.stop()
         log.info("gateway stopped")

@@ -11,6 +11,7 @@ import grpc
 from PIL import Image
 
 from clip_contract import formats
+from gateway.calls import Field
 from gateway.config import Limits
 from gateway.errors import RequestError, Violation
 
@@ -25,7 +26,7 @@ class Violations:
         self.items: list[Violation] = []
         self.code = grpc.StatusCode.INVALID_ARGUMENT
 
-    def add(self, field: str, description: str, *, size: bool = False) -> None:
+    def add(self, field: Field, description: str, *, size: bool = False) -> None:
         if size:
             self.code = grpc.StatusCode.RESOURCE_EXHAUSTED
         if len(self.items) < MAX_VIOLATIONS:
@@ -58,14 +59,14 @@ def check_images(images: Sequence[bytes], limits: Limits, *, required: bool, fie
     assert limits.max_images is not None and limits.max_image_pixels is not None
     found = Violations()
     if required and not images:
-        found.add(field, "at least one image is required")
+        found.add(Field(field), "at least one image is required")
     if len(images) > limits.max_images:
-        found.add(field, f"{len(images)} images, more than the limit of {limits.max_images} per request")
+        found.add(Field(field), f"{len(images)} images, more than the limit of {limits.max_images} per request")
     found.raise_any()
     for index, data in enumerate(images):
         problem = image_size_problem(data, limits)
         if problem is not None:
-            found.add(f"{field}[{index}].data", problem, size=True)
+            found.add(Field(field, index, "data"), problem, size=True)
     found.raise_any()
 
 
@@ -96,14 +97,14 @@ def check_texts(texts: Sequence[str], limits: Limits, *, field: str, maximum: in
     """Texts stripped of surrounding whitespace, or a RequestError naming every bad one."""
     found = Violations()
     if required and not texts:
-        found.add(field, f"at least one entry is required in {field}")
+        found.add(Field(field), f"at least one entry is required in {field}")
     if len(texts) > maximum:
-        found.add(field, f"{len(texts)} entries, more than the limit of {maximum} per request")
+        found.add(Field(field), f"{len(texts)} entries, more than the limit of {maximum} per request")
     found.raise_any()
     for index, text in enumerate(texts):
         problem = _text_problem(text, limits)
         if problem is not None:
-            found.add(f"{field}[{index}]", problem)
+            found.add(Field(field, index), problem)
     found.raise_any()
     return [text.strip() for text in texts]
 
@@ -113,17 +114,20 @@ def check_templates(templates: Sequence[str], label_count: int, limits: Limits, 
         return [default]
     found = Violations()
     if len(templates) > limits.max_templates:
-        found.add("prompt_templates", f"{len(templates)} templates, more than the limit of {limits.max_templates}")
+        found.add(
+            Field("prompt_templates"), f"{len(templates)} templates, more than the limit of {limits.max_templates}"
+        )
     for index, template in enumerate(templates):
         problem = _text_problem(template, limits) if template.strip() != PLACEHOLDER else None
         if problem is None and template.count(PLACEHOLDER) != 1:
             problem = 'must contain "{}" exactly once, where the label goes'
         if problem is not None:
-            found.add(f"prompt_templates[{index}]", problem)
+            found.add(Field("prompt_templates", index), problem)
     prompts = label_count * len(templates)
     if prompts > limits.max_prompts:
         found.add(
-            "prompt_templates", f"labels x templates = {prompts} prompts, more than the limit of {limits.max_prompts}"
+            Field("prompt_templates"),
+            f"labels x templates = {prompts} prompts, more than the limit of {limits.max_prompts}",
         )
     found.raise_any()
     return list(templates)
@@ -132,5 +136,5 @@ def check_templates(templates: Sequence[str], label_count: int, limits: Limits, 
 def check_top_k(top_k: int, label_count: int) -> None:
     if top_k > label_count:
         found = Violations()
-        found.add("top_k", f"{top_k} is more than the {label_count} labels sent")
+        found.add(Field("top_k"), f"{top_k} is more than the {label_count} labels sent")
         found.raise_any()

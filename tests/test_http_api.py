@@ -21,6 +21,7 @@ import pytest
 from clip_client import ClientConfig, ClipClient
 from tests.conftest import URL_API_KEY
 from tests.support.gateway import GatewayThread
+from tests.support.processes import wait_for
 from tests.support.reference import Reference
 from tests.support.web import Canary, ImageWebServer
 from tests.test_model_parity import EMBED_TOLERANCE
@@ -352,6 +353,8 @@ def test_http_requests_are_counted(base_url: str) -> None:
 
     before = count()
     http(base_url, "GET", "/v1/models")
+    # The guard counts a request once its response is sent: the caller may read it a moment before.
+    wait_for(lambda: count() >= before + 1, 10, "the /v1/models request being counted")
     assert count() == before + 1
 
 

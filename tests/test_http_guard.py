@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from gateway.admission import Busy, WorkSlots
-from gateway.auth import ApiKeys
-from gateway.config import parse
+from gateway.admission import Admission, Busy, RateLimited, WorkSlots
+from gateway.auth import TENANT, ApiKeys
+from gateway.config import GatewayConfig, parse
 from gateway.http_api.guard import Guard, route_label
 
 
@@ -55,6 +55,32 @@ def test_the_work_slots_refuse_at_once_and_come_back() -> None:
         async with slots.slot():  # the slots came back
             assert slots.used == 1
         assert slots.used == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_call_refused_a_slot_spends_none_of_its_keys_rate() -> None:
+    """Admission.enter: slots first, then the key's rate; a busy refusal costs no rate tokens, and a
+    call over its rate gives its slot back."""
+
+    async def scenario() -> None:
+        admission = Admission(
+            GatewayConfig(max_concurrent_rpcs=1, rate_limit_requests=1.0, rate_limit_burst_seconds=1.0)
+        )
+        TENANT.set("tenant-b")
+        async with admission.enter(1, 0):  # tenant-b holds the only slot
+            TENANT.set("tenant-a")
+            for _ in range(3):
+                with pytest.raises(Busy):
+                    async with admission.enter(1, 0):
+                        raise AssertionError("a second slot was given")
+        assert admission.slots.used == 0
+        async with admission.enter(1, 0):  # tenant-a's one saved-up request was not spent by the refusals
+            pass
+        with pytest.raises(RateLimited):  # ... and now it is
+            async with admission.enter(1, 0):
+                raise AssertionError("admitted over the key's rate")
+        assert admission.slots.used == 0  # the call over its rate gave its slot back
 
     asyncio.run(scenario())
 

@@ -10,8 +10,8 @@ import threading
 import pytest
 from PIL import Image, PsdImagePlugin, TiffImagePlugin
 
-from clip_api import clip_service_pb2 as pb
 from gateway import validation
+from gateway.calls import ImageInput
 from gateway.config import Limits
 from gateway.image_sources import ImageSources
 from tests.support import images
@@ -60,7 +60,7 @@ def test_headers_are_read_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(validation, "_declared_pixels", record)
 
     async def scenario() -> int:
-        request = [pb.Image(data=png) for png in images.photo_pngs()[:3]]
+        request = [ImageInput(data=png) for png in images.photo_pngs()[:3]]
         gathered = await ImageSources(None).check(request, LIMITS, required=True)
         assert len(gathered.data) == 3
         return threading.get_ident()

@@ -1,7 +1,8 @@
 """The OpenAI-compatible HTTP API: /v1/embeddings, /v1/classifications, /v1/models, health.
 
-It runs in the gateway's process and event loop and calls the same ClipService methods as gRPC
-(same Triton client, limits, image fetching and API keys); only the shapes differ.
+It runs in the gateway's process and event loop and calls the same core as gRPC (same Triton
+client, limits, admission, image fetching and API keys): JSON and form fields in, `calls` values
+to `ClipCore`, its results out as OpenAI-shaped JSON; only the shapes differ.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from clip_api import clip_service_pb2 as pb
 from gateway.auth import ApiKeys
-from gateway.errors import RequestError
+from gateway.calls import ClassifyCall, EmbedCall, ImageInput, ItemError
+from gateway.core import ClipCore, Deadline
 from gateway.http_api import inputs
 from gateway.http_api.errors import HttpError, error_response, from_exception, item_error
 from gateway.http_api.guard import Guard
@@ -40,7 +41,6 @@ from gateway.http_api.schemas import (
     ModelList,
     Usage,
 )
-from gateway.service import ClipService, Deadline
 from gateway.triton_adapter import ServedModel
 
 log = logging.getLogger("gateway.http")
@@ -84,9 +84,9 @@ CLASSIFICATION_BODY = {
 }
 
 
-def create_app(service: ClipService, keys: ApiKeys) -> Any:
+def create_app(core: ClipCore, keys: ApiKeys) -> Any:
     """The ASGI application: the FastAPI routes behind the Guard."""
-    config = service.config
+    config = core.config
     limits = config.limits
     started = int(time.time())
     app = FastAPI(
@@ -103,7 +103,7 @@ def create_app(service: ClipService, keys: ApiKeys) -> Any:
 
     async def served_model() -> ServedModel:
         try:
-            return await service.health.served_model()
+            return await core.health.served_model()
         except Exception as error:
             raise from_exception(error) from None
 
@@ -140,7 +140,7 @@ def create_app(service: ClipService, keys: ApiKeys) -> Any:
 
     @app.get("/v1/health/ready", tags=["health"], summary="Every model the gateway needs is ready.")
     async def ready() -> JSONResponse:
-        serving = service.health.ready
+        serving = core.health.ready
         return JSONResponse({"status": "ready" if serving else "not ready"}, status_code=200 if serving else 503)
 
     @app.get("/v1/models", response_model=ModelList, responses=ERRORS, tags=["models"])
@@ -176,33 +176,32 @@ def create_app(service: ClipService, keys: ApiKeys) -> Any:
                 f"this model's embeddings have {model.embedding_dim} dimensions; it does not shorten them",
                 param="dimensions",
             )
-        request = pb.EmbedRequest()
-        order: list[tuple[str, int]] = []  # input index -> ("text" | "image", index in its list)
+        images: list[ImageInput] = []
+        texts: list[str] = []
+        order: list[tuple[str, int]] = []  # input index -> the core's field ("images" | "texts"), index there
         for index, item in enumerate(items):
             assert isinstance(item, str)
             if body.modality == "image" or (body.modality is None and inputs.is_image_data_uri(item)):
-                order.append(("image", len(request.images)))
-                request.images.append(inputs.image_from_string(item, f"input[{index}]"))
+                order.append(("images", len(images)))
+                images.append(inputs.image_from_string(item, f"input[{index}]"))
             else:
-                order.append(("text", len(request.texts)))
-                request.texts.append(item)
+                order.append(("texts", len(texts)))
+                texts.append(item)
         if body.user:
             log.info("embeddings", extra={"user": body.user[:64], "inputs": len(items)})
         try:
-            response = await service.embed(request, deadline())
-        except RequestError as error:
-            raise from_exception(inputs.renamed(error, inputs.embeddings_field(order))) from None
+            result = await core.embed(EmbedCall(images, texts), deadline())
         except Exception as error:
-            raise from_exception(error) from None
+            raise from_exception(error, inputs.embeddings_field(order)) from None
         data = []
         for index, (kind, position) in enumerate(order):
-            item = (response.text_embeddings if kind == "text" else response.image_embeddings)[position]
-            if item.status.code:
-                raise item_error(f"input[{index}]", item.status.code, item.status.message)
-            data.append(Embedding(index=index, embedding=_encode(item.vector, body.encoding_format)))
-        tokens = sum(item.token_count for item in response.text_embeddings)
+            vector = result.texts[position].vector if kind == "texts" else result.images[position]
+            if isinstance(vector, ItemError):
+                raise item_error(f"input[{index}]", vector.code, vector.message)
+            data.append(Embedding(index=index, embedding=_encode(vector, body.encoding_format)))
+        tokens = sum(text.token_count for text in result.texts)
         return EmbeddingsResponse(
-            data=data, model=response.model_id, usage=Usage(prompt_tokens=tokens, total_tokens=tokens)
+            data=data, model=result.model_id, usage=Usage(prompt_tokens=tokens, total_tokens=tokens)
         )
 
     @app.post(
@@ -214,34 +213,24 @@ def create_app(service: ClipService, keys: ApiKeys) -> Any:
         summary="Rank labels for images (zero-shot). JSON with image URLs or data URIs, or a multipart upload.",
     )
     async def classifications(request: Request) -> ClassificationsResponse:
-        in_force = service.health.limits()  # bounds how many parts a form may have
+        in_force = core.health.limits()  # bounds how many parts a form may have
         body, images = await _classification_request(
             request, in_force.max_images or 0, in_force.max_labels, in_force.max_templates
         )
         model = await served_model()
         check_model(body.model, model)
-        classify = pb.ClassifyRequest(
-            images=images,
-            labels=body.labels,
-            prompt_templates=body.templates or [],
-            top_k=body.top_k,
-        )
+        call = ClassifyCall(images, body.labels, body.templates or [], body.top_k)
         try:
-            response = await service.classify(classify, deadline())
-        except RequestError as error:
-            raise from_exception(inputs.renamed(error, inputs.classification_field)) from None
+            result = await core.classify(call, deadline())
         except Exception as error:
-            raise from_exception(error) from None
+            raise from_exception(error, inputs.classification_field) from None
         data = []
-        for index, result in enumerate(response.results):
-            if result.status.code:
-                raise item_error(f"image[{index}]", result.status.code, result.status.message)
-            labels = [
-                LabelScore(label=s.label, index=s.index, probability=s.probability, score=s.score)
-                for s in result.labels
-            ]
+        for index, item in enumerate(result.results):
+            if isinstance(item, ItemError):
+                raise item_error(f"image[{index}]", item.code, item.message)
+            labels = [LabelScore(label=s.label, index=s.index, probability=s.probability, score=s.score) for s in item]
             data.append(Classification(index=index, labels=labels))
-        return ClassificationsResponse(data=data, model=response.model_id)
+        return ClassificationsResponse(data=data, model=result.model_id)
 
     return Guard(
         app,
@@ -286,7 +275,7 @@ def _openapi_document(app: Any) -> dict[str, Any]:
 def _encode(vector: Any, encoding_format: str) -> list[float] | str:
     if encoding_format == "base64":
         return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
-    return list(vector)
+    return list(np.asarray(vector, dtype=np.float32).tolist())
 
 
 def _invalid(errors: Any) -> HttpError:
@@ -302,7 +291,7 @@ def _invalid(errors: Any) -> HttpError:
 
 async def _classification_request(
     request: Request, max_images: int, max_labels: int, max_templates: int
-) -> tuple[ClassificationRequest, list[pb.Image]]:
+) -> tuple[ClassificationRequest, list[ImageInput]]:
     content_type = _content_type(request)
     if content_type == "multipart/form-data":
         return await _from_form(request, max_images, max_labels, max_templates)
@@ -319,15 +308,15 @@ async def _classification_request(
 
 async def _from_form(
     request: Request, max_images: int, max_labels: int, max_templates: int
-) -> tuple[ClassificationRequest, list[pb.Image]]:
+) -> tuple[ClassificationRequest, list[ImageInput]]:
     try:
         form = await request.form(max_files=max_images + 1, max_fields=max_labels + max_templates + 8)
     except Exception as error:  # a malformed multipart body, or more parts than any valid request has
         raise HttpError(400, f"the multipart body is not acceptable: {error}") from None
-    images: list[pb.Image] = []
+    images: list[ImageInput] = []
     for index, part in enumerate(form.getlist("image")):
         if isinstance(part, UploadFile):
-            images.append(pb.Image(data=await part.read()))
+            images.append(ImageInput(data=await part.read()))
         else:
             images.append(inputs.image_from_string(part, f"image[{index}]"))
     if not images:

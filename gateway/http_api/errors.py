@@ -8,11 +8,13 @@ two APIs cannot disagree about what went wrong.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 from fastapi.responses import JSONResponse
 from google.rpc import code_pb2
 
 from gateway.admission import Busy, RateLimited
+from gateway.calls import Field
 from gateway.errors import RequestError, to_status
 from gateway.http_api.schemas import ErrorBody, ErrorResponse
 
@@ -52,8 +54,13 @@ def error_response(status: int, body: ErrorBody, headers: dict[str, str] | None 
     return JSONResponse(ErrorResponse(error=body).model_dump(), status_code=status, headers=headers)
 
 
-def from_exception(error: BaseException) -> HttpError:
-    """Any failure of the service layer, as an HttpError."""
+def _core_name(field: Field) -> str:
+    return field.path
+
+
+def from_exception(error: BaseException, field_name: Callable[[Field], str] = _core_name) -> HttpError:
+    """Any failure of the core, as an HttpError; `field_name` names a field at fault as the HTTP
+    caller knows it."""
     if isinstance(error, HttpError):
         return error
     if isinstance(error, RateLimited):
@@ -67,9 +74,9 @@ def from_exception(error: BaseException) -> HttpError:
     status = to_status(error)
     http_status, kind = _HTTP.get(status.code, (500, "server_error"))
     if isinstance(error, RequestError) and error.violations:
-        param = error.violations[0].field
+        message = "; ".join(f"{field_name(v.field)}: {v.description}" for v in error.violations)
         code = "request_too_large" if http_status == 413 else "invalid_value"
-        return HttpError(http_status, status.message, kind=kind, param=param, code=code)
+        return HttpError(http_status, message, kind=kind, param=field_name(error.violations[0].field), code=code)
     if status.code == code_pb2.RESOURCE_EXHAUSTED:  # from Triton: overloaded, not too large
         return HttpError(429, status.message, kind="rate_limit_error", code="overloaded")
     return HttpError(http_status, status.message, kind=kind)

@@ -1,5 +1,6 @@
-"""HTTP image inputs (URLs, data URIs, uploads) as the service's Image messages, and the service's
-field names (texts[3], images[0].data) as the names the HTTP caller used (input[5], image[0])."""
+"""HTTP image inputs (URLs, data URIs, uploads) as the core's ImageInputs, and the core's fields
+(Field("texts", 3), Field("images", 0, "data")) as the names the HTTP caller used (input[5],
+image[0])."""
 
 from __future__ import annotations
 
@@ -8,12 +9,12 @@ import binascii
 import re
 from collections.abc import Callable
 
-from clip_api import clip_service_pb2 as pb
-from gateway.errors import RequestError, Violation
+from gateway.calls import Field, ImageInput
 from gateway.http_api.errors import HttpError
 
 _DATA_URI = re.compile(r"data:(?P<mime>[^;,]*)(?P<params>(?:;[^;,]*)*),(?P<payload>.*)", re.DOTALL | re.IGNORECASE)
-_SERVICE_FIELD = re.compile(r"^(?P<name>images|texts)\[(?P<index>\d+)\](?:\.(?:data|url))?")
+# The core's field names that /v1/classifications spells otherwise.
+_CLASSIFICATION_NAMES = {"images": "image", "prompt_templates": "templates"}
 
 
 def texts(values: list[str], field: str) -> list[str]:
@@ -34,44 +35,35 @@ def is_image_data_uri(value: str) -> bool:
     return value[:11].lower() == "data:image/"
 
 
-def image_from_string(value: str, field: str) -> pb.Image:
+def image_from_string(value: str, field: str) -> ImageInput:
     """A data URI becomes the image's bytes; anything else is a URL for the fetcher (which refuses
     what its policy does not allow, and everything where fetching is off)."""
     if value[:5].lower() != "data:":
-        return pb.Image(url=value)
+        return ImageInput(url=value)
     match = _DATA_URI.fullmatch(value)
     if match is None or ";base64" not in match["params"].lower():
         raise HttpError(400, f"{field}: a data URI must be base64-encoded: data:image/png;base64,...", param=field)
     if match["mime"] and not match["mime"].lower().startswith("image/"):
         raise HttpError(400, f"{field}: the data URI holds {match['mime']}, not an image", param=field)
     try:
-        return pb.Image(data=base64.b64decode(match["payload"], validate=True))
+        return ImageInput(data=base64.b64decode(match["payload"], validate=True))
     except binascii.Error:
         raise HttpError(400, f"{field}: the data URI's base64 payload does not decode", param=field) from None
 
 
-def renamed(error: RequestError, rename: Callable[[str], str]) -> RequestError:
-    """The same error with every field in the caller's vocabulary."""
-    violations = [Violation(rename(v.field), v.description) for v in error.violations]
-    return RequestError(error.code, violations)
+def embeddings_field(order: list[tuple[str, int]]) -> Callable[[Field], str]:
+    """The core's texts[j] / images[j] -> input[i] of the HTTP request; `order` holds, for each
+    input in turn, the core's field ("texts" or "images") and its index there."""
+    position = {entry: input_index for input_index, entry in enumerate(order)}
 
-
-def embeddings_field(order: list[tuple[str, int]]) -> Callable[[str], str]:
-    """texts[j] / images[j] of the EmbedRequest -> input[i] of the HTTP request."""
-    position = {(kind, index): input_index for input_index, (kind, index) in enumerate(order)}
-
-    def rename(field: str) -> str:
-        match = _SERVICE_FIELD.match(field)
-        if match is None:
-            return "input"
-        kind = "text" if match["name"] == "texts" else "image"
-        return f"input[{position.get((kind, int(match['index'])), int(match['index']))}]"
+    def rename(field: Field) -> str:
+        where = position.get((field.name, field.index)) if field.index is not None else None
+        return "input" if where is None else f"input[{where}]"
 
     return rename
 
 
-def classification_field(field: str) -> str:
-    match = _SERVICE_FIELD.match(field)
-    if match is not None and match["name"] == "images":
-        return f"image[{match['index']}]"
-    return field.replace("prompt_templates", "templates").replace("images", "image")
+def classification_field(field: Field) -> str:
+    """The core's field as /v1/classifications names it; an image's data or URL is one HTTP value."""
+    name = _CLASSIFICATION_NAMES.get(field.name, field.name)
+    return name if field.index is None else f"{name}[{field.index}]"

@@ -1,0 +1,157 @@
+"""The service, whatever the transport: check a call, admit it, do its model work in Triton, and
+return its result with one outcome per image.
+
+The model work (decode, tokenize, encode, templates, similarity, softmax) happens in Triton; the
+core only checks calls, routes them, and ranks the returned rows. gRPC (`grpc_api`) and HTTP
+(`http_api`) are adapters over it: each turns its callers' messages into `calls` values and the
+results back, and names the fields of a `RequestError` in its own vocabulary.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from gateway import metrics, validation
+from gateway.admission import Admission
+from gateway.auth import TENANT
+from gateway.calls import (
+    ClassifyCall,
+    ClassifyResult,
+    EmbedCall,
+    EmbedResult,
+    Field,
+    ItemError,
+    LabelScore,
+    SimilarityCall,
+    SimilarityResult,
+    TextEmbedding,
+    Vector,
+)
+from gateway.config import GatewayConfig, Limits
+from gateway.errors import invalid
+from gateway.health import HealthWatcher
+from gateway.image_results import ImageBatch
+from gateway.image_sources import ImageSources
+from gateway.triton_adapter import ServedModel, TritonAdapter
+
+NOTHING: NDArray[Any] = np.empty((0, 0), dtype=np.float32)  # the result when no image was usable
+
+
+class Deadline:
+    """When the caller stops waiting, to pass on to Triton as each call's remaining time."""
+
+    def __init__(self, seconds: float) -> None:
+        self.expires = time.monotonic() + seconds
+
+    def remaining(self) -> float:
+        return max(0.001, self.expires - time.monotonic())
+
+
+def ranked(labels: list[str], logits: NDArray[Any], probs: NDArray[Any], top_k: int) -> list[LabelScore]:
+    """One image's labels, most probable first (ties in request order), the first `top_k` (0: all)."""
+    order = np.argsort(-probs, kind="stable")
+    if top_k:
+        order = order[:top_k]
+    return [LabelScore(labels[i], int(i), float(probs[i]), float(logits[i])) for i in order]
+
+
+def count_errors(method: str, rows: list[int | ItemError]) -> None:
+    metrics.IMAGE_ERRORS.labels(method).inc(sum(isinstance(row, ItemError) for row in rows))
+
+
+def record_sizes(method: str, images: int, labels: int) -> None:
+    metrics.IMAGES.labels(method).observe(images)
+    metrics.LABELS.labels(method).observe(labels)
+
+
+class ClipCore:
+    def __init__(
+        self, triton: TritonAdapter, health: HealthWatcher, config: GatewayConfig, images: ImageSources
+    ) -> None:
+        self.triton = triton
+        self.health = health
+        self.config = config
+        self.images = images
+        self.admission = Admission(config)
+
+    @property
+    def fetches_urls(self) -> bool:
+        return self.images.fetcher is not None
+
+    async def model(self) -> tuple[ServedModel, Limits]:
+        """The model that answers and the limits in force (the repository's filled in)."""
+        return await self.health.served_model(), self.health.limits()
+
+    async def classify(self, call: ClassifyCall, deadline: Deadline) -> ClassifyResult:
+        model, limits = await self.model()
+        gathered = await self.images.check(call.images, limits, required=True)
+        labels = validation.check_texts(call.labels, limits, field="labels", maximum=limits.max_labels, required=True)
+        templates = validation.check_templates(call.templates, len(labels), limits, self.config.default_template)
+        validation.check_top_k(call.top_k, len(labels))
+        async with self.admission.enter(len(call.images), len(labels) * len(templates)):
+            fetched = await self.images.fetch(gathered, limits, deadline.remaining())
+            record_sizes("Classify", len(fetched.data), len(labels))
+            batch = ImageBatch.of(fetched.data, fetched.failed)
+            logits = probs = NOTHING
+            outcomes = None
+            if batch.data:
+                (logits, probs), outcomes = await self.triton.classify(
+                    batch.data, labels, templates, deadline.remaining()
+                )
+        rows = batch.rows(outcomes)
+        count_errors("Classify", rows)
+        return ClassifyResult(
+            model.model_id,
+            [
+                row if isinstance(row, ItemError) else ranked(call.labels, logits[row], probs[row], call.top_k)
+                for row in rows
+            ],
+        )
+
+    async def embed(self, call: EmbedCall, deadline: Deadline) -> EmbedResult:
+        model, limits = await self.model()
+        gathered = await self.images.check(call.images, limits, required=False)
+        texts = validation.check_texts(call.texts, limits, field="texts", maximum=limits.max_texts, required=False)
+        if not call.images and not texts:
+            raise invalid(Field("images"), "send at least one image or one text")
+        async with self.admission.enter(len(call.images), len(texts)):
+            fetched = await self.images.fetch(gathered, limits, deadline.remaining())
+            record_sizes("Embed", len(fetched.data), len(texts))
+            text_embeddings: list[TextEmbedding] = []
+            if texts:
+                vectors, token_counts = await self.triton.embed_texts(texts, deadline.remaining())
+                metrics.TENANT_TEXT_TOKENS.labels(TENANT.get()).inc(int(token_counts.sum()))
+                text_embeddings = [
+                    TextEmbedding(vector, int(count)) for vector, count in zip(vectors, token_counts, strict=True)
+                ]
+            batch = ImageBatch.of(fetched.data, fetched.failed)
+            image_vectors = NOTHING
+            outcomes = None
+            if batch.data:
+                image_vectors, outcomes = await self.triton.embed_images(batch.data, deadline.remaining())
+        rows = batch.rows(outcomes)
+        count_errors("Embed", rows)
+        images: list[Vector | ItemError] = [row if isinstance(row, ItemError) else image_vectors[row] for row in rows]
+        return EmbedResult(model.model_id, model.embedding_dim, text_embeddings, images)
+
+    async def similarity(self, call: SimilarityCall, deadline: Deadline) -> SimilarityResult:
+        model, limits = await self.model()
+        gathered = await self.images.check(call.images, limits, required=True)
+        texts = validation.check_texts(call.texts, limits, field="texts", maximum=limits.max_labels, required=True)
+        async with self.admission.enter(len(call.images), len(texts)):
+            fetched = await self.images.fetch(gathered, limits, deadline.remaining())
+            record_sizes("Similarity", len(fetched.data), len(texts))
+            batch = ImageBatch.of(fetched.data, fetched.failed)
+            scores = NOTHING
+            outcomes = None
+            if batch.data:
+                # Texts verbatim: the identity template, so Triton's prompt ensemble is a no-op.
+                (scores, _), outcomes = await self.triton.classify(batch.data, texts, ["{}"], deadline.remaining())
+        rows = batch.rows(outcomes)
+        count_errors("Similarity", rows)
+        result: list[Vector | ItemError] = [row if isinstance(row, ItemError) else scores[row] for row in rows]
+        return SimilarityResult(model.model_id, model.scale, result)

@@ -1,0 +1,148 @@
+"""clip.v1.ClipService over gRPC: protobuf messages in and out of `core.ClipCore`, nothing more.
+
+Each method turns its request into a `calls` value and the caller's deadline into a `Deadline`,
+calls the core, and writes the result as clip.v1's response. Every failure leaves through
+errors.to_status: one mapping, no tracebacks to clients.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar, cast
+
+import grpc
+import grpc.aio
+from google.rpc import code_pb2, status_pb2
+from grpc_status import rpc_status
+
+from clip_api import clip_service_pb2 as pb
+from clip_api import clip_service_pb2_grpc
+from clip_contract import precisions
+from gateway.calls import ClassifyCall, EmbedCall, ImageInput, ItemError, SimilarityCall
+from gateway.core import ClipCore, Deadline
+from gateway.errors import to_status
+
+Response = TypeVar("Response")
+Handler = Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[Response]]
+
+VARIANTS = {"full": pb.MODEL_VARIANT_FULL, "demo": pb.MODEL_VARIANT_DEMO}
+OK = status_pb2.Status(code=code_pb2.OK)
+
+
+def rpc(handler: Handler[Response]) -> Handler[Response]:
+    @functools.wraps(handler)
+    async def wrapped(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Response:
+        try:
+            return await handler(self, request, context)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as error:
+            await context.abort_with_status(rpc_status.to_status(to_status(error)))
+            raise  # unreachable: abort_with_status raises
+
+    return wrapped
+
+
+def wire_precision(name: str) -> pb.Precision:
+    """clip.v1's Precision value for a precision name the exporter recorded (UNSPECIFIED if unknown)."""
+    spec = precisions.PRECISIONS.get(name)
+    return cast(pb.Precision, pb.Precision.Value(spec.wire_name)) if spec else pb.PRECISION_UNSPECIFIED
+
+
+def images_of(images: Sequence[pb.Image]) -> list[ImageInput]:
+    return [
+        ImageInput(url=image.url) if image.WhichOneof("source") == "url" else ImageInput(data=image.data)
+        for image in images
+    ]
+
+
+def status_of(error: ItemError) -> status_pb2.Status:
+    return status_pb2.Status(code=error.code, message=error.message)
+
+
+class ClipServicer(clip_service_pb2_grpc.ClipServiceServicer):
+    def __init__(self, core: ClipCore) -> None:
+        self.core = core
+
+    def _deadline(self, context: grpc.aio.ServicerContext) -> Deadline:
+        """The caller's deadline, or the configured default where it set none."""
+        remaining = context.time_remaining()
+        return Deadline(self.core.config.default_timeout if remaining is None else remaining)
+
+    @rpc
+    async def Classify(self, request: pb.ClassifyRequest, context: grpc.aio.ServicerContext) -> pb.ClassifyResponse:
+        call = ClassifyCall(
+            images_of(request.images), list(request.labels), list(request.prompt_templates), request.top_k
+        )
+        result = await self.core.classify(call, self._deadline(context))
+        response = pb.ClassifyResponse(model_id=result.model_id)
+        for item in result.results:
+            if isinstance(item, ItemError):
+                response.results.append(pb.ImageClassification(status=status_of(item)))
+            else:
+                labels = [
+                    pb.LabelScore(label=s.label, index=s.index, probability=s.probability, score=s.score) for s in item
+                ]
+                response.results.append(pb.ImageClassification(status=OK, labels=labels))
+        return response
+
+    @rpc
+    async def Embed(self, request: pb.EmbedRequest, context: grpc.aio.ServicerContext) -> pb.EmbedResponse:
+        call = EmbedCall(images_of(request.images), list(request.texts))
+        result = await self.core.embed(call, self._deadline(context))
+        response = pb.EmbedResponse(model_id=result.model_id, dimension=result.dimension)
+        response.text_embeddings.extend(
+            pb.Embedding(status=OK, vector=text.vector.tolist(), token_count=text.token_count) for text in result.texts
+        )
+        response.image_embeddings.extend(
+            pb.Embedding(status=status_of(image))
+            if isinstance(image, ItemError)
+            else pb.Embedding(status=OK, vector=image.tolist())
+            for image in result.images
+        )
+        return response
+
+    @rpc
+    async def Similarity(
+        self, request: pb.SimilarityRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SimilarityResponse:
+        call = SimilarityCall(images_of(request.images), list(request.texts))
+        result = await self.core.similarity(call, self._deadline(context))
+        rows = [
+            pb.SimilarityRow(status=status_of(row))
+            if isinstance(row, ItemError)
+            else pb.SimilarityRow(status=OK, scores=row.tolist())
+            for row in result.rows
+        ]
+        return pb.SimilarityResponse(rows=rows, scale=result.scale, model_id=result.model_id)
+
+    @rpc
+    async def GetModelInfo(
+        self, request: pb.GetModelInfoRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetModelInfoResponse:
+        model, limits = await self.core.model()
+        return pb.GetModelInfoResponse(
+            model_id=model.model_id,
+            revision=model.revision,
+            variant=VARIANTS.get(model.variant, pb.MODEL_VARIANT_UNSPECIFIED),
+            precision=wire_precision(model.precision),
+            embedding_dimension=model.embedding_dim,
+            image_size=model.crop_size,
+            shortest_edge=model.shortest_edge,
+            crop_size=model.crop_size,
+            context_length=model.context_length,
+            scale=model.scale,
+            execution=model.execution,
+            limits=pb.Limits(
+                max_images_per_request=limits.max_images,
+                max_labels_per_request=limits.max_labels,
+                max_texts_per_request=limits.max_texts,
+                max_templates_per_request=limits.max_templates,
+                max_label_chars=limits.max_label_chars,
+                max_image_bytes=limits.max_image_bytes,
+                max_image_pixels=limits.max_image_pixels,
+                max_request_bytes=limits.max_request_bytes,
+                image_urls=self.core.fetches_urls,
+            ),
+        )
