@@ -47,6 +47,7 @@ RUN useradd --system --uid 10001 --user-group --create-home --home-dir /home/cli
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
 # What runs, nothing else: no tests, benchmarks or docs (the compiler above is the exporter's).
+COPY configuration /app/configuration
 COPY gateway /app/gateway
 COPY launcher /app/launcher
 COPY export /app/export

@@ -27,7 +27,6 @@ import torch
 
 from clip_contract import artifacts
 
-COMPILE_CHOICES = ("auto", "aoti", "none")
 COMMON_DIR = Path(__file__).resolve().parent.parent / "model_repository" / "common"
 
 

@@ -3,6 +3,7 @@ repository and its manifest. `python -m export` is the command line over this.""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import math
 import platform
@@ -17,9 +18,6 @@ from clip_contract import parameters as keys
 from clip_contract import precisions as precision_table
 from export import checkpoint as checkpoints
 from export import compiled, encoders, hardware, quantize, repository
-
-DEFAULT_MODEL = "openai/clip-vit-base-patch16"
-DEFAULT_OUT = Path("build/model_repository")
 
 
 def _side(value: Any, key: str, what: str) -> int:
@@ -89,6 +87,7 @@ def build_manifest(
         keys.PRECISION: precision,
         "device": settings.device,
         "preprocess_instances": settings.preprocess_instances,
+        "settings": dataclasses.asdict(settings),  # as asked: serve re-exports when they change
         keys.EMBEDDING_DIM: facts.embedding_dim,
         keys.SHORTEST_EDGE: facts.shortest_edge,
         keys.CROP_SIZE: facts.crop_size,

@@ -24,6 +24,7 @@ from tritonclient.grpc import model_config_pb2
 import clip_contract
 from clip_contract import artifacts, models
 from clip_contract import parameters as keys
+from configuration.flags import setting
 from export.checkpoint import TOKENIZER_FILES
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "model_repository"
@@ -44,30 +45,50 @@ IMAGE_LAYOUT = {
 GPU_IMAGE_LAYOUT = (1, 2)
 
 
+COMPILE_CHOICES = ("auto", "aoti", "none")  # --compile: compiled encoders beside model.pt (export/compiled.py)
+MiB = 1 << 20
+
+
 @dataclass(frozen=True)
 class Settings:
-    """Deployment settings; the defaults suit a 2-core CPU machine."""
+    """Deployment settings; the defaults suit a 2-core CPU machine. Each is a flag of
+    `python -m export` and `python -m serve` (configuration.flags)."""
 
-    device: str = "cpu"  # "cpu" or "gpu": where the encoders run
+    device: str = setting("cpu", choices=("cpu", "gpu"), help="where the encoders run")
     # None: IMAGE_LAYOUT's measured choice for the precision and device.
-    image_instances: int | None = None
-    image_torch_threads: int | None = None  # per image-encoder instance
+    image_instances: int | None = setting(None, default_text="measured per precision (repository.IMAGE_LAYOUT)")
+    image_torch_threads: int | None = setting(
+        None,
+        help="torch threads per image-encoder instance",
+        default_text="measured per precision (repository.IMAGE_LAYOUT)",
+    )
     text_instances: int = 1
     # Decoding and resizing run in Python on the CPU, one core per instance: a GPU replica needs
     # several to keep its GPU busy (throughput per instance: docs/kubernetes.md, Capacity).
-    preprocess_instances: int = 1
+    preprocess_instances: int = setting(1, help="image decoding instances, one core each")
     # The text encoder only runs on label-cache misses (cold label sets, Embed texts), mostly while
     # the image encoders wait; two threads shorten those waits (docs/benchmarks.md).
-    text_torch_threads: int = 2
-    max_batch_size: int = 32  # images per image-encoder execution
-    batch_delay_us: int = 2000  # dynamic batcher's wait for more images
-    max_image_pixels: int = 40_000_000
-    label_cache_bytes: int = 64 * 1024 * 1024  # per text-encoder instance
-    token_cache_bytes: int = 32 * 1024 * 1024  # per tokenizer instance
-    text_batch_size: int = 64  # texts per text-encoder forward pass (a request's misses go in chunks)
-    compile: str = "auto"  # "auto", "aoti" or "none": compiled encoders beside model.pt (export/compiled.py)
-    allow_slow_precision: bool = False  # export bf16/fp16 even where it runs slower than fp32 here
-    calibration_images: str | None = None  # int8: folder of calibration images (default: the shipped set)
+    text_torch_threads: int = setting(2, help="torch threads per text-encoder instance")
+    max_batch_size: int = setting(32, help="images per image-encoder execution")
+    batch_delay_us: int = setting(2000, help="the dynamic batcher's wait for more images")
+    max_image_pixels: int = setting(40_000_000, help="decoded pixels per image")
+    label_cache_bytes: int = setting(
+        64 * MiB, unit=MiB, flag="label_cache_mb", help="per-label text embedding cache per text-encoder instance, MB"
+    )
+    token_cache_bytes: int = setting(
+        32 * MiB, unit=MiB, flag="token_cache_mb", help="per-prompt token id cache per tokenizer instance, MB"
+    )
+    text_batch_size: int = setting(64, help="texts per text-encoder forward pass; new texts of a request go in chunks")
+    compile: str = setting("auto", choices=COMPILE_CHOICES, help="compiled encoders beside model.pt")
+    allow_slow_precision: bool = setting(
+        False, help="export bf16/fp16 even where this machine runs them slower than fp32"
+    )
+    calibration_images: str | None = setting(
+        None,
+        help="int8: a folder of images like the ones you serve; every fourth is held out for the "
+        "accuracy gate; labels.txt beside them names labels to rank",
+        default_text="export/calibration_images",
+    )
 
 
 @dataclass(frozen=True)

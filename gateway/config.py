@@ -1,7 +1,7 @@
 """Gateway configuration from command-line flags, environment variables and defaults.
 
 Every setting has a flag (`--max-labels`) and an environment variable (`CLIP_GATEWAY_MAX_LABELS`);
-a flag wins over the environment, which wins over the default.
+a flag wins over the environment, which wins over the default (configuration.flags).
 """
 
 from __future__ import annotations
@@ -12,8 +12,11 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from configuration import flags
+from configuration.flags import setting
+
 ENV_PREFIX = "CLIP_GATEWAY_"
-REPOSITORY_LIMITS = ("max_images", "max_image_pixels")  # read from Triton when not set here
+FROM_REPOSITORY = "the model repository's"  # the default of a limit read from Triton when not set here
 
 
 @dataclass(frozen=True)
@@ -22,14 +25,14 @@ class Limits:
     also enforces have one source, Triton's model configs, read when Triton becomes ready: None
     takes Triton's value, a number must not exceed it (the gateway refuses to serve otherwise)."""
 
-    max_images: int | None = None  # per request; None: the image encoder's max batch size
+    max_images: int | None = setting(None, default_text=FROM_REPOSITORY)  # per request; the image encoder's max batch
     max_labels: int = 1000  # ImageNet-size label sets
     max_texts: int = 1000  # per Embed request
     max_templates: int = 100
     max_prompts: int = 20_000  # labels x templates sent to the text encoder
     max_label_chars: int = 1000  # per label, text or template
     max_image_bytes: int = 20 * 1024 * 1024
-    max_image_pixels: int | None = None  # decoded pixels per image; None: the preprocessing model's limit
+    max_image_pixels: int | None = setting(None, default_text=FROM_REPOSITORY)  # decoded pixels per image
     max_request_bytes: int = 64 * 1024 * 1024
 
 
@@ -75,47 +78,9 @@ class GatewayConfig:
     limits: Limits = field(default_factory=Limits)
 
 
-def _env_name(name: str) -> str:
-    return ENV_PREFIX + name.upper()
-
-
-def _add_fields(parser: argparse.ArgumentParser, cls: type, env: Mapping[str, str]) -> None:
-    for spec in dataclasses.fields(cls):
-        if dataclasses.is_dataclass(spec.type) or spec.name == "limits":
-            continue
-        default = spec.default if spec.default is not dataclasses.MISSING else None
-        kind: type = type(default) if default is not None else str
-        if default is None and str(spec.type).startswith("int"):  # int | None: a number, or unset
-            kind = int
-        from_repository = default is None and spec.name in REPOSITORY_LIMITS
-        default_text = "the model repository's" if from_repository else str(default)
-        raw = env.get(_env_name(spec.name))
-        flag = "--" + spec.name.replace("_", "-")
-        help_text = f"env {_env_name(spec.name)} (default {default_text})"
-        if kind is bool:  # --image-urls / --no-image-urls; the environment says true/false
-            value = default if raw is None else _truth(_env_name(spec.name), raw)
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=value, help=help_text)
-            continue
-        parser.add_argument(flag, type=kind, default=kind(raw) if raw is not None else default, help=help_text)
-
-
-def _truth(name: str, raw: str) -> bool:
-    value = raw.strip().lower()
-    if value in {"1", "true", "yes", "on"}:
-        return True
-    if value in {"0", "false", "no", "off", ""}:
-        return False
-    raise ValueError(f"{name}={raw!r}: expected true or false")
-
-
 def parse(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> GatewayConfig:
-    env = os.environ if env is None else env
     parser = argparse.ArgumentParser(prog="python -m gateway", description="clip-serve gRPC gateway")
-    _add_fields(parser, GatewayConfig, env)
-    _add_fields(parser, Limits, env)
-    args = vars(parser.parse_args(argv))
-    limits = Limits(**{spec.name: args.pop(spec.name) for spec in dataclasses.fields(Limits)})
-    return GatewayConfig(limits=limits, **args)
+    return flags.parse(GatewayConfig, parser, argv, os.environ if env is None else env, ENV_PREFIX)
 
 
 class LimitsConflict(Exception):

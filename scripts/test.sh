@@ -8,7 +8,7 @@ bash scripts/setup.sh
 # mypy --strict (pyproject.toml) over every first-party package; the Triton models one folder at a
 # time, each seeing the shared modules the exporter copies beside it. MYPYPATH=proto: the API
 # package is installed editable, through an import hook mypy cannot follow.
-MYPYPATH=proto .venv/bin/mypy client/clip_client gateway launcher export serve bench demo deploy scripts tests \
+MYPYPATH=proto .venv/bin/mypy client/clip_client configuration gateway launcher export serve bench demo deploy scripts tests \
   model_repository/__init__.py model_repository/*/__init__.py model_repository/*/configure.py
 for model in model_repository/*/1; do
   if compgen -G "$model/*.py" >/dev/null; then MYPYPATH=model_repository/common:proto .venv/bin/mypy "$model"; fi

@@ -20,15 +20,19 @@ import signal
 import sys
 import threading
 import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from clip_contract import artifacts, precisions
+from clip_contract import artifacts
+from configuration import flags
+from configuration.flags import setting
 from export import checkpoint as checkpoints
-from export.compiled import COMPILE_CHOICES
+from export.config import ExportChoice
 from export.hardware import cpu_info
-from export.pipeline import DEFAULT_MODEL, ExportRefused, export
-from export.repository import Settings
-from gateway.config import ENV_PREFIX, GatewayConfig
+from export.pipeline import ExportRefused, export
+from gateway.config import ENV_PREFIX as GATEWAY_ENV_PREFIX
+from gateway.config import GatewayConfig
 from gateway.config import parse as parse_gateway
 from launcher.server import LaunchError, ServerSettings, TritonServer, free_port
 from launcher.supervisor import Supervisor
@@ -37,7 +41,36 @@ ROOT = Path(__file__).resolve().parent.parent
 DEMO_MODEL = ROOT / "models" / "clip-demo"
 SAMPLE_IMAGE = ROOT / "models" / "samples" / "red_circle.png"
 SAMPLE_LABELS = ["red circle", "blue square", "green triangle", "yellow star"]
+ENV_PREFIX = "CLIP_SERVE_"
 log = logging.getLogger("serve")
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """serve's own settings, around the exporter's (`export`): every export flag is a serve flag.
+    The gateway's settings come from CLIP_GATEWAY_* (see `python -m gateway --help`); the listen
+    addresses here override the few that serve sets itself."""
+
+    export: ExportChoice = field(default_factory=ExportChoice)
+    export_only: bool = setting(
+        False, help="choose the model, export it to --repository, and exit (compose's export step)"
+    )
+    require_model: bool = setting(
+        False, help="fail when the model cannot be had, instead of serving the bundled demo model (deployments)"
+    )
+    host: str | None = setting(None, help="gateway host", default_text="from CLIP_GATEWAY_LISTEN, else 127.0.0.1")
+    port: int | None = setting(None, help="gateway port", default_text="from CLIP_GATEWAY_LISTEN, else 50051")
+    triton_metrics_port: int = 8002
+    metrics_listen: str | None = setting(
+        None, help="gateway metrics address", default_text="CLIP_GATEWAY_METRICS_LISTEN"
+    )
+    http_listen: str | None = setting(
+        None,
+        help="OpenAI-compatible HTTP API address, empty for none",
+        default_text="CLIP_GATEWAY_HTTP_LISTEN, else 127.0.0.1:8000",
+    )
+    repository: Path = ROOT / "build" / "model_repository"
+    triton_log: Path = ROOT / "build" / "triton.log"
 
 
 def choose_checkpoint(requested: str, fall_back: bool = True) -> checkpoints.Checkpoint:
@@ -57,33 +90,24 @@ def choose_checkpoint(requested: str, fall_back: bool = True) -> checkpoints.Che
         return checkpoints.resolve(str(DEMO_MODEL))
 
 
-def ensure_exported(
-    ckpt: checkpoints.Checkpoint,
-    out: Path,
-    precision: str,
-    device: str = "cpu",
-    preprocess_instances: int = 1,
-    compile: str = "auto",
-) -> None:
-    """Export unless `out` already holds this exact checkpoint, exported as asked for this device
-    on a machine of this CPU model (auto precision and compiled code follow the machine)."""
+def ensure_exported(ckpt: checkpoints.Checkpoint, out: Path, choice: ExportChoice) -> None:
+    """Export unless `out` already holds this exact checkpoint, exported with these settings on a
+    machine of this CPU model (auto precision and compiled code follow the machine)."""
     manifest_path = out / artifacts.MANIFEST
-    settings = Settings(device=device, preprocess_instances=preprocess_instances, compile=compile)
+    precision, settings = choice.precision, choice.settings
     if manifest_path.is_file():
         manifest = json.loads(manifest_path.read_text())
-        wanted = (ckpt.weights_sha256(), precision, device, preprocess_instances, compile, cpu_info()["model"])
+        wanted = (ckpt.weights_sha256(), precision, dataclasses.asdict(settings), cpu_info()["model"])
         found = (
             manifest.get("weights_sha256"),
             manifest.get("requested_precision"),
-            manifest.get("device"),
-            manifest.get("preprocess_instances"),
-            manifest.get("requested_compile"),
+            manifest.get("settings"),
             manifest.get("machine", {}).get("model"),
         )
         if found == wanted:
             print(f"serve: {out} already holds it: {manifest.get('execution', '')}", file=sys.stderr)
             return
-    print(f"serve: exporting {ckpt.model_id} ({precision}, {device}) to {out}", file=sys.stderr)
+    print(f"serve: exporting {ckpt.model_id} ({precision}, {settings.device}) to {out}", file=sys.stderr)
     source = str(ckpt.folder) if ckpt.revision == "local" else ckpt.model_id
     try:
         manifest = export(source, out, precision, settings)
@@ -138,18 +162,18 @@ def supervise(
         loop.call_soon_threadsafe(stop.set)
 
 
-def gateway_config(args: argparse.Namespace, triton_url: str) -> GatewayConfig:
+def gateway_config(args: ServeConfig, triton_url: str, env: Mapping[str, str] = os.environ) -> GatewayConfig:
     """Every CLIP_GATEWAY_* setting from the environment (API keys, limits, TLS, ...), as
     `python -m gateway` reads them; serve's own flags win where given, and where neither says,
     serve's defaults: gRPC on 127.0.0.1:50051, HTTP API on 127.0.0.1:8000."""
-    config = parse_gateway([], os.environ)
+    config = parse_gateway([], env)
     listen = config.listen
     if args.host is not None or args.port is not None:
         default_host, _, default_port = listen.rpartition(":")
         listen = f"{args.host or default_host}:{args.port if args.port is not None else default_port}"
     http_listen = args.http_listen
     if http_listen is None:
-        http_listen = os.environ.get(ENV_PREFIX + "HTTP_LISTEN", "127.0.0.1:8000")
+        http_listen = env.get(GATEWAY_ENV_PREFIX + "HTTP_LISTEN", "127.0.0.1:8000")
     metrics_listen = config.metrics_listen if args.metrics_listen is None else args.metrics_listen
     return dataclasses.replace(
         config, listen=listen, triton_url=triton_url, http_listen=http_listen, metrics_listen=metrics_listen
@@ -161,7 +185,7 @@ def loopback_for(host: str) -> str:
     return "127.0.0.1" if host in ("", "0.0.0.0", "[::]", "::") else host
 
 
-async def run(args: argparse.Namespace) -> int:
+async def run(args: ServeConfig) -> int:
     from gateway.observability import configure_logging
     from gateway.server import Gateway
 
@@ -170,11 +194,11 @@ async def run(args: argparse.Namespace) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         asyncio.get_running_loop().add_signal_handler(signum, stop.set)
     try:
-        ckpt = choose_checkpoint(args.model, fall_back=not args.require_model)
+        ckpt = choose_checkpoint(args.export.model, fall_back=not args.require_model)
     except checkpoints.CheckpointError as error:
-        print(f"serve: {args.model} is not available: {error}", file=sys.stderr)
+        print(f"serve: {args.export.model} is not available: {error}", file=sys.stderr)
         return 1
-    ensure_exported(ckpt, args.repository, args.precision, args.device, args.preprocess_instances, args.compile)
+    ensure_exported(ckpt, args.repository, args.export)
     triton = TritonServer(
         ServerSettings(
             model_repository=args.repository,
@@ -214,57 +238,25 @@ async def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def parse_args(argv: list[str] | None = None, env: Mapping[str, str] = os.environ) -> ServeConfig:
     parser = argparse.ArgumentParser(
-        prog="python -m serve", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m serve",
+        description=__doc__,
+        epilog="Every flag also reads a CLIP_SERVE_* environment variable; the gateway's settings are "
+        "CLIP_GATEWAY_* (python -m gateway --help).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="Hub id or local checkpoint folder (%(default)s)")
-    parser.add_argument(
-        "--precision",
-        choices=(precisions.AUTO, *precisions.NAMES),
-        default=precisions.AUTO,
-        help="auto: what this machine runs fastest (python -m export --help says how it is chosen)",
-    )
-    parser.add_argument("--compile", choices=COMPILE_CHOICES, default="auto", help="compiled encoders (%(default)s)")
-    parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="where the encoders run")
-    parser.add_argument(
-        "--preprocess-instances", type=int, default=1, help="image decoding instances, ~120 images/s each (%(default)s)"
-    )
-    parser.add_argument(
-        "--export-only",
-        action="store_true",
-        help="choose the model, export it to --repository, and exit (compose's export step)",
-    )
-    # The gateway's own settings come from CLIP_GATEWAY_* (see `python -m gateway --help`); these
-    # flags override the few that serve sets itself.
-    parser.add_argument(
-        "--require-model",
-        action="store_true",
-        help="fail when the model cannot be had, instead of serving the bundled demo model (deployments)",
-    )
-    parser.add_argument("--host", help="gateway host (default: from CLIP_GATEWAY_LISTEN, else 127.0.0.1)")
-    parser.add_argument("--port", type=int, help="gateway port (default: from CLIP_GATEWAY_LISTEN, else 50051)")
-    parser.add_argument("--triton-metrics-port", type=int, default=8002)
-    parser.add_argument("--metrics-listen", help="gateway metrics address (default: CLIP_GATEWAY_METRICS_LISTEN)")
-    parser.add_argument(
-        "--http-listen",
-        help="OpenAI-compatible HTTP API address, empty for none (default: CLIP_GATEWAY_HTTP_LISTEN, else "
-        "127.0.0.1:8000)",
-    )
-    parser.add_argument("--repository", type=Path, default=ROOT / "build" / "model_repository")
-    parser.add_argument("--triton-log", type=Path, default=ROOT / "build" / "triton.log")
-    return parser
+    return flags.parse(ServeConfig, parser, argv, env, ENV_PREFIX)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(argv)
     if args.export_only:
         try:
-            ckpt = choose_checkpoint(args.model, fall_back=not args.require_model)
+            ckpt = choose_checkpoint(args.export.model, fall_back=not args.require_model)
         except checkpoints.CheckpointError as error:
-            print(f"serve: {args.model} is not available: {error}", file=sys.stderr)
+            print(f"serve: {args.export.model} is not available: {error}", file=sys.stderr)
             return 1
-        ensure_exported(ckpt, args.repository, args.precision, args.device, args.preprocess_instances, args.compile)
+        ensure_exported(ckpt, args.repository, args.export)
         return 0
     return asyncio.run(run(args))

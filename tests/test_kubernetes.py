@@ -25,7 +25,7 @@ import yaml
 
 from gateway import config as gateway_config_module
 from launcher.cli import parse_args as launcher_args
-from serve.cli import build_parser as serve_parser
+from serve.cli import parse_args as serve_args
 from tests.support import servers
 from tests.support.images import SMALL_JPEG
 from tests.support.infer import bytes_input
@@ -167,7 +167,7 @@ def check_arguments(argv: list[str], env: dict[str, str]) -> None:
     if program == "launcher":
         launcher_args(rest)
     elif program == "serve":
-        serve_parser().parse_args(rest)
+        serve_args(rest, {})
     elif program == "gateway":
         unknown = [name for name in env if name.startswith("CLIP_GATEWAY_") and not known_gateway_setting(name)]
         assert not unknown, f"settings the gateway does not have: {unknown}"

@@ -1,0 +1,1 @@
+"""Settings shared in style by every process (gateway, exporter, serve): see `flags`."""
