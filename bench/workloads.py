@@ -13,6 +13,14 @@ import torch
 from PIL import Image
 
 from bench.measure import Result, closed_loop
+from clip_contract import precisions
+
+
+def _dtype(precision: str) -> torch.dtype:
+    """The eager tower's dtype for a precision (its table's tower dtype)."""
+    dtype: torch.dtype = getattr(torch, precisions.lookup(precision).tower_dtype)
+    return dtype
+
 
 IMAGE_GFLOP = 35.1
 
@@ -33,12 +41,9 @@ def sample_png(seed: int) -> bytes:
     return buffer.getvalue()
 
 
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
-
-
 def eager(model: Any, precision: str, batch: int, seconds: float) -> Result:
     """In-process transformers get_image_features, eager, at one batch size."""
-    pixels = torch.randn(batch, 3, 224, 224, dtype=PRECISIONS[precision])
+    pixels = torch.randn(batch, 3, 224, 224, dtype=_dtype(precision))
 
     def call() -> None:
         with torch.inference_mode():
@@ -50,7 +55,7 @@ def eager(model: Any, precision: str, batch: int, seconds: float) -> Result:
 def load_reference(checkpoint: Path, precision: str) -> Any:
     from transformers import CLIPModel
 
-    return CLIPModel.from_pretrained(str(checkpoint), dtype=PRECISIONS[precision]).eval()
+    return CLIPModel.from_pretrained(str(checkpoint), dtype=_dtype(precision)).eval()
 
 
 def in_process_baseline(checkpoint: Path, seconds: float) -> Result:

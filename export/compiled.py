@@ -2,9 +2,8 @@
 with a dynamic batch dimension (and a dynamic text length), checked against eager transformers
 before it is written.
 
-Why AOTInductor on CPU: measured on ViT-B/16 shapes (2 cores, Intel Xeon AVX-512), batch 8 image
-tower 7.94 img/s against 6.75 for the TorchScript trace and 7.17 for eager transformers; text
-tower (64 texts of 12 tokens) 286 texts/s against 225. Freezing lets Inductor fold and prepack
+Why AOTInductor on CPU: both towers run faster than the TorchScript trace and eager transformers
+(figures: docs/benchmarks.md, "Why compiled encoders"). Freezing lets Inductor fold and prepack
 the weights. It needs a C++ compiler at export time (not at serving time), about 40 s per tower
 on 2 cores, and the code it writes is for this machine's instruction set: the encoder models
 refuse a package compiled for a higher capability than the serving CPU has (AVX-512 code on an

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from clip_contract.precisions import AUTO, FP32, lookup
+from clip_contract.precisions import AUTO, BF16, FP16, FP32, INT8, lookup
 from export.int8_scheme import Int8Refused, Int8Scheme, KernelProbe, choose_int8_scheme, probe_kernel
 
 # Features that change which numeric path is fast: AVX-512 and its bf16 / VNNI extensions, AMX.
@@ -131,11 +131,11 @@ def choose_precision(
     an explicit bf16/fp16 that is not both is refused unless `allow_slow`; int8 takes the scheme its
     kernels measure exact and faster here, or is refused the same way (export/int8_scheme.py)."""
     if device == "gpu":
-        if requested != "auto":
+        if requested != AUTO:
             return PrecisionChoice(requested, f"{requested} asked for, on the GPU")
         import torch
 
-        chosen = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp16"
+        chosen = BF16.name if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else FP16.name
         return PrecisionChoice(chosen, f"{chosen}: the GPU's native reduced precision")
     info = info or cpu_info()
     features = list(info.get("features", []))
@@ -147,13 +147,13 @@ def choose_precision(
             scheme = choose_int8_scheme(cpu, allow_slow=allow_slow, probe=int8_probe)
         except Int8Refused as refused:
             raise PrecisionRefused(str(refused)) from None
-        return PrecisionChoice("int8", f"int8 asked for (calibrated, accuracy-gated); {scheme.reason}", scheme)
-    candidates = ["bf16"] if requested == "auto" else [requested]
+        return PrecisionChoice(INT8.name, f"int8 asked for (calibrated, accuracy-gated); {scheme.reason}", scheme)
+    candidates = [BF16.name] if requested == AUTO else [requested]
     for precision in candidates:
         native = _native_features(precision, features)
         if not native:
-            if requested == "auto":
-                return PrecisionChoice("fp32", f"fp32: {cpu} has no native bf16 (no avx512_bf16 or amx_bf16)")
+            if requested == AUTO:
+                return PrecisionChoice(FP32.name, f"fp32: {cpu} has no native bf16 (no avx512_bf16 or amx_bf16)")
             if allow_slow:
                 return PrecisionChoice(precision, f"{precision} forced on {cpu} without native {precision}")
             raise PrecisionRefused(
@@ -163,14 +163,14 @@ def choose_precision(
                 f"or int8 with calibration images; --allow-slow-precision exports it anyway."
             )
         ratio = speedup(precision)
-        if ratio >= (AUTO_SPEEDUP if requested == "auto" else 1.0):
+        if ratio >= (AUTO_SPEEDUP if requested == AUTO else 1.0):
             return PrecisionChoice(
                 precision,
                 f"{precision}: native on {cpu} ({', '.join(native)}), its matmul measured {ratio:.1f}x fp32 here",
             )
-        if requested == "auto":
+        if requested == AUTO:
             return PrecisionChoice(
-                "fp32",
+                FP32.name,
                 f"fp32: {cpu} reports {', '.join(native)}, but a {precision} matmul measured {ratio:.2f}x fp32 here",
             )
         if allow_slow:
