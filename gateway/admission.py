@@ -89,16 +89,25 @@ class TokenBucket:
 
 
 class RateLimits:
-    """Per key name: `requests` and `images` per second (0 turns a rate off); a key may save up
-    `burst_seconds` of its rate, and at least one request of `max_images` images."""
+    """Per key name: `requests`, `images` and decoded `megapixels` per second (0 turns a rate off);
+    a key may save up `burst_seconds` of its rate, and at least one request of `max_images` images
+    and `max_megapixels` megapixels."""
 
-    def __init__(self, requests: float, images: float, burst_seconds: float, max_images: int) -> None:
-        self.requests, self.images = requests, images
-        self.burst_seconds, self.max_images = burst_seconds, max_images
+    def __init__(
+        self,
+        requests: float,
+        images: float,
+        burst_seconds: float,
+        max_images: int,
+        megapixels: float = 0.0,
+        max_megapixels: float = 0.0,
+    ) -> None:
+        self.requests, self.images, self.megapixels = requests, images, megapixels
+        self.burst_seconds, self.max_images, self.max_megapixels = burst_seconds, max_images, max_megapixels
         self._buckets: dict[tuple[str, str], TokenBucket] = {}
 
     def __bool__(self) -> bool:
-        return bool(self.requests or self.images)
+        return bool(self.requests or self.images or self.megapixels)
 
     def _bucket(self, tenant: str, limit: str, rate: float, least: float) -> TokenBucket:
         key = (tenant, limit)
@@ -106,15 +115,19 @@ class RateLimits:
             self._buckets[key] = TokenBucket(rate, max(rate * self.burst_seconds, least))
         return self._buckets[key]
 
-    def admit(self, tenant: str, images: int) -> None:
-        """Take one request and `images` images from the key's buckets, or raise RateLimited
-        (taking nothing) with the wait after which the call would fit."""
+    def admit(self, tenant: str, images: int, pixels: int = 0, *, request: bool = True) -> None:
+        """Take one request (unless not `request`: more of a call already admitted), `images`
+        images and `pixels` decoded pixels from the key's buckets, or raise RateLimited (taking
+        nothing) with the wait after which the call would fit."""
         wanted = []
-        if self.requests:
+        if self.requests and request:
             wanted.append(("requests", self.requests, 1.0, self._bucket(tenant, "requests", self.requests, 1.0)))
         if self.images and images:
             bucket = self._bucket(tenant, "images", self.images, float(self.max_images))
             wanted.append(("images", self.images, float(images), bucket))
+        if self.megapixels and pixels:
+            bucket = self._bucket(tenant, "megapixels", self.megapixels, self.max_megapixels)
+            wanted.append(("megapixels", self.megapixels, pixels / 1e6, bucket))
         for limit, rate, amount, bucket in wanted:
             wait = bucket.wait_for(amount)
             if wait > 0:
@@ -183,17 +196,26 @@ class Admission:
             config.rate_limit_images,
             config.rate_limit_burst_seconds,
             config.limits.max_images or 32,
+            config.rate_limit_megapixels,
+            config.limits.max_request_pixels / 1e6,
         )
 
     @contextlib.asynccontextmanager
-    async def enter(self, images: int, texts: int) -> AsyncIterator[None]:
-        """Hold a work slot for the body of the `async with`, and charge the key's rate limits; a
-        call refused a slot (Busy, ShareExceeded) spends none of its key's rate, and one over its
-        rate (RateLimited) gives its slot back at once."""
+    async def enter(self, images: int, texts: int, pixels: int = 0) -> AsyncIterator[None]:
+        """Hold a work slot for the body of the `async with`, and charge the key's rate limits
+        (`pixels`: what the images' headers declare); a call refused a slot (Busy, ShareExceeded)
+        spends none of its key's rate, and one over its rate (RateLimited) gives its slot back at
+        once."""
         tenant = TENANT.get()
         async with self.slots.slot(tenant):
             if self.rate_limits:
-                self.rate_limits.admit(tenant, images)
+                self.rate_limits.admit(tenant, images, pixels)
             metrics.TENANT_IMAGES.labels(tenant).inc(images)
             metrics.TENANT_TEXTS.labels(tenant).inc(texts)
             yield
+
+    def charge_pixels(self, pixels: int) -> None:
+        """Charge the key for pixels learnt after admission (fetched image URLs), before they are
+        decoded; RateLimited when over its rate."""
+        if self.rate_limits and pixels:
+            self.rate_limits.admit(TENANT.get(), 0, pixels, request=False)

@@ -33,7 +33,10 @@ class Limits:
     max_label_chars: int = 1000  # per label, text or template
     max_image_bytes: int = 20 * 1024 * 1024
     max_image_pixels: int | None = setting(None, default_text=FROM_REPOSITORY)  # decoded pixels per image
-    max_request_bytes: int = 64 * 1024 * 1024
+    max_request_bytes: int = 64 * 1024 * 1024  # the message, and also the request's image URL bodies together
+    # Decoded pixels of a request's images together: decoding costs by pixels, not bytes (a 154 KB
+    # PNG can hold 40 Mpx). About 32 twelve-megapixel photographs.
+    max_request_pixels: int = 400_000_000
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,8 @@ class GatewayConfig:
     api_keys: str = ""  # comma-separated `name: key` entries; prefer the file or the environment to a flag
     rate_limit_requests: float = 0.0  # per API key, requests per second; 0: no limit
     rate_limit_images: float = 0.0  # per API key, images per second; 0: no limit
+    # per API key, decoded megapixels per second (what the images' headers declare); 0: no limit
+    rate_limit_megapixels: float = 0.0
     rate_limit_burst_seconds: float = 1.0  # how many seconds of its rate a key may save up
     tls_cert_file: str = ""  # PEM certificate chain; with tls_key_file, gRPC and HTTP speak TLS only
     tls_key_file: str = ""
@@ -68,6 +73,12 @@ class GatewayConfig:
     http_listen: str = ""  # host:port of the OpenAI-compatible HTTP API; empty turns it off
     http_body_read_timeout: float = 10.0  # seconds between two pieces of an HTTP request body (408 past it)
     http_body_total_timeout: float = 30.0  # seconds for a whole HTTP request body (408 past it)
+    # seconds for a request's headers, from the connection's start or its previous response (closed past it)
+    http_header_timeout: float = 10.0
+    http_max_connections: int = 1000  # open HTTP connections; past it a new one gets 503 and is closed
+    # Every gRPC connection with no call in progress for this many seconds is closed (GOAWAY): idle
+    # connections hold descriptors. 0 turns it off.
+    max_connection_idle: float = 120.0
     image_urls: bool = False  # fetch images given by URL (Image.url, HTTP image inputs)
     url_allowed_networks: str = ""  # comma-separated CIDRs exempt from the internal-address deny list
     url_max_redirects: int = 0  # redirects followed per image URL, each re-checked

@@ -35,7 +35,7 @@ from gateway.config import GatewayConfig, Limits
 from gateway.errors import invalid
 from gateway.health import HealthWatcher
 from gateway.image_results import ImageBatch
-from gateway.image_sources import ImageSources
+from gateway.image_sources import GatheredImages, ImageSources
 from gateway.triton_adapter import ServedModel, TritonAdapter
 
 NOTHING: NDArray[Any] = np.empty((0, 0), dtype=np.float32)  # the result when no image was usable
@@ -86,14 +86,20 @@ class ClipCore:
         """The model that answers and the limits in force (the repository's filled in)."""
         return await self.health.served_model(), self.health.limits()
 
+    async def _fetch(self, gathered: GatheredImages, limits: Limits, deadline: Deadline) -> GatheredImages:
+        """The image URLs fetched, and their pixels charged to the key's rate before decoding."""
+        fetched = await self.images.fetch(gathered, limits, deadline.remaining())
+        self.admission.charge_pixels(sum(fetched.pixels) - sum(gathered.pixels))
+        return fetched
+
     async def classify(self, call: ClassifyCall, deadline: Deadline) -> ClassifyResult:
         model, limits = await self.model()
         gathered = await self.images.check(call.images, limits, required=True)
         labels = validation.check_texts(call.labels, limits, field="labels", maximum=limits.max_labels, required=True)
         templates = validation.check_templates(call.templates, len(labels), limits, self.config.default_template)
         validation.check_top_k(call.top_k, len(labels))
-        async with self.admission.enter(len(call.images), len(labels) * len(templates)):
-            fetched = await self.images.fetch(gathered, limits, deadline.remaining())
+        async with self.admission.enter(len(call.images), len(labels) * len(templates), sum(gathered.pixels)):
+            fetched = await self._fetch(gathered, limits, deadline)
             record_sizes("Classify", len(fetched.data), len(labels))
             batch = ImageBatch.of(fetched.data, fetched.failed)
             logits = probs = NOTHING
@@ -118,8 +124,8 @@ class ClipCore:
         texts = validation.check_texts(call.texts, limits, field="texts", maximum=limits.max_texts, required=False)
         if not call.images and not texts:
             raise invalid(Field("images"), "send at least one image or one text")
-        async with self.admission.enter(len(call.images), len(texts)):
-            fetched = await self.images.fetch(gathered, limits, deadline.remaining())
+        async with self.admission.enter(len(call.images), len(texts), sum(gathered.pixels)):
+            fetched = await self._fetch(gathered, limits, deadline)
             record_sizes("Embed", len(fetched.data), len(texts))
             text_embeddings: list[TextEmbedding] = []
             if texts:
@@ -142,8 +148,8 @@ class ClipCore:
         model, limits = await self.model()
         gathered = await self.images.check(call.images, limits, required=True)
         texts = validation.check_texts(call.texts, limits, field="texts", maximum=limits.max_labels, required=True)
-        async with self.admission.enter(len(call.images), len(texts)):
-            fetched = await self.images.fetch(gathered, limits, deadline.remaining())
+        async with self.admission.enter(len(call.images), len(texts), sum(gathered.pixels)):
+            fetched = await self._fetch(gathered, limits, deadline)
             record_sizes("Similarity", len(fetched.data), len(texts))
             batch = ImageBatch.of(fetched.data, fetched.failed)
             scores = NOTHING

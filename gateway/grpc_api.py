@@ -144,5 +144,6 @@ class ClipServicer(clip_service_pb2_grpc.ClipServiceServicer):
                 max_image_pixels=limits.max_image_pixels,
                 max_request_bytes=limits.max_request_bytes,
                 image_urls=self.core.fetches_urls,
+                max_request_pixels=limits.max_request_pixels,
             ),
         )

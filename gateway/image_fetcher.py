@@ -27,6 +27,7 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
+from gateway.byte_budget import BudgetExceeded, ByteBudget
 from gateway.url_policy import ImageUrlError, IPAddress, UrlPolicy, ip_literal
 
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
@@ -141,19 +142,23 @@ class ImageFetcher:
             raise ImageUrlError(f"{host} does not resolve: {error.strerror or error}") from None
         self.policy.check_addresses(host, addresses)
 
-    async def fetch(self, raw_url: str, max_bytes: int, timeout: float | None = None) -> bytes:
-        """The body of `raw_url` (after allowed redirects), or ImageUrlError saying why not."""
+    async def fetch(
+        self, raw_url: str, max_bytes: int, timeout: float | None = None, budget: ByteBudget | None = None
+    ) -> bytes:
+        """The body of `raw_url` (after allowed redirects), or ImageUrlError saying why not; at most
+        `max_bytes`, and each chunk drawn from `budget` (the request's, shared by its URLs)."""
+        budget = budget or ByteBudget(max_bytes)
         total = min(self.settings.total_timeout, timeout) if timeout else self.settings.total_timeout
         try:
             async with asyncio.timeout(total):
-                return await self._follow(raw_url, max_bytes)
+                return await self._follow(raw_url, max_bytes, budget)
         except TimeoutError:
             raise ImageUrlError(f"fetching the URL took longer than {total:g} s") from None
 
-    async def _follow(self, raw_url: str, max_bytes: int) -> bytes:
+    async def _follow(self, raw_url: str, max_bytes: int, budget: ByteBudget) -> bytes:
         url = self.policy.check_url(raw_url)
         for hop in range(self.settings.max_redirects + 1):
-            location = await self._get(url, max_bytes)
+            location = await self._get(url, max_bytes, budget)
             if isinstance(location, bytes):
                 return location
             if hop == self.settings.max_redirects:
@@ -169,7 +174,7 @@ class ImageFetcher:
             url = self.policy.check_url(target)
         raise AssertionError("unreachable")
 
-    async def _get(self, url: URL, max_bytes: int) -> bytes | str:
+    async def _get(self, url: URL, max_bytes: int, budget: ByteBudget) -> bytes | str:
         """The body, or the Location of a redirect."""
         timeout = aiohttp.ClientTimeout(
             sock_connect=self.settings.connect_timeout, sock_read=self.settings.read_timeout
@@ -189,7 +194,7 @@ class ImageFetcher:
                     return location
                 if response.status != 200:
                     raise ImageUrlError(f"the URL answered HTTP {response.status}, not 200")
-                return await _read_capped(response, max_bytes)
+                return await _read_capped(response, max_bytes, budget)
         except ImageUrlError:
             raise
         except (TimeoutError, aiohttp.ServerTimeoutError):
@@ -219,12 +224,16 @@ class ImageFetcher:
             self._system.close()
 
 
-async def _read_capped(response: aiohttp.ClientResponse, max_bytes: int) -> bytes:
+async def _read_capped(response: aiohttp.ClientResponse, max_bytes: int, budget: ByteBudget) -> bytes:
     declared = response.content_length
     if declared is not None and declared > max_bytes:
         raise ImageUrlError(f"the image is {declared} bytes, more than the limit of {max_bytes}")
     body = bytearray()
     async for chunk in response.content.iter_chunked(CHUNK_BYTES):
+        try:
+            budget.take(len(chunk))
+        except BudgetExceeded as exceeded:
+            raise ImageUrlError(str(exceeded)) from None
         body += chunk
         if len(body) > max_bytes:
             raise ImageUrlError(f"the image is more than the limit of {max_bytes} bytes")

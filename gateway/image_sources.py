@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import grpc
 
 from gateway import metrics, validation
+from gateway.byte_budget import ByteBudget
 from gateway.calls import Field, ImageInput
 from gateway.config import Limits
 from gateway.errors import RequestError, Violation
@@ -29,6 +30,7 @@ URLS_OFF = "this server does not fetch image URLs (its operator can turn on --im
 @dataclass(frozen=True)
 class GatheredImages:
     data: list[bytes]  # one entry per request image; empty for those not fetched (yet)
+    pixels: list[int]  # what each image's header declares; 0 where not known (yet)
     urls: dict[int, str] = field(default_factory=dict)  # index -> URL still to fetch
     failed: dict[int, str] = field(default_factory=dict)  # index -> why that image has no bytes
 
@@ -45,45 +47,49 @@ class ImageSources:
         urls = {index: image.url for index, image in enumerate(images) if image.url is not None}
         data = [image.data for image in images]
         # Reading headers is parsing untrusted bytes: off the event loop, which serves every other call.
-        await asyncio.to_thread(validation.check_images, data, limits, required=required, field=field_name)
+        pixels = await asyncio.to_thread(validation.check_images, data, limits, required=required, field=field_name)
         if urls and self.fetcher is None:
             raise RequestError(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 [Violation(Field(field_name, index, "url"), URLS_OFF) for index in urls],
             )
-        return GatheredImages(data, urls)
+        return GatheredImages(data, pixels, urls)
 
     async def fetch(self, images: GatheredImages, limits: Limits, timeout: float) -> GatheredImages:
         """Every image with its bytes: the URLs fetched concurrently, each one that gives no usable
-        image in `failed`."""
+        image in `failed`. The URL bodies share one budget, what --max-request-bytes leaves after
+        the request's own bytes; the decoded pixels of all the images together are checked again
+        (RequestError past --max-request-pixels)."""
         if not images.urls:
             return images
+        budget = ByteBudget(max(0, limits.max_request_bytes - sum(len(data) for data in images.data)))
         # A task group: when the request ends (cancelled, deadline) every sibling fetch ends with it.
         async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(self._fetch(url, limits, timeout)) for url in images.urls.values()]
-        data, failed = list(images.data), dict(images.failed)
+            tasks = [group.create_task(self._fetch(url, limits, timeout, budget)) for url in images.urls.values()]
+        data, pixels, failed = list(images.data), list(images.pixels), dict(images.failed)
         for index, task in zip(images.urls, tasks, strict=True):
             outcome = task.result()
-            if isinstance(outcome, bytes):
-                data[index] = outcome
-            else:
+            if isinstance(outcome, str):
                 failed[index] = f"image URL: {outcome}"
-        return GatheredImages(data, {}, failed)
+            else:
+                data[index], pixels[index] = outcome
+        validation.check_request_pixels(pixels, limits)
+        return GatheredImages(data, pixels, {}, failed)
 
-    async def _fetch(self, url: str, limits: Limits, timeout: float) -> bytes | str:
-        """The image's bytes, or why there are none."""
+    async def _fetch(self, url: str, limits: Limits, timeout: float, budget: ByteBudget) -> tuple[bytes, int] | str:
+        """The image's bytes and declared pixels, or why there are none."""
         assert self.fetcher is not None
         try:
-            body = await self.fetcher.fetch(url, limits.max_image_bytes, timeout)
+            body = await self.fetcher.fetch(url, limits.max_image_bytes, timeout, budget)
         except ImageUrlError as error:
             metrics.IMAGE_FETCHES.labels("refused" if isinstance(error, UrlRefused) else "failed").inc()
             return str(error)
         except Exception as error:  # anything unforeseen is this image's failure, not the call's
             metrics.IMAGE_FETCHES.labels("failed").inc()
             return f"fetching the URL failed: {type(error).__name__}"
-        problem = await asyncio.to_thread(validation.image_size_problem, body, limits)
+        problem, pixels = await asyncio.to_thread(validation.image_size_problem, body, limits)
         metrics.IMAGE_FETCHES.labels("ok" if problem is None else "failed").inc()
-        return body if problem is None else f"the fetched image is too large: {problem}"
+        return (body, pixels) if problem is None else f"the fetched image is too large: {problem}"
 
     async def close(self) -> None:
         if self.fetcher is not None:

@@ -37,6 +37,11 @@ HTTP_REQUESTS = Counter(
 HTTP_LATENCY = Histogram(
     "clip_gateway_http_request_seconds", "HTTP API latency by route", ["route"], buckets=LATENCY_BUCKETS
 )
+HTTP_CONNECTIONS_REFUSED = Counter(
+    "clip_gateway_http_connections_closed",
+    "HTTP connections the gateway closed itself: too_many (past --http-max-connections), headers_timeout",
+    ["reason"],
+)
 IMAGE_FETCHES = Counter("clip_gateway_image_fetches", "Image URL fetches by outcome (ok, refused, failed)", ["outcome"])
 WORK_SLOTS_USED = Gauge("clip_gateway_work_slots_used", "Calls doing model work now, gRPC and HTTP together")
 BUSY_REFUSALS = Counter("clip_gateway_busy_refusals", "Calls refused because every work slot was taken")

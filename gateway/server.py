@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 import signal
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -54,12 +56,51 @@ def add_port(server: grpc.aio.Server, config: GatewayConfig) -> int:
 
 
 def connection_age(config: GatewayConfig) -> list[tuple[str, int]]:
-    if config.max_connection_age <= 0:
-        return []
-    return [
-        ("grpc.max_connection_age_ms", int(config.max_connection_age * 1000)),
-        ("grpc.max_connection_age_grace_ms", int(config.shutdown_grace * 1000)),
-    ]
+    options = []
+    if config.max_connection_age > 0:
+        options += [
+            ("grpc.max_connection_age_ms", int(config.max_connection_age * 1000)),
+            ("grpc.max_connection_age_grace_ms", int(config.shutdown_grace * 1000)),
+        ]
+    if config.max_connection_idle > 0:
+        options.append(("grpc.max_connection_idle_ms", int(config.max_connection_idle * 1000)))
+    return options
+
+
+def raise_descriptor_limit() -> int:
+    """The soft limit on open descriptors raised to the hard one (Debian's soft default is 1,024,
+    which a few idle connections exhaust); returns the limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+class OncePerSecond(logging.Filter):
+    """Lets one record a second through for each message that starts with `prefix`: asyncio logs
+    every failed accept() when descriptors run out, thousands a second."""
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+        self.last = -1.0
+        self.suppressed = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith(self.prefix):
+            return True
+        now = time.monotonic()
+        if now - self.last < 1.0:
+            self.suppressed += 1
+            return False
+        self.last = now
+        if self.suppressed:
+            record.msg = f"{record.msg} ({self.suppressed} more like it in the last second, not logged)"
+            self.suppressed = 0
+        return True
+
+
+ACCEPT_ERRORS = OncePerSecond("socket.accept() out of system resource")
 
 
 def image_sources(config: GatewayConfig) -> ImageSources:
@@ -111,6 +152,9 @@ class Gateway:
     @classmethod
     async def start(cls, config: GatewayConfig) -> Gateway:
         check_tls(config)
+        descriptors = raise_descriptor_limit()
+        if ACCEPT_ERRORS not in logging.getLogger("asyncio").filters:
+            logging.getLogger("asyncio").addFilter(ACCEPT_ERRORS)
         limit = config.limits.max_request_bytes
         keys = load_keys(Path(config.api_keys_file) if config.api_keys_file else None, config.api_keys)
         if not keys:
@@ -155,6 +199,7 @@ class Gateway:
                 "triton": config.triton_url,
                 "metrics_port": endpoint.port if endpoint else None,
                 "image_urls": config.image_urls,
+                "open_files_limit": descriptors,
             },
         )
         return cls(config, server, port, core, health, endpoint, http)

@@ -54,8 +54,10 @@ def _declared_pixels(data: bytes) -> int | None:
 BOMB = -1
 
 
-def check_images(images: Sequence[bytes], limits: Limits, *, required: bool, field: str = "images") -> None:
-    """`limits` must be the limits in force (the repository's filled in, see config.effective_limits)."""
+def check_images(images: Sequence[bytes], limits: Limits, *, required: bool, field: str = "images") -> list[int]:
+    """Each image's declared pixels (0 where not known: no bytes yet, or an unreadable header), or
+    a RequestError. `limits` must be the limits in force (the repository's filled in, see
+    config.effective_limits)."""
     assert limits.max_images is not None and limits.max_image_pixels is not None
     found = Violations()
     if required and not images:
@@ -63,24 +65,44 @@ def check_images(images: Sequence[bytes], limits: Limits, *, required: bool, fie
     if len(images) > limits.max_images:
         found.add(Field(field), f"{len(images)} images, more than the limit of {limits.max_images} per request")
     found.raise_any()
+    pixels = []
     for index, data in enumerate(images):
-        problem = image_size_problem(data, limits)
+        problem, declared = image_size_problem(data, limits)
         if problem is not None:
             found.add(Field(field, index, "data"), problem, size=True)
+        pixels.append(declared)
     found.raise_any()
+    check_request_pixels(pixels, limits, field)
+    return pixels
 
 
-def image_size_problem(data: bytes, limits: Limits) -> str | None:
-    """Why an encoded image is too big (bytes, or pixels declared in its header), or None."""
+def check_request_pixels(pixels: Sequence[int], limits: Limits, field: str = "images") -> None:
+    """The request's images together within --max-request-pixels: decoding costs by pixels."""
+    total = sum(pixels)
+    if total > limits.max_request_pixels:
+        found = Violations()
+        found.add(
+            Field(field),
+            f"{total} decoded pixels in all, more than the limit of {limits.max_request_pixels} per request",
+            size=True,
+        )
+        found.raise_any()
+
+
+def image_size_problem(data: bytes, limits: Limits) -> tuple[str | None, int]:
+    """Why an encoded image is too big (bytes, or pixels declared in its header), or None; and the
+    pixels its header declares (0 where it cannot be read: Triton then names the problem)."""
     assert limits.max_image_pixels is not None
     if len(data) > limits.max_image_bytes:
-        return f"{len(data)} bytes, more than the limit of {limits.max_image_bytes}"
+        return f"{len(data)} bytes, more than the limit of {limits.max_image_bytes}", 0
+    if not data:
+        return None, 0
     pixels = _declared_pixels(data)
     if pixels == BOMB:
-        return f"declares more pixels than the limit of {limits.max_image_pixels} (decompression bomb)"
+        return f"declares more pixels than the limit of {limits.max_image_pixels} (decompression bomb)", 0
     if pixels is not None and pixels > limits.max_image_pixels:
-        return f"{pixels} pixels, more than the limit of {limits.max_image_pixels}"
-    return None
+        return f"{pixels} pixels, more than the limit of {limits.max_image_pixels}", pixels
+    return None, pixels or 0
 
 
 def _text_problem(text: str, limits: Limits) -> str | None:

@@ -41,12 +41,12 @@ def test_refused_formats_are_never_parsed(monkeypatch: pytest.MonkeyPatch) -> No
     spy(TiffImagePlugin.TiffImageFile)
     spy(PsdImagePlugin.PsdImageFile)
     # Over the pixel limit if parsed; not parsed, so no size problem here: Triton names the format.
-    assert validation.image_size_problem(huge_tiff(), LIMITS) is None
-    assert validation.image_size_problem(b"8BPS\x00\x01" + bytes(40), LIMITS) is None
+    assert validation.image_size_problem(huge_tiff(), LIMITS)[0] is None
+    assert validation.image_size_problem(b"8BPS\x00\x01" + bytes(40), LIMITS)[0] is None
     assert opened == []
     # the accepted formats are still read: an oversized PNG is refused by its header
     big_png = images.encode(Image.new("RGB", (1001, 1000)), "PNG")
-    assert validation.image_size_problem(big_png, LIMITS) == "1001000 pixels, more than the limit of 1000000"
+    assert validation.image_size_problem(big_png, LIMITS) == ("1001000 pixels, more than the limit of 1000000", 1001000)
 
 
 def test_headers_are_read_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -275,6 +275,8 @@ def running(
 
 def test_every_probe_answers_on_running_servers(running: tuple[LauncherTriton, GatewayProcess]) -> None:
     triton, gateway = running
+    # SERVING comes a moment before the "gateway listening" line that names the HTTP port.
+    gateway.process.wait_for_log('"http_port"', timeout=30)
     http_port = int(re.search(r'"http_port": (\d+)', gateway.process.log()).group(1))  # type: ignore[union-attr]
     ports = {
         ("triton", "http"): triton.http_port,

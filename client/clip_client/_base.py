@@ -209,5 +209,6 @@ class ClientBase:
                 max_image_pixels=limits.max_image_pixels,
                 max_request_bytes=limits.max_request_bytes,
                 image_urls=limits.image_urls,
+                max_request_pixels=limits.max_request_pixels,
             ),
         )

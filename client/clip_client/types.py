@@ -93,6 +93,7 @@ class Limits:
     max_image_pixels: int
     max_request_bytes: int
     image_urls: bool  # whether ImageUrl inputs are fetched by this server
+    max_request_pixels: int = 0  # decoded pixels of a request's images together; 0: a server from before it
 
 
 @dataclass(frozen=True)

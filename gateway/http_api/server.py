@@ -16,6 +16,7 @@ from typing import Any
 import uvicorn
 
 from gateway.config import GatewayConfig
+from gateway.http_api import connections
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -28,7 +29,9 @@ def bind(listen: str) -> socket.socket:
     host, _, port = listen.rpartition(":")
     host = host.strip("[]") or "127.0.0.1"
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY on accepted connections only for a socket that
+    # says it is TCP. Without it a keep-alive response waits ~40 ms on Nagle and delayed ACKs.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.bind((host, int(port)))
     except OSError as error:
@@ -63,6 +66,7 @@ class HttpServer:
                 access_log=False,
                 timeout_graceful_shutdown=int(max(1, config.shutdown_grace)),
                 h11_max_incomplete_event_size=64 * 1024,  # headers; bodies are capped by the Guard
+                http=connections.protocol(config.http_header_timeout, config.http_max_connections),
             )
         )
         task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]), name="http-api")

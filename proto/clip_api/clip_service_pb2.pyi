@@ -168,7 +168,7 @@ class GetModelInfoResponse(_message.Message):
     def __init__(self, model_id: _Optional[str] = ..., revision: _Optional[str] = ..., variant: _Optional[_Union[ModelVariant, str]] = ..., precision: _Optional[_Union[Precision, str]] = ..., embedding_dimension: _Optional[int] = ..., image_size: _Optional[int] = ..., context_length: _Optional[int] = ..., scale: _Optional[float] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., execution: _Optional[str] = ..., shortest_edge: _Optional[int] = ..., crop_size: _Optional[int] = ...) -> None: ...
 
 class Limits(_message.Message):
-    __slots__ = ("max_images_per_request", "max_labels_per_request", "max_texts_per_request", "max_templates_per_request", "max_label_chars", "max_image_bytes", "max_image_pixels", "max_request_bytes", "image_urls")
+    __slots__ = ("max_images_per_request", "max_labels_per_request", "max_texts_per_request", "max_templates_per_request", "max_label_chars", "max_image_bytes", "max_image_pixels", "max_request_bytes", "image_urls", "max_request_pixels")
     MAX_IMAGES_PER_REQUEST_FIELD_NUMBER: _ClassVar[int]
     MAX_LABELS_PER_REQUEST_FIELD_NUMBER: _ClassVar[int]
     MAX_TEXTS_PER_REQUEST_FIELD_NUMBER: _ClassVar[int]
@@ -178,6 +178,7 @@ class Limits(_message.Message):
     MAX_IMAGE_PIXELS_FIELD_NUMBER: _ClassVar[int]
     MAX_REQUEST_BYTES_FIELD_NUMBER: _ClassVar[int]
     IMAGE_URLS_FIELD_NUMBER: _ClassVar[int]
+    MAX_REQUEST_PIXELS_FIELD_NUMBER: _ClassVar[int]
     max_images_per_request: int
     max_labels_per_request: int
     max_texts_per_request: int
@@ -187,4 +188,5 @@ class Limits(_message.Message):
     max_image_pixels: int
     max_request_bytes: int
     image_urls: bool
-    def __init__(self, max_images_per_request: _Optional[int] = ..., max_labels_per_request: _Optional[int] = ..., max_texts_per_request: _Optional[int] = ..., max_templates_per_request: _Optional[int] = ..., max_label_chars: _Optional[int] = ..., max_image_bytes: _Optional[int] = ..., max_image_pixels: _Optional[int] = ..., max_request_bytes: _Optional[int] = ..., image_urls: _Optional[bool] = ...) -> None: ...
+    max_request_pixels: int
+    def __init__(self, max_images_per_request: _Optional[int] = ..., max_labels_per_request: _Optional[int] = ..., max_texts_per_request: _Optional[int] = ..., max_templates_per_request: _Optional[int] = ..., max_label_chars: _Optional[int] = ..., max_image_bytes: _Optional[int] = ..., max_image_pixels: _Optional[int] = ..., max_request_bytes: _Optional[int] = ..., image_urls: _Optional[bool] = ..., max_request_pixels: _Optional[int] = ...) -> None: ...

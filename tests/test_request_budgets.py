@@ -1,0 +1,120 @@
+"""A request pays for what it costs: decoded pixels (per request, and per key per second) and bytes
+(inline and fetched from image URLs, one budget), charged before Triton decodes anything."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+from PIL import Image
+
+from clip_api import clip_service_pb2 as pb
+from clip_client import ClipClient, ImageUrl, RateLimitedError, RequestTooLargeError
+from gateway.config import Limits
+from tests.support import servers
+from tests.support.gateway import gateway_config
+from tests.support.images import encode
+from tests.support.servers import LauncherTriton
+from tests.support.web import ImageWebServer
+from tests.test_http_api import http
+from tests.test_tenants import client_for, keys_file, refusals
+
+SIDE = 100  # pixels per side of each test image: 10,000 decoded pixels
+SQUARE = encode(Image.new("RGB", (SIDE, SIDE), (200, 30, 30)), "PNG")
+PIXEL_BUDGET = 25_000  # two squares fit, three do not
+
+
+def bad_request_fields(error: grpc.RpcError) -> list[tuple[str, str]]:
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    assert status is not None
+    found = []
+    for detail in status.details:
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            request = error_details_pb2.BadRequest()
+            detail.Unpack(request)
+            found += [(v.field, v.description) for v in request.field_violations]
+    return found
+
+
+def test_a_request_over_its_pixel_budget_is_refused_before_decoding(tiny_triton: LauncherTriton) -> None:
+    """--max-request-pixels: the headers' width x height, summed over the request's images."""
+    config = gateway_config(
+        tiny_triton.grpc_url, http_listen="127.0.0.1:0", limits=Limits(max_request_pixels=PIXEL_BUDGET)
+    )
+    with servers.gateway(config) as gateway, grpc.insecure_channel(gateway.target) as channel:
+        classify = channel.unary_unary(
+            "/clip.v1.ClipService/Classify",
+            request_serializer=pb.ClassifyRequest.SerializeToString,
+            response_deserializer=pb.ClassifyResponse.FromString,
+        )
+        two = classify(pb.ClassifyRequest(images=[pb.Image(data=SQUARE)] * 2, labels=["red"]), timeout=60)
+        assert all(result.status.code == 0 for result in two.results)
+        with pytest.raises(grpc.RpcError) as refused:
+            classify(pb.ClassifyRequest(images=[pb.Image(data=SQUARE)] * 3, labels=["red"]), timeout=60)
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert bad_request_fields(refused.value) == [
+            ("images", f"30000 decoded pixels in all, more than the limit of {PIXEL_BUDGET} per request")
+        ]
+        with ClipClient(gateway.target) as client:
+            info = client.model_info()
+            assert info.limits.max_request_pixels == PIXEL_BUDGET
+            with pytest.raises(RequestTooLargeError, match="decoded pixels in all"):
+                client.embed(images=[SQUARE] * 3)
+        uri = "data:image/png;base64," + base64.b64encode(SQUARE).decode()
+        status, _, answer = http(
+            gateway.http_base, "POST", "/v1/embeddings", {"model": info.model_id, "input": [uri] * 3}, key=None
+        )
+        assert status == 413 and answer["error"]["param"] == "input", answer
+
+
+def test_a_key_limited_in_megapixels_is_refused_once_they_are_spent(
+    tiny_triton: LauncherTriton, tmp_path: Path
+) -> None:
+    """--rate-limit-megapixels: a key saves up one request's pixel budget (25,000 pixels here) and
+    refills 1,000 pixels a second; 20,000 fit, 10,000 more do not, and the refusal says why."""
+    config = gateway_config(
+        tiny_triton.grpc_url,
+        api_keys_file=keys_file(tmp_path, "pixels", "others"),
+        rate_limit_megapixels=0.001,
+        limits=Limits(max_request_pixels=PIXEL_BUDGET),
+    )
+    with (
+        servers.gateway(config) as gateway,
+        client_for(gateway, "pixels") as pixels,
+        client_for(gateway, "others") as others,
+    ):
+        before = refusals(gateway, ("pixels", "megapixels"))
+        assert all(item.ok for item in pixels.classify([SQUARE] * 2, ["red"]))
+        with pytest.raises(RateLimitedError, match="megapixels per second") as limited:
+            pixels.classify(SQUARE, ["red"])
+        assert limited.value.retry_after is not None and limited.value.retry_after > 1
+        assert refusals(gateway, ("pixels", "megapixels"))[("pixels", "megapixels")] == (
+            before[("pixels", "megapixels")] + 1
+        )
+        assert all(item.ok for item in others.classify([SQUARE] * 2, ["red"]))  # its own budget
+
+
+def test_image_urls_share_the_request_byte_budget(tiny_triton: LauncherTriton, image_web: ImageWebServer) -> None:
+    """--max-request-bytes bounds what a request's URL bodies hold together, not each one: four
+    URLs of a photo each well under --max-image-bytes, with room for 2.5 of them, cannot all be
+    fetched; the ones past the budget are those images' own errors, naming the limit."""
+    photo = len(image_web.photo)
+    budget = int(photo * 2.5)
+    config = gateway_config(
+        tiny_triton.grpc_url,
+        image_urls=True,
+        url_allowed_networks="127.0.0.2/32",
+        limits=Limits(max_image_bytes=photo * 2, max_request_bytes=budget),
+    )
+    with servers.gateway(config) as gateway, ClipClient(gateway.target) as client:
+        assert all(item.ok for item in client.classify([ImageUrl(image_web.url("/photo.png"))] * 2, ["red"]))
+        results = client.classify([ImageUrl(image_web.url(f"/photo.png?n={n}")) for n in range(4)], ["red"])
+    fetched = [item for item in results if item.ok]
+    refused = [item for item in results if not item.ok]
+    assert len(fetched) <= 2 and len(refused) >= 2
+    for item in refused:
+        assert item.error is not None and f"more than the limit of {budget} bytes" in str(item.error)
