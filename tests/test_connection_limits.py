@@ -13,7 +13,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from gateway.http_api.server import bind
 from gateway.server import OncePerSecond
+from launcher.server import free_port
 from tests.support import servers
 from tests.support.gateway import GatewayThread, gateway_config
 from tests.support.servers import LauncherTriton
@@ -166,3 +168,21 @@ def test_accept_errors_are_logged_once_a_second() -> None:
     throttle.last -= 1.0  # a second later
     later = record("socket.accept() out of system resource")
     assert throttle.filter(later) and "999 more like it" in str(later.msg)
+
+
+def test_the_http_port_can_be_taken_again_at_once_but_never_twice(tiny_triton: LauncherTriton) -> None:
+    """A restart finds the last run's closed connections in TIME_WAIT on its port: the HTTP API
+    binds anyway (SO_REUSEADDR); a port another listener holds is still an error."""
+    port = free_port()
+    config = gateway_config(tiny_triton.grpc_url, http_listen=f"127.0.0.1:{port}")
+    for _ in range(2):
+        with servers.gateway(config) as gateway:
+            sock = http_socket(gateway)
+            assert get(sock).startswith(b"HTTP/1.1 200")
+        sock.close()  # after the gateway closed its end first: the port's side is in TIME_WAIT
+    holder = bind(f"127.0.0.1:{port}")
+    try:
+        with pytest.raises(OSError, match="cannot listen"):
+            bind(f"127.0.0.1:{port}")
+    finally:
+        holder.close()

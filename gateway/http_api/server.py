@@ -32,6 +32,9 @@ def bind(listen: str) -> socket.socket:
     # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY on accepted connections only for a socket that
     # says it is TCP. Without it a keep-alive response waits ~40 ms on Nagle and delayed ACKs.
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    # A restart on the same port while the last run's connections sit in TIME_WAIT: allowed (two
+    # live listeners on one port still are not: that needs SO_REUSEPORT, which stays off).
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, int(port)))
     except OSError as error:
