@@ -38,6 +38,9 @@ class RequestError(Exception):
         self.violations = violations
 
 
+NOT_READY_RETRY = 1.0  # seconds a caller is told to wait when the model server is not ready
+
+
 class ServiceUnavailable(Exception):
     """The gateway cannot answer now (Triton or its models not ready); the caller may retry."""
 
@@ -89,7 +92,8 @@ def to_status(error: BaseException) -> status_pb2.Status:
         detail.Pack(bad_request)
         return status_pb2.Status(code=error.code.value[0], message=str(error), details=[detail])
     if isinstance(error, ServiceUnavailable):
-        return status_pb2.Status(code=code_pb2.UNAVAILABLE, message=str(error))
+        # With the delay as data (RetryInfo), as for busy: Triton restarting or replaced is back soon.
+        return status_pb2.Status(code=code_pb2.UNAVAILABLE, message=str(error), details=[_retry(NOT_READY_RETRY)])
     if isinstance(error, RateLimited):
         # The caller's own quota, not a size limit: QuotaFailure names it, RetryInfo says when.
         quota = error_details_pb2.QuotaFailure(
@@ -105,7 +109,9 @@ def to_status(error: BaseException) -> status_pb2.Status:
         return status_pb2.Status(code=code_pb2.UNAVAILABLE, message=str(error), details=[_retry(error.retry_after)])
     if isinstance(error, InferenceServerException):
         code, message = triton_status(error)
-        return status_pb2.Status(code=code.value[0], message=message)
+        # UNAVAILABLE from Triton (restarting, replaced): retryable, with the delay as data.
+        details = [_retry(NOT_READY_RETRY)] if code == grpc.StatusCode.UNAVAILABLE else []
+        return status_pb2.Status(code=code.value[0], message=message, details=details)
     log.exception("unexpected gateway failure", exc_info=error)
     return status_pb2.Status(code=code_pb2.INTERNAL, message="internal error in the gateway")
 

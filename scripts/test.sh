@@ -19,4 +19,9 @@ MYPYPATH=model_repository/common:proto .venv/bin/mypy $(for f in model_repositor
 MYPYPATH=proto .venv/bin/mypy -p clip_contract
 # No test may reach a model hub: everything they need is built locally or committed.
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+# The Kubernetes cluster test starts a control plane from this kit of binaries, when the machine
+# has it beside the checkout (tests/test_kubernetes_cluster.py; KUBECONFIG names another cluster).
+if [ -z "${CLIP_KUBERNETES_KIT:-}" ] && [ -x ../shared/kubernetes/cluster.sh ]; then
+  export CLIP_KUBERNETES_KIT="$(cd ../shared/kubernetes && pwd)"
+fi
 .venv/bin/python -m pytest -p no:cacheprovider -q "$@"

@@ -34,6 +34,8 @@ from tests.support.servers import SERVING, GatewayProcess, LauncherTriton
 ROOT = Path(__file__).resolve().parents[1]
 KIT = ROOT / "deploy" / "kubernetes"
 VARIANTS = ("cpu", "gpu", "cpu-keda", "cpu-object-storage", "kserve")
+NAMESPACE_KIT = "namespace"  # applied once, before any variant; in none of them
+NAMESPACE = "clip-serve"
 KUBERNETES_VERSION = "1.30.0"
 CRD_SCHEMAS = Path(__file__).parent / "kubernetes" / "crd_schemas"
 SIZING = ROOT / "bench" / "results" / "sizing_avx512bf16_2core_fp32.json"
@@ -91,10 +93,10 @@ def containers(spec: dict[str, Any]) -> list[dict[str, Any]]:
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_every_variant_renders(variant: str) -> None:
     kinds = {doc["kind"] for doc in rendered(variant)}
-    assert {"Namespace", "Deployment", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler"} <= kinds
+    assert {"Deployment", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler"} <= kinds
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("variant", (*VARIANTS, NAMESPACE_KIT))
 def test_builtin_objects_validate_against_kubernetes_1_30(variant: str) -> None:
     custom = {kind for _, kind in crd_schemas()}
     for doc in rendered(variant):
@@ -310,7 +312,8 @@ def test_every_probe_answers_on_running_servers(running: tuple[LauncherTriton, G
                     done = subprocess.run([sys.executable, "-m", "launcher.healthcheck", url], capture_output=True)
                     assert done.returncode == 0, (name, probe, done.stderr)
                     checked.add("launcher.healthcheck")
-    assert checked == {"launcher.healthcheck", "/v2/health/live", "/v1/health/live", "grpc.health.v1"}
+    # The gateway's readiness is its own /v1/health/live (no probe follows Triton through gRPC health).
+    assert checked == {"launcher.healthcheck", "/v2/health/live", "/v1/health/live"}
 
 
 def scaling_queries() -> list[str]:
@@ -478,3 +481,261 @@ def test_the_gateway_pods_find_every_triton_through_the_headless_service() -> No
         host = url.removeprefix("dns:///").split(":")[0]
         headless = [doc for doc in rendered(variant) if doc["kind"] == "Service" and doc["metadata"]["name"] == host]
         assert url.startswith("dns:///") and headless and headless[0]["spec"]["clusterIP"] == "None", variant
+
+
+# -- defects found when the kit met a real cluster (docs/kubernetes.md lists them) ---------------
+
+
+def pod_templates(variants: tuple[str, ...] = VARIANTS) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """(variant, kind/name, pod-level spec) of every pod the kit defines: the Deployments' templates
+    and KServe's InferenceService predictor (the ServingRuntime adds only containers and volumes)."""
+    for variant, doc in objects(variants=variants):
+        name = f"{doc['kind']}/{doc['metadata']['name']}"
+        if doc["kind"] == "Deployment":
+            yield variant, name, doc["spec"]["template"]["spec"]
+        elif doc["kind"] == "InferenceService":
+            yield variant, name, doc["spec"]["predictor"]
+
+
+def test_every_volume_is_mounted_and_every_mount_has_its_volume() -> None:
+    """A strategic-merge `$patch: delete` on volumeMounts keyed by name (they merge on mountPath)
+    left the object-storage Triton with `volumeMounts: []`: /tmp and /dev/shm were gone."""
+    for variant, name, spec in pod_specs():
+        volumes = {volume["name"] for volume in spec.get("volumes", [])}
+        mounted = {mount["name"] for c in containers(spec) for mount in c.get("volumeMounts", [])}
+        assert mounted <= volumes, (variant, name, mounted - volumes)
+        if variant != "kserve":  # KServe mounts its own volumes (/mnt/models) into the runtime
+            assert volumes <= mounted, (variant, name, volumes - mounted)
+    triton = next(spec for v, name, spec in pod_specs(("cpu-object-storage",)) if name == "clip-serve-triton")
+    container = next(c for c in triton["containers"] if c["name"] == "triton")
+    paths = {mount["mountPath"] for mount in container["volumeMounts"]}
+    assert paths == {"/tmp", "/dev/shm"}, paths
+    assert not triton.get("initContainers")
+    assert "--hang-timeout" in container["args"]  # the args the component replaces keep the base's
+
+
+def autoscaled() -> dict[str, set[str]]:
+    """variant -> names of the Deployments an HPA or a KEDA ScaledObject scales."""
+    found: dict[str, set[str]] = {variant: set() for variant in VARIANTS}
+    for variant, doc in objects():
+        if (doc["kind"] == "HorizontalPodAutoscaler" and doc["spec"]["scaleTargetRef"]["kind"] == "Deployment") or (
+            doc["kind"] == "ScaledObject" and doc["spec"]["scaleTargetRef"].get("kind", "Deployment") == "Deployment"
+        ):
+            found[variant].add(doc["spec"]["scaleTargetRef"]["name"])
+    return found
+
+
+def test_no_deployment_an_autoscaler_owns_sets_replicas() -> None:
+    """`replicas: 2` beside an HPA: a re-apply reset the HPA's count, and server-side apply
+    conflicted with the HPA controller over .spec.replicas."""
+    owned = autoscaled()
+    for variant, doc in objects("Deployment"):
+        name = doc["metadata"]["name"]
+        assert name in owned[variant], f"{variant}: Deployment {name} has no HPA or ScaledObject"
+        assert "replicas" not in doc["spec"], f"{variant}: Deployment {name} sets replicas beside its autoscaler"
+    # and the floor each autoscaler keeps is the kit's two replicas
+    for variant, doc in objects():
+        if doc["kind"] == "HorizontalPodAutoscaler":
+            assert doc["spec"]["minReplicas"] >= 2, (variant, doc["metadata"]["name"])
+        elif doc["kind"] == "ScaledObject":
+            assert doc["spec"]["minReplicaCount"] >= 2, (variant, doc["metadata"]["name"])
+
+
+def test_every_pdb_lets_unhealthy_pods_be_evicted() -> None:
+    """With the default policy a crash-looping pod, counted against a spent budget, blocked drains."""
+    pdbs = list(objects("PodDisruptionBudget"))
+    assert len(pdbs) >= 9
+    for variant, doc in pdbs:
+        assert doc["spec"].get("unhealthyPodEvictionPolicy") == "AlwaysAllow", (variant, doc["metadata"]["name"])
+
+
+def test_no_pod_gets_a_service_account_token() -> None:
+    """Nothing in the pods calls the Kubernetes API; a mounted token is only something to steal."""
+    checked = 0
+    for variant, name, spec in pod_templates():
+        assert spec.get("automountServiceAccountToken") is False, (variant, name)
+        checked += 1
+    assert checked == 10  # 2 Deployments in each of the 4 plain variants; KServe's gateway + predictor
+
+
+def test_the_namespace_is_applied_apart_and_enforces_pod_security_restricted() -> None:
+    """The Namespace in the overlays meant `kubectl delete -k <overlay>` deleted it, and with it the
+    user's API-key Secret; and it enforced no Pod Security profile."""
+    for variant in VARIANTS:
+        assert not [doc for doc in rendered(variant) if doc["kind"] == "Namespace"], variant
+    (namespace,) = rendered(NAMESPACE_KIT)
+    assert namespace["kind"] == "Namespace" and namespace["metadata"]["name"] == NAMESPACE
+    labels = namespace["metadata"]["labels"]
+    for mode in ("enforce", "warn", "audit"):
+        assert labels[f"pod-security.kubernetes.io/{mode}"] == "restricted", mode
+    assert labels["pod-security.kubernetes.io/enforce-version"] == "latest"
+    # every object of the kit still lands in it (the monitoring ConfigMaps aside: see components/monitoring)
+    for variant, doc in objects():
+        if doc["kind"] != "Namespace":
+            assert doc["metadata"].get("namespace") in (NAMESPACE, "monitoring"), (variant, doc["metadata"]["name"])
+
+
+def test_every_pod_meets_pod_security_restricted() -> None:
+    """What the `restricted` profile checks at admission, seen from the rendered pods (KServe's
+    ServingRuntime has no pod securityContext: its container carries the seccomp profile)."""
+    pods = {(variant, name.split("/")[1]): spec for variant, name, spec in pod_templates()}
+    for variant, name, spec in pod_specs():
+        pod = spec.get("securityContext", {})
+        if (variant, name) in pods:
+            pod = {**pods[(variant, name)].get("securityContext", {}), **pod}
+        for container in containers(spec):
+            security = container.get("securityContext", {})
+            seccomp = security.get("seccompProfile") or pod.get("seccompProfile")
+            assert seccomp == {"type": "RuntimeDefault"}, (variant, name, container["name"])
+            assert security.get("runAsNonRoot", pod.get("runAsNonRoot")) is True, (variant, name)
+            assert security.get("runAsUser", pod.get("runAsUser", 1)) != 0, (variant, name)
+            assert security["allowPrivilegeEscalation"] is False and security["capabilities"]["drop"] == ["ALL"]
+            assert not security.get("privileged")
+        for volume in spec.get("volumes", []):
+            assert set(volume) - {"name"} <= {"emptyDir", "secret", "configMap", "projected"}, (variant, volume)
+    runtime = next(doc for _, doc in objects("ServingRuntime", ("kserve",)))
+    security = runtime["spec"]["containers"][0]["securityContext"]
+    assert security["runAsGroup"] == security["runAsUser"] == 10001 and security["readOnlyRootFilesystem"] is True
+    predictor = next(spec for _, name, spec in pod_templates(("kserve",)) if name.startswith("InferenceService"))
+    assert predictor["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert predictor["securityContext"]["runAsNonRoot"] is True
+
+
+def test_the_gpu_rollout_needs_no_spare_gpu() -> None:
+    """maxSurge 1 with every GPU taken: the surge pod stayed Pending and the rollout never ended."""
+    triton = next(doc for _, doc in objects("Deployment", ("gpu",)) if doc["metadata"]["name"] == "clip-serve-triton")
+    assert triton["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
+    pdb = next(
+        doc for _, doc in objects("PodDisruptionBudget", ("gpu",)) if doc["metadata"]["name"] == "clip-serve-triton"
+    )
+    assert pdb["spec"]["maxUnavailable"] == 1
+
+
+def test_kserve_predictor_takes_calls_only_from_the_gateway() -> None:
+    docs = rendered("kserve")
+    predictor_labels = {"serving.kserve.io/inferenceservice": "clip-serve", "component": "predictor"}
+    policies = [
+        doc
+        for doc in docs
+        if doc["kind"] == "NetworkPolicy"
+        and doc["spec"]["podSelector"]["matchLabels"].items() <= predictor_labels.items()
+        and "component" in doc["spec"]["podSelector"]["matchLabels"]
+    ]
+    assert len(policies) == 1, "no NetworkPolicy selects the predictor's pods"
+    (policy,) = policies
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    gateway = next(
+        doc for doc in docs if doc["kind"] == "Deployment" and doc["metadata"]["name"] == "clip-serve-gateway"
+    )
+    gateway_labels = gateway["spec"]["template"]["metadata"]["labels"].items()
+    runtime = next(doc for doc in docs if doc["kind"] == "ServingRuntime")
+    args = runtime["spec"]["containers"][0]["args"]
+    grpc_port, metrics_port = (int(args[args.index(flag) + 1]) for flag in ("--grpc-port", "--metrics-port"))
+    allowed: dict[int, list[dict[str, Any]]] = {}
+    for rule in policy["spec"]["ingress"]:
+        for peer in rule["from"]:
+            for port in rule["ports"]:
+                allowed.setdefault(port["port"], []).append(peer)
+    assert set(allowed) == {grpc_port, metrics_port}
+    assert all(peer["podSelector"]["matchLabels"].items() <= gateway_labels for peer in allowed[grpc_port])
+    assert all("namespaceSelector" in peer for peer in allowed[metrics_port])  # Prometheus only
+
+
+def test_kserve_headless_service_lists_predictor_pods_only() -> None:
+    headless = next(
+        doc for _, doc in objects("Service", ("kserve",)) if doc["metadata"]["name"] == "clip-serve-predictor-headless"
+    )
+    assert headless["spec"]["selector"] == {
+        "serving.kserve.io/inferenceservice": "clip-serve",
+        "component": "predictor",
+    }
+
+
+def test_kserve_mode_and_autoscaling_are_spelled_out() -> None:
+    """`RawDeployment` is KServe's deprecated name (the vendored v0.20 CRDs' controller says Standard);
+    the hpa class with no metric quietly scaled on CPU 80 %."""
+    service = next(doc for _, doc in objects("InferenceService", ("kserve",)))
+    annotations = service["metadata"]["annotations"]
+    assert annotations["serving.kserve.io/deploymentMode"] == "Standard"
+    assert annotations["serving.kserve.io/autoscalerClass"] == "hpa"
+    metrics = service["spec"]["predictor"]["autoScaling"]["metrics"]
+    # the only kind of metric KServe's hpa class turns into an HPA metric
+    assert [metric["type"] for metric in metrics] == ["Resource"] and metrics[0]["resource"]["name"] == "cpu"
+
+
+def test_keda_paces_as_the_hpa_it_replaces_and_its_query_names_its_namespace() -> None:
+    hpa = next(
+        doc for _, doc in objects("HorizontalPodAutoscaler", ("cpu",)) if doc["metadata"]["name"] == "clip-serve-triton"
+    )
+    scaled = next(doc for _, doc in objects("ScaledObject", ("cpu-keda",)))
+    assert scaled["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"] == hpa["spec"]["behavior"]
+    assert "cooldownPeriod" not in scaled["spec"]  # scale-to-zero only; minReplicaCount is 2
+    assert scaled["spec"]["minReplicaCount"] == hpa["spec"]["minReplicas"]
+    assert scaled["spec"]["maxReplicaCount"] == hpa["spec"]["maxReplicas"]
+    # kustomize's namespace transformer does not rewrite the query: it must name the object's namespace
+    for _, doc in objects("ScaledObject"):
+        for trigger in doc["spec"]["triggers"]:
+            named = set(re.findall(r'namespace="([^"]*)"', trigger["metadata"]["query"]))
+            assert named == {doc["metadata"]["namespace"]}, named
+
+
+def test_gateway_readiness_is_its_own_not_tritons() -> None:
+    """Readiness by the gRPC health status (which follows Triton) took every gateway out of its
+    Service in a Triton outage: clients got connection refused, not UNAVAILABLE with a retry delay."""
+    for variant, name, spec in pod_specs():
+        if name != "clip-serve-gateway":
+            continue
+        container = spec["containers"][0]
+        readiness = container["readinessProbe"]
+        assert "grpc" not in readiness and "exec" not in readiness, (variant, readiness)
+        assert readiness["httpGet"] == {"path": "/v1/health/live", "port": "http"}, variant
+
+
+def image_reference(image: str) -> tuple[str, str, str]:
+    """(registry, repository, tag) of a fully written image reference; AssertionError otherwise."""
+    registry, _, rest = image.partition("/")
+    assert rest and ("." in registry or ":" in registry or registry == "localhost"), f"{image}: no registry host"
+    repository, _, tag = rest.rpartition(":") if ":" in rest else (rest, "", "")
+    assert tag and tag != "latest", f"{image}: no pinned tag"
+    return registry, repository, tag
+
+
+def test_every_image_is_fully_qualified_pinned_and_pulled_if_not_present() -> None:
+    """A short name resolves to docker.io, and CRI-O's short-name mode refuses it."""
+    checked = 0
+    for variant, name, spec in pod_specs():
+        for container in containers(spec):
+            image_reference(container["image"])
+            assert container.get("imagePullPolicy") == "IfNotPresent", (variant, name, container["name"])
+            checked += 1
+    assert checked >= 10
+    with pytest.raises(AssertionError):  # the check can fail
+        image_reference("clip-serve:0.1.0")
+    with pytest.raises(AssertionError):
+        image_reference("registry.example.com/clip-serve")
+
+
+def test_gateway_memory_holds_its_concurrency_and_ephemeral_storage_its_volumes() -> None:
+    """512Mi held 2 of the 64 concurrent 64 MiB requests the gateway admitted; no pod asked for the
+    disk its emptyDirs may fill."""
+    copies, process = 3, 128 * 2**20  # copies of a request held at once; the process itself (75 MB measured)
+    for variant, name, spec in pod_specs():
+        if name != "clip-serve-gateway":
+            continue
+        container = spec["containers"][0]
+        env = container_env(variant, container)
+        config = gateway_config_module.parse([], env)
+        needed = config.max_concurrent_rpcs * config.limits.max_request_bytes * copies + process
+        assert quantity_bytes(container["resources"]["limits"]["memory"]) >= needed, (variant, needed / 2**30)
+    for variant, name, spec in pod_specs():
+        disk = sum(
+            quantity_bytes(volume["emptyDir"]["sizeLimit"])
+            for volume in spec.get("volumes", [])
+            if "emptyDir" in volume and volume["emptyDir"].get("medium") != "Memory"
+        )
+        app = [c["resources"] for c in spec["containers"]]
+        requested = sum(quantity_bytes(r["requests"]["ephemeral-storage"]) for r in app)
+        limited = sum(quantity_bytes(r["limits"]["ephemeral-storage"]) for r in app)
+        assert requested >= disk and limited >= requested, (variant, name, requested, disk)
+        for init in spec.get("initContainers", []):
+            assert quantity_bytes(init["resources"]["requests"]["ephemeral-storage"]) >= disk, (variant, name)
