@@ -39,13 +39,15 @@ def apply(cluster: Cluster, overlay: str) -> None:
 
 
 def versions(cluster: Cluster, overlay: str) -> dict[str, str]:
-    """kind/namespace/name -> resourceVersion of every object the overlay renders."""
+    """kind/namespace/name -> the version of every object the overlay renders: its generation
+    where it has one (it moves with the spec only, not with the status its controllers write),
+    else its resourceVersion."""
     listed = cluster.json("get", "-k", str(DEPLOY / overlay))
     items = listed.get("items", [listed])
     return {
-        f"{item['kind']}/{item['metadata'].get('namespace', '')}/{item['metadata']['name']}": item["metadata"][
-            "resourceVersion"
-        ]
+        f"{item['kind']}/{item['metadata'].get('namespace', '')}/{item['metadata']['name']}": str(
+            item["metadata"].get("generation", item["metadata"]["resourceVersion"])
+        )
         for item in items
     }
 
@@ -170,10 +172,15 @@ def test_pod_security_restricted_is_enforced_and_every_pod_is_admitted(cpu_kit: 
 
 def test_gpu_pods_land_on_gpu_nodes_and_a_rollout_with_every_gpu_taken_completes(cluster: Cluster) -> None:
     cluster.ensure_namespace()
+    delete(cluster, "cpu")  # the cpu overlay's objects have the same names
     apply(cluster, "gpu")
     try:
         running = cluster.wait(
-            lambda: (found := [p for p in cluster.pods("triton") if ready(p)]) and len(found) >= 2 and found,
+            lambda: (
+                (found := [p for p in cluster.pods("triton") if ready(p) and p["spec"]["nodeName"].startswith("gpu-")])
+                and len(found) >= 2
+                and found
+            ),
             120,
             "two GPU Triton pods Running",
         )
