@@ -21,6 +21,8 @@ from typing import Any
 
 import pytest
 
+from tests.support.processes import wait_for
+
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy" / "kubernetes"
 NAMESPACE = "clip-serve"
@@ -53,14 +55,7 @@ class Cluster:
 
     def wait(self, condition: Callable[[], Any], timeout: float, what: str) -> Any:
         """Poll `condition` until it is truthy (returned) or fail after `timeout` seconds."""
-        deadline = time.monotonic() + timeout
-        while True:
-            value = condition()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{what} did not happen within {timeout:.0f} s")
-            time.sleep(0.5)
+        return wait_for(condition, timeout, what, interval=0.5)
 
     def timed(self, stage: str, started: float) -> None:
         self.timings[stage] = time.monotonic() - started
