@@ -196,6 +196,14 @@ def test_the_image_runs_as_a_user_with_labels_and_a_health_check(stack: Stack) -
     assert running == "10001"
     # No tests, benchmarks or docs in the final image; the one compiler is the exporter's (EXPORT_COMPILER).
     found = podman("run", "--rm", *containers.LIMITS, IMAGE, "ls", "/app")
-    assert set(found.stdout.split()) == {"export", "gateway", "launcher", "model_repository", "models", "serve"}
+    assert set(found.stdout.split()) == {
+        "configuration",
+        "export",
+        "gateway",
+        "launcher",
+        "model_repository",
+        "models",
+        "serve",
+    }
     compilers = podman("run", "--rm", *containers.LIMITS, IMAGE, "sh", "-c", "command -v g++ clang++ || true")
     assert compilers.stdout.split() == ["/usr/bin/g++"]
