@@ -172,22 +172,23 @@ class ApiKeyInterceptor(grpc.aio.ServerInterceptor):
 
 
 def _refusal(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-    async def refuse(request: Any, context: grpc.aio.ServicerContext) -> Any:
+    """A handler that answers UNAUTHENTICATED without reading the call's message. A unary method's
+    refusal is a client-streaming handler that never reads: grpc receives a unary handler's whole
+    message before its behaviour runs, so a caller without a key could make the gateway hold 60 MB
+    per call (and inflate gzip) before being told no."""
+
+    async def refuse(requests: Any, context: grpc.aio.ServicerContext) -> Any:
         await context.abort(
             grpc.StatusCode.UNAUTHENTICATED, "missing or invalid API key: send `authorization: Bearer <key>`"
         )
 
-    async def refuse_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await refuse(request, context)
+    async def refuse_stream(requests: Any, context: grpc.aio.ServicerContext) -> Any:
+        await refuse(requests, context)
         yield  # pragma: no cover  (an async generator that aborts before yielding)
 
-    if handler.unary_unary is not None:
-        return grpc.unary_unary_rpc_method_handler(
+    if handler.unary_unary is not None or handler.stream_unary is not None:
+        return grpc.stream_unary_rpc_method_handler(
             refuse, request_deserializer=_ignore, response_serializer=handler.response_serializer
-        )
-    if handler.unary_stream is not None:
-        return grpc.unary_stream_rpc_method_handler(
-            refuse_stream, request_deserializer=_ignore, response_serializer=handler.response_serializer
         )
     return grpc.stream_stream_rpc_method_handler(
         refuse_stream, request_deserializer=_ignore, response_serializer=handler.response_serializer

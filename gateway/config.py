@@ -70,6 +70,9 @@ class GatewayConfig:
     # clients re-resolve and rebalance, and no call can hold a stream open longer, withheld message
     # or not. 0 turns it off.
     max_connection_age: float = 600.0
+    # seconds for a gRPC call's message to arrive after its headers (DEADLINE_EXCEEDED past it): a
+    # caller that sends part of a large message and goes silent holds it no longer than this
+    message_timeout: float = 30.0
     http_listen: str = ""  # host:port of the OpenAI-compatible HTTP API; empty turns it off
     http_body_read_timeout: float = 10.0  # seconds between two pieces of an HTTP request body (408 past it)
     http_body_total_timeout: float = 30.0  # seconds for a whole HTTP request body (408 past it)

@@ -17,6 +17,8 @@ from typing import Any
 
 import grpc
 import grpc.aio
+from google.rpc import status_pb2
+from grpc_status import rpc_status
 
 from gateway import metrics
 
@@ -94,6 +96,15 @@ def deadline_passed(budget: float | None, remaining: float | None) -> bool:
     return remaining <= deadline_slack(budget)
 
 
+class RefusedUnparsed(Exception):
+    """Raised by a request deserializer that refuses a message from its bytes, before parsing it
+    (gateway.entry_counts), with the status to answer."""
+
+    def __init__(self, status: status_pb2.Status) -> None:
+        super().__init__(status.message)
+        self.status = status
+
+
 class Undecodable:
     """What a request that is not a valid message (bad wire format, invalid UTF-8) parses to."""
 
@@ -115,8 +126,36 @@ def _guarded(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], A
 
 
 class RequestContextInterceptor(grpc.aio.ServerInterceptor):
-    """Request id, one access-log line per unary call (method, code, milliseconds), and
-    INVALID_ARGUMENT (not grpc's INTERNAL) for a request that does not parse."""
+    """Request id, one access-log line per unary call (method, code, milliseconds), INVALID_ARGUMENT
+    (not grpc's INTERNAL) for a request that does not parse, and a time limit on the message.
+
+    A unary call is served by a client-streaming handler that reads its one message here, within
+    `message_timeout` seconds of the headers: grpc itself would wait for a unary call's message
+    for as long as the connection lives (a caller that sends 60 of a declared 64 MB and goes
+    silent held them until `--max-connection-age`). The one client-streaming handler it meets is
+    the refusal of a call without a key (gateway.auth), which never reads its message."""
+
+    def __init__(self, message_timeout: float = 30.0) -> None:
+        self.message_timeout = message_timeout
+
+    async def _message(self, requests: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            request = await asyncio.wait_for(anext(aiter(requests)), self.message_timeout)
+        except TimeoutError:
+            await context.abort(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"the request message did not arrive within {self.message_timeout:g} s of its headers",
+            )
+        except StopAsyncIteration:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the call ended without a request message")
+        if isinstance(request, Undecodable) and isinstance(request.error, RefusedUnparsed):
+            await context.abort_with_status(rpc_status.to_status(request.error.status))
+        if isinstance(request, Undecodable):
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "the request is not a valid message of this method (bad encoding or invalid UTF-8 in a string field)",
+            )
+        return request
 
     async def intercept_service(
         self,
@@ -124,15 +163,23 @@ class RequestContextInterceptor(grpc.aio.ServerInterceptor):
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(details)
-        if handler is None or handler.unary_unary is None:
+        if handler is None:
             return handler
-        inner = handler.unary_unary
+        if handler.unary_unary is not None:
+            unary = handler.unary_unary
+
+            async def serve(requests: Any, context: grpc.aio.ServicerContext) -> Any:
+                return await unary(await self._message(requests, context), context)
+
+        elif handler.stream_unary is not None:
+            serve = handler.stream_unary
+        else:
+            return handler
         method = details.method
         request_id = _request_id(details.invocation_metadata)
-
         method_label = metrics.short_method(method)
 
-        async def with_context(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def with_context(requests: Any, context: grpc.aio.ServicerContext) -> Any:
             token = REQUEST_ID.set(request_id)
             call: dict[str, str] = {}
             call_token = CALL.set(call)
@@ -142,13 +189,7 @@ class RequestContextInterceptor(grpc.aio.ServerInterceptor):
             metrics.IN_FLIGHT.labels(method_label).inc()
             try:
                 await context.send_initial_metadata((("x-request-id", request_id),))
-                if isinstance(request, Undecodable):
-                    await context.abort(
-                        grpc.StatusCode.INVALID_ARGUMENT,
-                        "the request is not a valid message of this method (bad encoding or "
-                        "invalid UTF-8 in a string field)",
-                    )
-                return await inner(request, context)
+                return await serve(requests, context)
             except asyncio.CancelledError:
                 # gRPC cancels the handler both when the caller goes away and when its deadline
                 # passes; the time remaining then tells which.
@@ -174,7 +215,7 @@ class RequestContextInterceptor(grpc.aio.ServerInterceptor):
                 CALL.reset(call_token)
                 REQUEST_ID.reset(token)
 
-        return grpc.unary_unary_rpc_method_handler(
+        return grpc.stream_unary_rpc_method_handler(
             with_context,
             request_deserializer=_guarded(handler.request_deserializer),
             response_serializer=handler.response_serializer,

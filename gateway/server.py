@@ -21,6 +21,7 @@ from gateway import metrics
 from gateway.auth import ApiKeyInterceptor, ApiKeys, load_keys
 from gateway.config import GatewayConfig
 from gateway.core import ClipCore
+from gateway.entry_counts import EntryCountInterceptor
 from gateway.grpc_api import ClipServicer
 from gateway.health import HealthWatcher
 from gateway.image_sources import ImageSources
@@ -159,8 +160,15 @@ class Gateway:
         keys = load_keys(Path(config.api_keys_file) if config.api_keys_file else None, config.api_keys)
         if not keys:
             log.warning("no API keys configured: every caller is let in")
+        triton = TritonAdapter(config.triton_url)
+        health_servicer = health_aio.HealthServicer()
+        health = HealthWatcher(triton, health_servicer, config.health_interval, config.limits)
         server = grpc.aio.server(
-            interceptors=[RequestContextInterceptor(), ApiKeyInterceptor(keys)],
+            interceptors=[
+                RequestContextInterceptor(config.message_timeout),
+                ApiKeyInterceptor(keys),
+                EntryCountInterceptor(health.limits),
+            ],
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
@@ -168,9 +176,6 @@ class Gateway:
                 *connection_age(config),
             ],
         )
-        triton = TritonAdapter(config.triton_url)
-        health_servicer = health_aio.HealthServicer()
-        health = HealthWatcher(triton, health_servicer, config.health_interval, config.limits)
         core = ClipCore(triton, health, config, image_sources(config))
         clip_service_pb2_grpc.add_ClipServiceServicer_to_server(ClipServicer(core), server)
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -3,6 +3,7 @@ RESOURCE_EXHAUSTED ever come back, never INTERNAL, and the gateway keeps serving
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import grpc
@@ -65,6 +66,36 @@ def test_undecodable_request_is_invalid_argument_not_internal(tiny_gateway: Gate
         with pytest.raises(grpc.RpcError) as caught:
             raw(payload, timeout=10)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+EMPTY_IMAGES = 10_000_000  # 20 MB: each entry a tag and a zero length
+
+
+@pytest.mark.parametrize(
+    ("method", "request_message", "field"),
+    [
+        ("Embed", pb.EmbedRequest(images=[pb.Image()] * EMPTY_IMAGES), "images"),
+        ("Classify", pb.ClassifyRequest(labels=[""] * EMPTY_IMAGES), "labels"),
+    ],
+    ids=["10 M empty images", "10 M empty labels"],
+)
+def test_a_list_past_its_limit_is_refused_before_the_message_is_parsed(
+    tiny_gateway: GatewayThread, method: str, request_message: object, field: str
+) -> None:
+    """Counted on the wire (gateway.entry_counts): refused naming the field, in far less time than
+    parsing 10 M entries takes (before: 7.7 s of the event loop and +600 MB), health answering."""
+    payload = request_message.SerializeToString()  # type: ignore[attr-defined]
+    with grpc.insecure_channel(tiny_gateway.target, options=[("grpc.max_send_message_length", 64 << 20)]) as channel:
+        raw = channel.unary_unary(f"/clip.v1.ClipService/{method}", request_serializer=None, response_deserializer=None)
+        started = time.monotonic()
+        with pytest.raises(grpc.RpcError) as caught:
+            raw(payload, timeout=30)
+        took = time.monotonic() - started
+        status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5).status
+    print(f"{len(payload) / 1e6:.0f} MB of {EMPTY_IMAGES:,} empty {field}: {caught.value.code().name} in {took:.2f}s")
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value.details()
+    assert f"{field}: more than" in caught.value.details()
+    assert status == health_pb2.HealthCheckResponse.SERVING
 
 
 SMALL = Limits(

@@ -8,6 +8,8 @@ import contextlib
 import json
 import select
 import socket
+import threading
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -231,10 +233,11 @@ def test_http_errors_have_openai_shape_and_status(base_url: str, photo_png: byte
     assert status == 400 and "not valid JSON" in answer["error"]["message"]
     status, _, answer = http(base_url, "POST", "/v1/classifications", {"image": data_uri(photo_png), "labels": []})
     assert status == 400 and answer["error"]["param"] == "labels"
-    status, _, answer = http(  # pydantic's own JSON parser refuses half a surrogate pair
+    status, _, answer = http(  # half a surrogate pair: JSON can escape one, no UTF-8 text can hold it
         base_url, "POST", "/v1/classifications", {"image": data_uri(photo_png), "labels": ["cat", "\udc00"]}
     )
-    assert status == 400 and answer["error"]["message"] == "the request body is not valid JSON"
+    assert status == 400 and answer["error"]["param"] == "labels[1]", answer
+    assert "not valid Unicode" in answer["error"]["message"]
     status, _, answer = http(
         base_url, "POST", "/v1/classifications", {"image": data_uri(photo_png), "labels": ["a"], "top_k": 5}
     )
@@ -296,6 +299,47 @@ def test_a_chunked_body_is_cut_off_at_the_limit(base_url: str, url_gateway: Gate
     chunk = f"{len(piece):x}\r\n".encode() + piece + b"\r\n"
     answer = raw_exchange(base_url, head, iter([chunk] * (limit // len(piece) + 8)))
     assert answer.startswith(b"HTTP/1.1 413") and b"request_too_large" in answer
+
+
+HOSTILE_ENTRIES = 6_000_000  # 18 MB of `[],` or `"",`: millions of values in a body under the size cap
+
+
+@pytest.mark.parametrize(
+    ("path", "field", "entry"),
+    [("/v1/embeddings", "input", b"[]"), ("/v1/classifications", "labels", b'""')],
+    ids=["embeddings input of empty lists", "classification labels of empty strings"],
+)
+def test_a_body_of_millions_of_values_is_refused_while_health_answers(
+    base_url: str, path: str, field: str, entry: bytes
+) -> None:
+    """Counted as they are parsed, off the event loop: refused after the first few thousand, and
+    health answers all the while. Before: a 20 MB `[[],[],...]` froze the loop for 81 s."""
+    prefix = b'{"model": "m", "image": "data:image/png;base64,AA==", ' if "class" in path else b'{"model": "m", '
+    body = prefix + f'"{field}": ['.encode() + b",".join([entry] * HOSTILE_ENTRIES) + b"]}"
+    answered: list[tuple[int, Any]] = []
+    health_seconds: list[float] = []
+
+    def post() -> None:
+        status, _, error = http(base_url, "POST", path, raw=body, headers={"Content-Type": "application/json"})
+        answered.append((status, error))
+
+    sender = threading.Thread(target=post)
+    started = time.monotonic()
+    sender.start()
+    while sender.is_alive() and time.monotonic() - started < 60:
+        asked = time.monotonic()
+        assert http(base_url, "GET", "/v1/health/live", key=None)[0] == 200
+        health_seconds.append(time.monotonic() - asked)
+    sender.join(60)
+    took = time.monotonic() - started
+    print(
+        f"{len(body) / 1e6:.0f} MB of {HOSTILE_ENTRIES:,} values to {path}: refused in {took:.2f}s, "
+        f"health answered {len(health_seconds)} times meanwhile, slowest {max(health_seconds, default=0):.3f}s"
+    )
+    assert answered, f"{path} did not answer a body of {HOSTILE_ENTRIES:,} values within 60 s"
+    status, error = answered[0]
+    assert status == 400 and error["error"]["code"] == "too_many_values", (status, error)
+    assert max(health_seconds, default=0) < 5
 
 
 def test_health_is_open_and_follows_readiness(base_url: str) -> None:

@@ -223,3 +223,55 @@ def test_a_client_that_leaves_mid_body_is_no_server_error(
         assert count("500") == errors_before
     tracebacks = [f"{record.name}: {record.getMessage()}" for record in caplog.records if record.exc_info]
     assert tracebacks == []
+
+
+def withheld_classify(channel: grpc.Channel, finished: threading.Event, **options: object) -> grpc.Future:
+    """A Classify whose headers go out and whose message never does (until `finished` is set)."""
+
+    def never() -> Iterator[bytes]:
+        finished.wait(120)
+        yield from ()
+
+    return channel.stream_unary("/clip.v1.ClipService/Classify").future(never(), timeout=60, **options)
+
+
+def test_a_call_without_a_key_is_refused_before_its_message_arrives(tiny_triton: LauncherTriton, tmp_path) -> None:
+    """The key is in the headers: a call without one is told UNAUTHENTICATED at once, not after
+    the gateway has waited for (and held) its message."""
+    keys = tmp_path / "keys"
+    keys.write_text("ops: k1\n")
+    config = gateway_config(tiny_triton.grpc_url, api_keys_file=str(keys))
+    finished = threading.Event()
+    with servers.gateway(config) as running, grpc.insecure_channel(running.target) as channel:
+        started = time.monotonic()
+        call = withheld_classify(channel, finished)
+        try:
+            wait_for(call.done, ANSWER_WITHIN, "the call without a key being refused before its message")
+        finally:
+            finished.set()
+            call.cancel()
+        print(f"a keyless call with its message withheld: UNAUTHENTICATED after {time.monotonic() - started:.2f}s")
+        assert call.code() == grpc.StatusCode.UNAUTHENTICATED, call.code()
+
+
+def test_a_message_that_does_not_arrive_in_time_ends_the_call(tiny_triton: LauncherTriton) -> None:
+    """`--message-timeout` 2 s: a call whose message does not come within 2 s of its headers ends
+    then (DEADLINE_EXCEEDED, saying why), long before its own deadline and the connection's age."""
+    message_timeout = 2.0
+    config = gateway_config(tiny_triton.grpc_url, message_timeout=message_timeout)
+    finished = threading.Event()
+    with servers.gateway(config) as running, grpc.insecure_channel(running.target) as channel:
+        started = time.monotonic()
+        call = withheld_classify(channel, finished)
+        try:
+            wait_for(call.done, message_timeout + 20, "the withheld message's call ending")
+        finally:
+            finished.set()
+            call.cancel()
+        ended = time.monotonic() - started
+        print(f"a withheld message with --message-timeout {message_timeout:g}: ended after {ended:.2f}s")
+        assert call.code() == grpc.StatusCode.DEADLINE_EXCEEDED, call.code()
+        assert "did not arrive within 2 s" in call.details()
+        assert ended >= message_timeout - 0.1  # the limit, not something sooner
+        with ClipClient(config=ClientConfig(target=running.target, retry=NO_RETRY, timeout=30)) as client:
+            assert client.classify(SMALL_JPEG, ["cat"])[0].ok  # a call that sends its message is served

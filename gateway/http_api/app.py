@@ -10,21 +10,21 @@ from __future__ import annotations
 import base64
 import logging
 import time
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway.auth import ApiKeys
 from gateway.calls import ClassifyCall, EmbedCall, ImageInput, ItemError
 from gateway.core import ClipCore, Deadline
-from gateway.http_api import inputs
+from gateway.http_api import bounded_json, inputs
 from gateway.http_api.errors import HttpError, error_response, from_exception, item_error
 from gateway.http_api.guard import Guard
 from gateway.http_api.schemas import (
@@ -57,6 +57,13 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     }.items()
 }
 UNSUPPORTED_MEDIA_TYPE: dict[str, Any] = {"model": ErrorResponse, "description": "The body is not of an accepted type."}
+# Parsed by _json_request, not by FastAPI; the document still names the schema.
+EMBEDDINGS_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/EmbeddingsRequest"}}},
+    }
+}
 CLASSIFICATION_BODY = {
     "requestBody": {
         "required": True,
@@ -159,9 +166,13 @@ def create_app(core: ClipCore, keys: ApiKeys) -> Any:
         response_model=EmbeddingsResponse,
         responses={**ERRORS, 415: UNSUPPORTED_MEDIA_TYPE},
         tags=["embeddings"],
-        dependencies=[Depends(_json_body)],
+        openapi_extra=EMBEDDINGS_BODY,
     )
-    async def embeddings(body: EmbeddingsRequest) -> EmbeddingsResponse:
+    async def embeddings(request: Request) -> EmbeddingsResponse:
+        in_force = core.health.limits()
+        body = await _json_request(
+            request, EmbeddingsRequest, in_force.max_texts + (in_force.max_images or 0), "application/json"
+        )
         model = await served_model()
         check_model(body.model, model)
         items = [body.input] if isinstance(body.input, str) else body.input
@@ -249,11 +260,34 @@ def _unsupported(content_type: str, accepted: str) -> HttpError:
     return HttpError(415, f"send {accepted}, not {content_type}", code="unsupported_media_type")
 
 
-async def _json_body(request: Request) -> None:
-    """Runs before the body is parsed: anything but JSON is 415, like /v1/classifications."""
+Body = TypeVar("Body", bound=BaseModel)
+# JSON values a body may hold beyond its list entries: the object's own members and some slack.
+BODY_MEMBERS = 16
+
+
+async def _json_request(request: Request, schema: type[Body], max_entries: int, accepted: str) -> Body:
+    """The body as `schema`, parsed off the event loop with a bound on its values (bounded_json):
+    no valid request holds more than `max_entries` list entries, so a body of millions of values
+    is refused after counting that many, before any of the per-entry work. Anything but JSON is
+    415."""
     content_type = _content_type(request)
     if content_type not in ("application/json", ""):
-        raise _unsupported(content_type, "application/json")
+        raise _unsupported(content_type, accepted)
+    bound = max_entries + BODY_MEMBERS
+    try:
+        parsed = await bounded_json.parse_off_loop(await request.body(), bound)
+    except bounded_json.TooManyValues:
+        raise HttpError(
+            400,
+            f"the body holds more than {bound} JSON values: more than any request within the per-request limits can",
+            code="too_many_values",
+        ) from None
+    except bounded_json.NotJson:
+        raise HttpError(400, "the request body is not valid JSON", code="invalid_value") from None
+    try:
+        return schema.model_validate(parsed)
+    except ValidationError as error:
+        raise _invalid(error.errors()) from None
 
 
 def _openapi_document(app: Any) -> dict[str, Any]:
@@ -266,6 +300,9 @@ def _openapi_document(app: Any) -> dict[str, Any]:
         for path in document["paths"].values():
             for operation in path.values():
                 operation.get("responses", {}).pop("422", None)
+        document.setdefault("components", {}).setdefault("schemas", {})["EmbeddingsRequest"] = (
+            EmbeddingsRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+        )
         for unused in ("HTTPValidationError", "ValidationError"):
             document.get("components", {}).get("schemas", {}).pop(unused, None)
         app.openapi_schema = document
@@ -295,12 +332,14 @@ async def _classification_request(
     content_type = _content_type(request)
     if content_type == "multipart/form-data":
         return await _from_form(request, max_images, max_labels, max_templates)
-    if content_type not in ("application/json", ""):
-        raise _unsupported(content_type, "application/json or multipart/form-data")
-    try:
-        body = ClassificationRequest.model_validate_json(await request.body())
-    except ValidationError as error:
-        raise _invalid(error.errors()) from None
+    body = await _json_request(
+        request,
+        ClassificationRequest,
+        max_images + max_labels + max_templates,
+        "application/json or multipart/form-data",
+    )
+    inputs.texts(body.labels, "labels")
+    inputs.texts(body.templates or [], "templates")
     strings = [body.image] if isinstance(body.image, str) else body.image
     fields = ["image"] if isinstance(body.image, str) else [f"image[{i}]" for i in range(len(strings))]
     return body, [inputs.image_from_string(value, field) for value, field in zip(strings, fields, strict=True)]
