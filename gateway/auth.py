@@ -81,12 +81,20 @@ def parse_entry(entry: str, where: str, default_name: str) -> tuple[str, str]:
     return name, key
 
 
-def load_keys(file: Path | None, env_value: str | None) -> ApiKeys:
+def load_keys(file: Path | None, env_value: str | None, *, allow_no_keys: bool = False) -> ApiKeys:
+    """The keys of `file` and `env_value` together. A file that holds none is refused unless
+    `allow_no_keys` says an open gateway is what is wanted."""
     entries: list[tuple[str, str]] = []
     if file is not None:
         for number, line in enumerate(file.read_text().splitlines(), start=1):
             if line.strip() and not line.lstrip().startswith("#"):
                 entries.append(parse_entry(line, f"{file}:{number}", f"key-{number}"))
+    if file is not None and not entries and not allow_no_keys:
+        # A keys file is asked for keys; one that holds none is most likely a mistake (an empty
+        # Secret, a file not yet written), and an open gateway is the wrong way to find out.
+        raise KeysFileError(
+            f"{file} holds no keys: write `name: key` lines, or pass --allow-no-keys to let every caller in"
+        )
     if env_value:
         for number, item in enumerate(env_value.split(","), start=1):
             if item.strip():

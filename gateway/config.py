@@ -56,6 +56,8 @@ class GatewayConfig:
     # one key's slow calls cannot lock the other keys out. 1 turns it off.
     key_slot_share: float = 0.5
     api_keys_file: str = ""  # `name: key` per line (gateway/auth.py); with CLIP_GATEWAY_API_KEYS
+    # let every caller in when the keys file holds no keys (without it, such a file stops the start)
+    allow_no_keys: bool = False
     api_keys: str = ""  # comma-separated `name: key` entries; prefer the file or the environment to a flag
     rate_limit_requests: float = 0.0  # per API key, requests per second; 0: no limit
     rate_limit_images: float = 0.0  # per API key, images per second; 0: no limit
@@ -78,6 +80,10 @@ class GatewayConfig:
     http_body_total_timeout: float = 30.0  # seconds for a whole HTTP request body (408 past it)
     # seconds for a request's headers, from the connection's start or its previous response (closed past it)
     http_header_timeout: float = 10.0
+    # bytes of HTTP request bodies (multipart spooled to disk included) and image URL bodies held at
+    # once, across every request; past it a request is refused as busy (HTTP 429, gRPC UNAVAILABLE
+    # with a retry delay). 0: no limit
+    max_inflight_bytes: int = 512 * 1024 * 1024
     http_max_connections: int = 1000  # open HTTP connections; past it a new one gets 503 and is closed
     # Every gRPC connection with no call in progress for this many seconds is closed (GOAWAY): idle
     # connections hold descriptors. 0 turns it off.

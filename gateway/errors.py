@@ -18,6 +18,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from tritonclient.utils import InferenceServerException
 
 from gateway.admission import Busy, RateLimited
+from gateway.byte_budget import InFlightFull
 from gateway.calls import Field
 
 log = logging.getLogger("gateway.errors")
@@ -104,7 +105,7 @@ def to_status(error: BaseException) -> status_pb2.Status:
         return status_pb2.Status(
             code=code_pb2.RESOURCE_EXHAUSTED, message=str(error), details=[_any(quota), _retry(error.retry_after)]
         )
-    if isinstance(error, Busy):
+    if isinstance(error, Busy | InFlightFull):
         # Retryable, with the delay as data: google.rpc.RetryInfo, which clients honour.
         return status_pb2.Status(code=code_pb2.UNAVAILABLE, message=str(error), details=[_retry(error.retry_after)])
     if isinstance(error, InferenceServerException):

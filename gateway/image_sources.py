@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import grpc
 
 from gateway import metrics, validation
-from gateway.byte_budget import ByteBudget
+from gateway.byte_budget import ByteBudget, InFlightBytes, InFlightFull
 from gateway.calls import Field, ImageInput
 from gateway.config import Limits
 from gateway.errors import RequestError, Violation
@@ -36,8 +36,9 @@ class GatheredImages:
 
 
 class ImageSources:
-    def __init__(self, fetcher: ImageFetcher | None) -> None:
+    def __init__(self, fetcher: ImageFetcher | None, in_flight: InFlightBytes | None = None) -> None:
         self.fetcher = fetcher  # None: URLs are refused
+        self.in_flight = in_flight  # the gateway's bytes in flight, which URL bodies are drawn from too
 
     async def check(
         self, images: Sequence[ImageInput], limits: Limits, *, required: bool, field_name: str = "images"
@@ -62,10 +63,15 @@ class ImageSources:
         (RequestError past --max-request-pixels)."""
         if not images.urls:
             return images
-        budget = ByteBudget(max(0, limits.max_request_bytes - sum(len(data) for data in images.data)))
-        # A task group: when the request ends (cancelled, deadline) every sibling fetch ends with it.
-        async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(self._fetch(url, limits, timeout, budget)) for url in images.urls.values()]
+        budget = ByteBudget(max(0, limits.max_request_bytes - sum(len(data) for data in images.data)), self.in_flight)
+        try:
+            # A task group: when the request ends (cancelled, deadline) every sibling fetch ends with it.
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(self._fetch(url, limits, timeout, budget)) for url in images.urls.values()]
+        except* InFlightFull as full:  # the gateway's, not this image's: the call is refused as busy
+            raise full.exceptions[0] from None
+        finally:
+            budget.release()
         data, pixels, failed = list(images.data), list(images.pixels), dict(images.failed)
         for index, task in zip(images.urls, tasks, strict=True):
             outcome = task.result()
@@ -81,6 +87,8 @@ class ImageSources:
         assert self.fetcher is not None
         try:
             body = await self.fetcher.fetch(url, limits.max_image_bytes, timeout, budget)
+        except InFlightFull:
+            raise
         except ImageUrlError as error:
             metrics.IMAGE_FETCHES.labels("refused" if isinstance(error, UrlRefused) else "failed").inc()
             return str(error)

@@ -56,6 +56,14 @@ TENANT_TEXTS = Counter("clip_gateway_tenant_texts", "Labels, prompts and texts s
 TENANT_TEXT_TOKENS = Counter(
     "clip_gateway_tenant_text_tokens", "CLIP BPE tokens of embedded texts per API key name", ["tenant"]
 )
+INFLIGHT_BYTES = Gauge(
+    "clip_gateway_inflight_bytes",
+    "HTTP request bodies and image URL bodies held at once, in bytes (--max-inflight-bytes)",
+)
+INFLIGHT_BYTES_REFUSED = Counter(
+    "clip_gateway_inflight_bytes_refused",
+    "Bodies refused as busy: the gateway held its limit of bytes in flight",
+)
 SLOW_BODIES = Counter("clip_gateway_http_slow_bodies", "HTTP requests cut off because their body trickled in (408)")
 RATE_LIMITED = Counter(
     "clip_gateway_rate_limited",

@@ -19,6 +19,7 @@ from grpc_reflection.v1alpha import reflection
 from clip_api import clip_service_pb2, clip_service_pb2_grpc
 from gateway import metrics
 from gateway.auth import ApiKeyInterceptor, ApiKeys, load_keys
+from gateway.byte_budget import InFlightBytes
 from gateway.config import GatewayConfig
 from gateway.core import ClipCore
 from gateway.entry_counts import EntryCountInterceptor
@@ -104,7 +105,7 @@ class OncePerSecond(logging.Filter):
 ACCEPT_ERRORS = OncePerSecond("socket.accept() out of system resource")
 
 
-def image_sources(config: GatewayConfig) -> ImageSources:
+def image_sources(config: GatewayConfig, in_flight: InFlightBytes) -> ImageSources:
     """Image bytes always; image URLs only where the operator turned fetching on."""
     if not config.image_urls:
         return ImageSources(None)
@@ -118,15 +119,15 @@ def image_sources(config: GatewayConfig) -> ImageSources:
         total_timeout=config.url_total_timeout,
         proxy=config.url_proxy,
     )
-    return ImageSources(ImageFetcher(settings, UrlPolicy.from_setting(config.url_allowed_networks)))
+    return ImageSources(ImageFetcher(settings, UrlPolicy.from_setting(config.url_allowed_networks)), in_flight)
 
 
-async def start_http(core: ClipCore, keys: ApiKeys, config: GatewayConfig) -> HttpServer:
+async def start_http(core: ClipCore, keys: ApiKeys, config: GatewayConfig, in_flight: InFlightBytes) -> HttpServer:
     # FastAPI, pydantic and uvicorn (tens of MB) are imported only where the HTTP API is turned on.
     from gateway.http_api.app import create_app
     from gateway.http_api.server import HttpServer
 
-    return await HttpServer.start(create_app(core, keys), config)
+    return await HttpServer.start(create_app(core, keys, in_flight), config)
 
 
 class Gateway:
@@ -157,7 +158,11 @@ class Gateway:
         if ACCEPT_ERRORS not in logging.getLogger("asyncio").filters:
             logging.getLogger("asyncio").addFilter(ACCEPT_ERRORS)
         limit = config.limits.max_request_bytes
-        keys = load_keys(Path(config.api_keys_file) if config.api_keys_file else None, config.api_keys)
+        keys = load_keys(
+            Path(config.api_keys_file) if config.api_keys_file else None,
+            config.api_keys,
+            allow_no_keys=config.allow_no_keys,
+        )
         if not keys:
             log.warning("no API keys configured: every caller is let in")
         triton = TritonAdapter(config.triton_url)
@@ -176,7 +181,8 @@ class Gateway:
                 *connection_age(config),
             ],
         )
-        core = ClipCore(triton, health, config, image_sources(config))
+        in_flight = InFlightBytes(config.max_inflight_bytes)  # one count for HTTP bodies and URL bodies
+        core = ClipCore(triton, health, config, image_sources(config, in_flight))
         clip_service_pb2_grpc.add_ClipServiceServicer_to_server(ClipServicer(core), server)
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection(
@@ -194,7 +200,7 @@ class Gateway:
             await triton.close()
             raise health.conflict
         await server.start()
-        http = await start_http(core, keys, config) if config.http_listen else None
+        http = await start_http(core, keys, config, in_flight) if config.http_listen else None
         health.start()
         log.info(
             "gateway listening",

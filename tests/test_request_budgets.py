@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import base64
+import socket
 from pathlib import Path
 
 import grpc
@@ -11,6 +12,7 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from PIL import Image
+from prometheus_client import REGISTRY
 
 from clip_api import clip_service_pb2 as pb
 from clip_client import ClipClient, ImageUrl, RateLimitedError, RequestTooLargeError
@@ -18,9 +20,10 @@ from gateway.config import Limits
 from tests.support import servers
 from tests.support.gateway import gateway_config
 from tests.support.images import encode
+from tests.support.processes import wait_for
 from tests.support.servers import LauncherTriton
 from tests.support.web import ImageWebServer
-from tests.test_http_api import http
+from tests.test_http_api import http, raw_exchange
 from tests.test_tenants import client_for, keys_file, refusals
 
 SIDE = 100  # pixels per side of each test image: 10,000 decoded pixels
@@ -118,3 +121,43 @@ def test_image_urls_share_the_request_byte_budget(tiny_triton: LauncherTriton, i
     assert len(fetched) <= 2 and len(refused) >= 2
     for item in refused:
         assert item.error is not None and f"more than the limit of {budget} bytes" in str(item.error)
+
+
+IN_FLIGHT = 1_000_000  # bytes of bodies the gateway below holds at once
+STALLED = 600_000  # what one stalled upload holds of it
+
+
+def inflight_bytes() -> float:
+    return REGISTRY.get_sample_value("clip_gateway_inflight_bytes") or 0.0
+
+
+def test_bodies_in_flight_share_one_budget_and_past_it_a_request_is_busy(tiny_triton: LauncherTriton) -> None:
+    """--max-inflight-bytes: an upload that stalls after 600 KB holds them; a second upload that
+    would pass the 1 MB in flight is refused as busy (429, Retry-After) while it streams in, not
+    read to its end; once the first one's connection is gone its bytes are free again."""
+    config = gateway_config(
+        tiny_triton.grpc_url,
+        http_listen="127.0.0.1:0",
+        max_inflight_bytes=IN_FLIGHT,
+        http_body_read_timeout=60.0,
+        http_body_total_timeout=120.0,
+    )
+    head = (
+        "POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {STALLED + 200_000}\r\n\r\n"
+    )
+    with servers.gateway(config) as gateway:
+        host, port = gateway.http_base.removeprefix("http://").split(":")
+        before = inflight_bytes()
+        with socket.create_connection((host, int(port)), timeout=10) as stalled:
+            stalled.sendall(head.encode() + b" " * STALLED)
+            wait_for(lambda: inflight_bytes() - before >= STALLED, 30, "the stalled upload's bytes being held")
+            answer = raw_exchange(gateway.http_base, head, iter([b" " * 50_000] * 16))
+            assert answer.startswith(b"HTTP/1.1 429"), answer[:300]
+            assert b"retry-after: 1" in answer.lower() and b"--max-inflight-bytes" in answer
+        wait_for(lambda: inflight_bytes() == before, 30, "the stalled upload's bytes given back")
+        status, _, models = http(gateway.http_base, "GET", "/v1/models")
+        status, _, answer_json = http(
+            gateway.http_base, "POST", "/v1/embeddings", {"model": models["data"][0]["id"], "input": "a cat"}
+        )
+        assert status == 200, answer_json

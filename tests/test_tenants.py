@@ -4,6 +4,7 @@ per-key rate limits answered as retryable, and unauthenticated calls refused unp
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -46,13 +47,20 @@ def test_keys_file_takes_any_printable_character(tmp_path: Path) -> None:
         ("a:\n", "the key is empty"),
         ("anonymous: a-key\n", "'anonymous' is reserved"),
         ("long: " + "k" * 506 + "\n", "the key is 506 characters; an authorization header carries at most 505"),
+        ("# only a comment\n\n", "holds no keys: write `name: key` lines, or pass --allow-no-keys"),
     ],
 )
 def test_keys_file_mistakes_are_refused_with_the_line(tmp_path: Path, text: str, problem: str) -> None:
     keys_file = tmp_path / "keys"
     keys_file.write_text(text)
-    with pytest.raises(KeysFileError, match=problem):
+    with pytest.raises(KeysFileError, match=re.escape(problem)):
         load_keys(keys_file, None)
+
+
+def test_an_empty_keys_file_opens_the_gateway_only_when_asked(tmp_path: Path) -> None:
+    keys_file = tmp_path / "keys"
+    keys_file.write_text("# no keys yet\n")
+    assert not load_keys(keys_file, None, allow_no_keys=True)
 
 
 @pytest.fixture(scope="module")

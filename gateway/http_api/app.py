@@ -22,6 +22,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway.auth import ApiKeys
+from gateway.byte_budget import InFlightBytes
 from gateway.calls import ClassifyCall, EmbedCall, ImageInput, ItemError
 from gateway.core import ClipCore, Deadline
 from gateway.http_api import bounded_json, inputs
@@ -91,7 +92,7 @@ CLASSIFICATION_BODY = {
 }
 
 
-def create_app(core: ClipCore, keys: ApiKeys) -> Any:
+def create_app(core: ClipCore, keys: ApiKeys, in_flight: InFlightBytes | None = None) -> Any:
     """The ASGI application: the FastAPI routes behind the Guard."""
     config = core.config
     limits = config.limits
@@ -249,6 +250,7 @@ def create_app(core: ClipCore, keys: ApiKeys) -> Any:
         max_body_bytes=limits.max_request_bytes,
         body_read_timeout=config.http_body_read_timeout,
         body_total_timeout=config.http_body_total_timeout,
+        in_flight=in_flight,
     )
 
 

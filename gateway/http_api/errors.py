@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from google.rpc import code_pb2
 
 from gateway.admission import Busy, RateLimited
+from gateway.byte_budget import InFlightFull
 from gateway.calls import Field
 from gateway.errors import RequestError, to_status
 from gateway.http_api.schemas import ErrorBody, ErrorResponse
@@ -66,7 +67,7 @@ def from_exception(error: BaseException, field_name: Callable[[Field], str] = _c
     if isinstance(error, RateLimited):
         headers = {"Retry-After": str(max(1, math.ceil(error.retry_after)))}
         return HttpError(429, str(error), kind="rate_limit_error", code=error.http_code, headers=headers)
-    if isinstance(error, Busy):
+    if isinstance(error, Busy | InFlightFull):
         retry_after = str(max(1, math.ceil(error.retry_after)))
         return HttpError(
             429, str(error), kind="rate_limit_error", code="overloaded", headers={"Retry-After": retry_after}

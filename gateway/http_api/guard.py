@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 import uuid
 from typing import Any
@@ -18,6 +19,7 @@ from starlette.requests import ClientDisconnect
 
 from gateway import metrics
 from gateway.auth import ANONYMOUS, TENANT, ApiKeys
+from gateway.byte_budget import InFlightBytes, InFlightFull
 from gateway.observability import MAX_REQUEST_ID_CHARS, REQUEST_ID
 
 log = logging.getLogger("gateway.http")
@@ -77,12 +79,14 @@ class Guard:
         max_body_bytes: int,
         body_read_timeout: float = 10.0,
         body_total_timeout: float = 30.0,
+        in_flight: InFlightBytes | None = None,
     ) -> None:
         self.app = app
         self.keys = keys
         self.max_body_bytes = max_body_bytes
         self.body_read_timeout = body_read_timeout  # seconds between two pieces of a body
         self.body_total_timeout = body_total_timeout  # seconds for the whole body
+        self.in_flight = in_flight  # the gateway's bytes in flight: bodies are held against it until answered
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -146,6 +150,7 @@ class Guard:
         its own answer is dropped. True when the client left before its body was in: nothing was
         answered (what the framework makes of the disconnect, a 500 or a 400, is dropped too)."""
         received = 0
+        held = 0  # of the gateway's bytes in flight
         refused = False
         gone = False
         response_started = False
@@ -153,7 +158,7 @@ class Guard:
         body_deadline = time.monotonic() + self.body_total_timeout
 
         async def counted_receive() -> Message:
-            nonlocal received, refused, body_done, gone
+            nonlocal received, held, refused, body_done, gone
             if refused or gone:
                 return {"type": "http.disconnect"}
             if body_done:  # after the body: only a disconnect can come, whenever it comes
@@ -169,12 +174,19 @@ class Guard:
             if message["type"] == "http.disconnect":
                 gone = True
             if message["type"] == "http.request":
-                received += len(message.get("body", b""))
+                piece = len(message.get("body", b""))
+                received += piece
                 body_done = not message.get("more_body", False)
                 if received > self.max_body_bytes and not response_started:
                     refused = True
                     await self._too_large(send)
                     return {"type": "http.disconnect"}
+                if self.in_flight is not None and not response_started:
+                    if not self.in_flight.take(piece):
+                        refused = True
+                        await self._busy(send)
+                        return {"type": "http.disconnect"}
+                    held += piece
             return message
 
         async def guarded_send(message: Message) -> None:
@@ -188,7 +200,23 @@ class Guard:
             await self.app(scope, counted_receive, guarded_send)
         except ClientDisconnect:  # the body never came (we cut it off, or the client left): no failure of ours
             log.info("http request body not received: %s", "cut off" if refused else "the client went away")
+        finally:
+            if self.in_flight is not None:
+                self.in_flight.give_back(held)
         return gone and not refused
+
+    async def _busy(self, send: Any) -> None:
+        assert self.in_flight is not None
+        full = InFlightFull(self.in_flight.limit)
+        retry_after = str(max(1, math.ceil(full.retry_after))).encode()
+        await _send_error(
+            send,
+            429,
+            str(full),
+            "rate_limit_error",
+            "overloaded",
+            [(b"retry-after", retry_after), (b"connection", b"close")],
+        )
 
     async def _too_slow(self, send: Any) -> None:
         metrics.SLOW_BODIES.inc()
