@@ -123,7 +123,8 @@ class TritonAdapter:
             try:
                 # Not also as Triton's request timeout: Triton 2.51 does not pass it on to an
                 # ensemble's steps (measured: no effect), so the gRPC deadline is what ends a call.
-                return await self.client.infer(model, inputs, client_timeout=remaining)
+                time_left = {} if remaining is None else {keys.TIME_LEFT_US: max(1, int(remaining * 1e6))}
+                return await self.client.infer(model, inputs, client_timeout=remaining, parameters=time_left)
             except InferenceServerException as error:
                 metrics.TRITON_ERRORS.labels(model, str(error.status()).removeprefix("StatusCode.")).inc()
                 pause = RETRY_PAUSE * (attempt - 1)

@@ -29,6 +29,13 @@ LABEL_CACHE_BYTES = "label_cache_bytes"  # text encoder
 ENCODE_BATCH_SIZE = "encode_batch_size"  # text encoder: texts per forward pass
 EOS_TOKEN_ID = "eos_token_id"  # text encoder
 
+# A request parameter (not a config one), sent by the gateway with every inference: microseconds
+# the caller has left. Triton forwards an ensemble's request parameters to its steps but not its
+# cancellation, so this is how preprocessing learns that a call is over: it stops between images
+# and between an image's decode stages once the time has run out, counted from when it got the
+# request (so no two clocks need agree; queueing only makes it later, never early).
+TIME_LEFT_US = "clip_time_left_us"
+
 # On every public ensemble, so that any Triton client can read which model answers.
 MODEL_ID = "model_id"
 REVISION = "revision"

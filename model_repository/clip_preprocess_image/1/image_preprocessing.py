@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import io
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -141,9 +142,15 @@ def normalize(rgb: NDArray[Any], config: PreprocessConfig) -> NDArray[Any]:
     return np.ascontiguousarray(((scaled - mean) / std).transpose(2, 0, 1))
 
 
-def preprocess(data: bytes, config: PreprocessConfig) -> NDArray[Any]:
-    """One encoded image -> float32 [3, crop, crop] pixel values."""
+def _no_check() -> None:
+    return None
+
+
+def preprocess(data: bytes, config: PreprocessConfig, check: Callable[[], None] = _no_check) -> NDArray[Any]:
+    """One encoded image -> float32 [3, crop, crop] pixel values. `check` runs between the stages
+    (decode, convert, resize and crop) and may raise to stop there: the call it is for is over."""
     image = decode(data, config.max_pixels)
+    check()
     # A 1 x 5000 strip would be upscaled to 224 x 1,120,000 before the crop: refuse such shapes.
     new_width, new_height = resized_size(*image.size, config.shortest_edge)
     if new_width * new_height > config.max_pixels:
@@ -156,4 +163,7 @@ def preprocess(data: bytes, config: PreprocessConfig) -> NDArray[Any]:
         rgb = to_rgb(image)
     except (OSError, ValueError) as error:
         raise ImageError(f"cannot convert a {image.format} image of mode {image.mode} to RGB: {error}") from None
-    return normalize(resize_and_crop(rgb, config), config)
+    check()
+    cropped = resize_and_crop(rgb, config)
+    check()
+    return normalize(cropped, config)

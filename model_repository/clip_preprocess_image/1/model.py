@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import triton_python_backend_utils as pb_utils
 from image_preprocessing import ImageError, PreprocessConfig, preprocess
-from triton_model_utils import cancelled, decode_strings, invalid_argument, model_config, parameter
+from triton_model_utils import call_over, cancelled, decode_strings, invalid_argument, model_config, parameter
 
 from clip_contract import models, parameters
 
@@ -22,6 +22,10 @@ from clip_contract import models, parameters
 def _floats(text: str) -> tuple[float, float, float]:
     first, second, third = (float(value) for value in text.split(","))
     return first, second, third
+
+
+class CallOver(Exception):
+    """The call an image is being prepared for has been cancelled or is out of time."""
 
 
 class TritonPythonModel:
@@ -39,20 +43,28 @@ class TritonPythonModel:
         return [self._one(request) for request in requests]
 
     def _one(self, request: Any) -> Any:
+        over = call_over(request)
         images = decode_strings(request, models.IMAGE.name)
         if not images:
             return invalid_argument("IMAGE is empty: send at least one image")
+
+        def check() -> None:
+            if over():
+                raise CallOver
+
         pixels, codes, messages = [], [], []
-        for data in images:
-            if request.is_cancelled():
-                return cancelled()
-            try:
-                pixels.append(preprocess(data, self.config))
-                codes.append(0)
-                messages.append(b"")
-            except ImageError as error:
-                codes.append(error.code)
-                messages.append(str(error).encode())
+        try:
+            for data in images:
+                check()
+                try:
+                    pixels.append(preprocess(data, self.config, check))
+                    codes.append(0)
+                    messages.append(b"")
+                except ImageError as error:
+                    codes.append(error.code)
+                    messages.append(str(error).encode())
+        except CallOver:  # checked between images and between an image's decode stages
+            return cancelled()
         if not pixels:  # a placeholder row: the encoder takes no empty batch
             size = self.config.crop_size
             pixels.append(np.zeros((3, size, size), dtype=np.float32))

@@ -14,7 +14,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 from encoder_runtime import Encoder
 from label_cache import LabelCache, pad, row_key
-from triton_model_utils import cancelled, model_config, parameter
+from triton_model_utils import call_over, cancelled, model_config, parameter
 
 from clip_contract import models, parameters
 
@@ -61,16 +61,18 @@ class TritonPythonModel(Encoder):
         return [self._one(request) for request in requests]
 
     def _one(self, request: Any) -> Any:
-        if request.is_cancelled():
+        over = call_over(request)
+        if over():
             return cancelled()
         ids = pb_utils.get_input_tensor_by_name(request, self.input_name).as_numpy()
         keys = [row_key(row, self.eos_token_id) for row in ids]
         found, missing = self.cache.lookup(keys)
         self.hits.increment(len(keys) - len(missing))
         # Bounded work per forward pass: memory stays flat however many new texts a request brings,
-        # each chunk is padded only to its own longest text, and a cancelled request stops early.
+        # each chunk is padded only to its own longest text, and a call that is over stops early
+        # (what it computed stays cached).
         for start in range(0, len(missing), self.chunk):
-            if request.is_cancelled():
+            if over():
                 return cancelled()
             chunk = missing[start : start + self.chunk]
             computed = self._encode(pad(chunk, self.eos_token_id))
