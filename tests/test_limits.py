@@ -33,7 +33,7 @@ def test_a_smaller_max_batch_in_the_export_is_the_gateways_limit(tmp_path: Path)
         limits = client.model_info().limits
         assert (limits.max_images_per_request, limits.max_image_pixels) == (4, 1_000_000)
         assert all(item.ok for item in client.classify([SMALL_JPEG] * 4, ["cat"]))
-        with pytest.raises(InvalidRequestError, match="5 images, more than the limit of 4"):
+        with pytest.raises(InvalidRequestError, match="images: more than 4 entries, the limit per request"):
             client.classify([SMALL_JPEG] * 5, ["cat"])
 
 
