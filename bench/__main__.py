@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from bench.machine import describe, machine_class
+from bench.machine import describe, machine_class, result_name, write_report
 from bench.measure import Result, closed_loop
 from bench.service import ROOT, bytes_input, running_service
 from bench.workloads import IMAGE_GFLOP, eager, load_reference, matmul_peak_gflops, sample_png
@@ -268,13 +268,7 @@ def main() -> None:
             f"weights: {weights / 2**30:.2f} GiB fp32 (model.safetensors)",
         ],
     }
-    vendor = next((name for name in ("intel", "amd") if name in machine["model"].lower()), "cpu")
-    # the name a committed copy takes in bench/results/: one result per machine class
-    result_name = f"bench_{vendor}_{report['machine_class']}_{machine['cores']}core"
-    for stem in ("latest", result_name):
-        (args.out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
-        (args.out / f"{stem}.md").write_text(markdown(report))
-    print(markdown(report))
+    write_report(args.out, ("latest", result_name("bench", machine)), report, markdown(report))
 
 
 if __name__ == "__main__":

@@ -1,13 +1,16 @@
 """What a benchmark result was measured on (export/hardware.py describes the machine), and a short
-name for its class, which names the committed result files."""
+name for its class, which names the committed result files, and how reports are written."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from export.hardware import describe
 
-__all__ = ["describe", "machine_class"]
+__all__ = ["describe", "machine_class", "result_name", "write_report"]
 
 
 def machine_class(info: dict[str, Any] | None = None) -> str:
@@ -21,3 +24,17 @@ def machine_class(info: dict[str, Any] | None = None) -> str:
     if "avx512f" in features:
         return "avx512"
     return "avx2"
+
+
+def result_name(kind: str, machine: dict[str, Any]) -> str:
+    """The name a committed copy of a `kind` report takes in bench/results/: one per machine class."""
+    vendor = next((name for name in ("intel", "amd") if name in machine["model"].lower()), "cpu")
+    return f"{kind}_{vendor}_{machine_class(machine)}_{machine['cores']}core"
+
+
+def write_report(out: Path, stems: Sequence[str], report: dict[str, Any], text: str) -> None:
+    """The report as STEM.json and its markdown as STEM.md under `out`, for every stem; printed."""
+    for stem in stems:
+        (out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
+        (out / f"{stem}.md").write_text(text)
+    print(text)

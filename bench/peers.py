@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import importlib
-import json
 import os
 import statistics
 import subprocess
@@ -33,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.machine import describe, machine_class
+from bench.machine import describe, machine_class, result_name, write_report
 from bench.measure import closed_loop
 from bench.service import ROOT
 from bench.workloads import load_reference
@@ -225,12 +224,7 @@ def main() -> None:
         "peers": peers,
         "versions": versions(),
     }
-    vendor = next((name for name in ("intel", "amd") if name in machine["model"].lower()), "cpu")
-    result_name = f"peers_{vendor}_{report['machine_class']}_{machine['cores']}core"
-    for stem in ("peers_latest", result_name):
-        (args.out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
-        (args.out / f"{stem}.md").write_text(markdown(report))
-    print(markdown(report))
+    write_report(args.out, ("peers_latest", result_name("peers", machine)), report, markdown(report))
 
 
 if __name__ == "__main__":
