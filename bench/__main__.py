@@ -16,11 +16,9 @@ bench_<vendor>_<class>_<cores>core.*, the name its copy takes in bench/results/ 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import statistics
-import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,7 +27,7 @@ from typing import Any
 
 import torch
 
-from bench.machine import describe, machine_class, result_name, write_report
+from bench.machine import describe, report_header, result_name, write_report
 from bench.measure import Result, closed_loop
 from bench.service import ROOT, bytes_input, running_service
 from bench.workloads import IMAGE_GFLOP, eager, load_reference, matmul_peak_gflops, sample_png
@@ -251,12 +249,8 @@ def main() -> None:
             "pss_x_weights": round(statistics.median(pss) * 2**30 / weights, 2),
         }
     variant_report.update({name: {"refused": reason} for name, reason in refused.items()})
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout
     report = {
-        "date": datetime.date.today().isoformat(),
-        "machine": machine,
-        "machine_class": machine_class(machine),
-        "commit": commit.strip(),
+        **report_header(machine),
         "runs": args.runs,
         "seconds_per_row": args.seconds,
         "peak_gflops": peaks,

@@ -3,14 +3,17 @@ name for its class, which names the committed result files, and how reports are 
 
 from __future__ import annotations
 
+import datetime
 import json
+import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from export.hardware import describe
 
-__all__ = ["describe", "machine_class", "result_name", "write_report"]
+__all__ = ["describe", "machine_class", "report_header", "result_name", "write_report"]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def machine_class(info: dict[str, Any] | None = None) -> str:
@@ -24,6 +27,17 @@ def machine_class(info: dict[str, Any] | None = None) -> str:
     if "avx512f" in features:
         return "avx512"
     return "avx2"
+
+
+def report_header(machine: dict[str, Any]) -> dict[str, Any]:
+    """What every report starts with: when, on what, at which commit."""
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
+    return {
+        "date": datetime.date.today().isoformat(),
+        "machine": machine,
+        "machine_class": machine_class(machine),
+        "commit": commit.stdout.strip(),
+    }
 
 
 def result_name(kind: str, machine: dict[str, Any]) -> str:

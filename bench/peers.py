@@ -18,11 +18,9 @@ the same run (`python -m bench` measures those against the same eager baseline).
 from __future__ import annotations
 
 import argparse
-import datetime
 import importlib
 import os
 import statistics
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable
@@ -32,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.machine import describe, machine_class, result_name, write_report
+from bench.machine import describe, report_header, result_name, write_report
 from bench.measure import closed_loop
 from bench.service import ROOT
 from bench.workloads import load_reference
@@ -211,12 +209,8 @@ def main() -> None:
                 peers[name]["ratios"].append(round(rate / baseline, 3))
     for name, found in rates.items():
         peers[name]["images_per_s"] = round(statistics.median(found), 2)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout
     report = {
-        "date": datetime.date.today().isoformat(),
-        "machine": machine,
-        "machine_class": machine_class(machine),
-        "commit": commit.strip(),
+        **report_header(machine),
         "batch": BATCH,
         "seconds_per_row": args.seconds,
         "baseline": f"in-process eager PyTorch fp32 batch {BATCH}",
