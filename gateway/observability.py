@@ -7,12 +7,13 @@ caller in the initial metadata, and is on every log line written while the call 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import json
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import grpc
@@ -125,6 +126,16 @@ def _guarded(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], A
     return parse
 
 
+@contextlib.contextmanager
+def _working(method_label: str) -> Iterator[None]:
+    """Counts a call in flight while it is worked on: once its message is in, not while it arrives."""
+    metrics.IN_FLIGHT.labels(method_label).inc()
+    try:
+        yield
+    finally:
+        metrics.IN_FLIGHT.labels(method_label).dec()
+
+
 class RequestContextInterceptor(grpc.aio.ServerInterceptor):
     """Request id, one access-log line per unary call (method, code, milliseconds), INVALID_ARGUMENT
     (not grpc's INTERNAL) for a request that does not parse, and a time limit on the message.
@@ -147,7 +158,11 @@ class RequestContextInterceptor(grpc.aio.ServerInterceptor):
                 f"the request message did not arrive within {self.message_timeout:g} s of its headers",
             )
         except StopAsyncIteration:
+            if context.cancelled():  # the caller went away while sending it
+                raise asyncio.CancelledError from None
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the call ended without a request message")
+        if context.cancelled():  # the caller went away as its message came in: do none of its work
+            raise asyncio.CancelledError
         if isinstance(request, Undecodable) and isinstance(request.error, RefusedUnparsed):
             await context.abort_with_status(rpc_status.to_status(request.error.status))
         if isinstance(request, Undecodable):
@@ -165,19 +180,21 @@ class RequestContextInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(details)
         if handler is None:
             return handler
+        method = details.method
+        request_id = _request_id(details.invocation_metadata)
+        method_label = metrics.short_method(method)
         if handler.unary_unary is not None:
             unary = handler.unary_unary
 
             async def serve(requests: Any, context: grpc.aio.ServicerContext) -> Any:
-                return await unary(await self._message(requests, context), context)
+                request = await self._message(requests, context)
+                with _working(method_label):
+                    return await unary(request, context)
 
         elif handler.stream_unary is not None:
             serve = handler.stream_unary
         else:
             return handler
-        method = details.method
-        request_id = _request_id(details.invocation_metadata)
-        method_label = metrics.short_method(method)
 
         async def with_context(requests: Any, context: grpc.aio.ServicerContext) -> Any:
             token = REQUEST_ID.set(request_id)
@@ -186,7 +203,6 @@ class RequestContextInterceptor(grpc.aio.ServerInterceptor):
             started = time.perf_counter()
             budget = context.time_remaining()  # the caller's deadline as the handler starts; None: none
             code = grpc.StatusCode.OK
-            metrics.IN_FLIGHT.labels(method_label).inc()
             try:
                 await context.send_initial_metadata((("x-request-id", request_id),))
                 return await serve(requests, context)
@@ -202,7 +218,6 @@ class RequestContextInterceptor(grpc.aio.ServerInterceptor):
             finally:
                 status = code.name if isinstance(code, grpc.StatusCode) else str(code)
                 seconds = time.perf_counter() - started
-                metrics.IN_FLIGHT.labels(method_label).dec()
                 metrics.REQUESTS.labels(method_label, status).inc()
                 metrics.LATENCY.labels(method_label).observe(seconds)
                 tenant = call.get("tenant")
