@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from bench import stages
 from bench.machine import describe, report_header, result_name, write_report
 from bench.measure import Result, closed_loop
 from bench.service import ROOT, bytes_input, running_service
@@ -53,10 +54,12 @@ class Row:
     precision: str
     runs: list[Result] = field(default_factory=list)
     ratios: list[float] = field(default_factory=list)
+    stages: list[dict[str, Any]] = field(default_factory=list)  # per served run: bench.stages.breakdown
 
     def summary(self, peaks: dict[str, float | None]) -> dict[str, Any]:
         rates = [result.items_per_s for result in self.runs]
-        median_run = sorted(self.runs, key=lambda result: result.items_per_s)[len(self.runs) // 2]
+        median_index = sorted(range(len(self.runs)), key=lambda i: self.runs[i].items_per_s)[len(self.runs) // 2]
+        median_run = self.runs[median_index]
         row: dict[str, Any] = {
             "name": self.name,
             "variant": self.variant,
@@ -67,6 +70,8 @@ class Row:
             "x_eager_fp32_b8": round(statistics.median(self.ratios), 2),
             "x_range": [round(min(self.ratios), 2), round(max(self.ratios), 2)],
         }
+        if self.stages:  # the median run's: its figures add up to that run's latency
+            row["stages"] = self.stages[median_index]
         peak = peaks.get(self.precision)
         if peak and "texts" not in self.name and "labels cold" not in self.name:
             row["gflops"] = round(row["items_per_s"] * IMAGE_GFLOP, 1)
@@ -90,9 +95,10 @@ def export_variant(variant: str) -> tuple[Path, dict[str, Any]]:
 
 
 def measure_served(
-    repository: Path, seconds: float, log: Path, record: Callable[[str, Result], None]
+    repository: Path, seconds: float, log: Path, record: Callable[[str, Result, dict[str, Any]], None]
 ) -> dict[str, float]:
-    """One run of one export; returns its cold-start and memory figures."""
+    """One run of one export; returns its cold-start and memory figures. Every row is recorded with
+    its stage breakdown (bench.stages) over its measured calls."""
     import tritonclient.grpc as grpcclient
 
     from clip_client import ClientConfig, ClipClient
@@ -103,49 +109,62 @@ def measure_served(
     with running_service(repository, log) as service:
         ready_s = service.triton_ready_s
         client = grpcclient.InferenceServerClient(service.triton_url)
-        record(
+
+        def measured(
+            row_name: str, call: Callable[[], object], items: int, concurrency: int, row_seconds: float, warmup: int = 2
+        ) -> None:
+            before: list[stages.Snapshot] = []
+            result = closed_loop(
+                row_name,
+                call,
+                items,
+                concurrency,
+                row_seconds,
+                warmup,
+                measuring=lambda: before.append(stages.snapshot(client)),
+            )
+            record(
+                row_name,
+                result,
+                stages.breakdown(
+                    before[0], stages.settled_snapshot(client, before[0], result.calls), result.calls, result.mean_ms
+                ),
+            )
+
+        measured(
             "triton clip_embed_image c=4",
-            closed_loop(
-                "triton",
-                lambda: client.infer("clip_embed_image", [bytes_input("IMAGE", [images[next(counter) % 16]])]),
-                1,
-                4,
-                seconds,
-            ),
+            lambda: client.infer("clip_embed_image", [bytes_input("IMAGE", [images[next(counter) % 16]])]),
+            1,
+            4,
+            seconds,
         )
         with ClipClient(config=ClientConfig(target=service.target, timeout=600)) as clip:
             for concurrency in (1, 4, 8):
-                record(
+                measured(
                     f"gateway Classify 2 labels c={concurrency}",
-                    closed_loop(
-                        "classify",
-                        lambda: clip.classify(images[next(counter) % 16], ["cat", "dog"]),
-                        1,
-                        concurrency,
-                        seconds,
-                    ),
+                    lambda: clip.classify(images[next(counter) % 16], ["cat", "dog"]),
+                    1,
+                    concurrency,
+                    seconds,
                 )
             labels = [f"imagenet class number {i}" for i in range(1000)]
-            record(
-                "gateway Classify 1000 labels cold",
-                closed_loop("cold", lambda: clip.classify(images[0], labels), 1, 1, 0.0, warmup_calls=0),
-            )
-            record(
+            measured("gateway Classify 1000 labels cold", lambda: clip.classify(images[0], labels), 1, 1, 0.0, 0)
+            measured(
                 "gateway Classify 1000 labels warm c=4",
-                closed_loop("warm", lambda: clip.classify(images[next(counter) % 16], labels), 1, 4, seconds),
+                lambda: clip.classify(images[next(counter) % 16], labels),
+                1,
+                4,
+                seconds,
             )
             texts = [f"a photo of thing {i}" for i in range(32)]
             text_round = iter(range(10**9))
-            record(
+            measured(
                 "gateway Embed 32 new texts c=1 (texts/s)",
-                closed_loop(
-                    "texts",
-                    lambda: clip.embed(texts=[f"{t} {next(text_round)}" for t in texts]),
-                    32,
-                    1,
-                    seconds,
-                    warmup_calls=1,
-                ),
+                lambda: clip.embed(texts=[f"{t} {next(text_round)}" for t in texts]),
+                32,
+                1,
+                seconds,
+                1,
             )
         memory = service.memory()
         client.close()
@@ -177,6 +196,11 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {name} | {variant['export_wall_s']} ({variant['export_seconds']}) | {variant['triton_ready_s']} | "
             f"{variant['pss_gib']} ({variant['pss_x_weights']}) | {variant['execution']} |"
         )
+    lines += ["", "Where the time goes (median run; ms per request of each model, from Triton's statistics):", ""]
+    lines += stages.MARKDOWN_HEADER
+    for row in report["rows"]:
+        if "stages" in row:
+            lines += stages.markdown_rows(row["name"], row["variant"], row["stages"])
     lines += ["", *[f"- {note}" for note in report["notes"]]]
     return "\n".join(lines) + "\n"
 
@@ -224,11 +248,17 @@ def main() -> None:
             precision = VARIANTS[name]["precision"]
 
             def record(
-                row_name: str, result: Result, name: str = name, precision: str = precision, base: Result = baseline
+                row_name: str,
+                result: Result,
+                breakdown: dict[str, Any],
+                name: str = name,
+                precision: str = precision,
+                base: Result = baseline,
             ) -> None:
                 row = rows.setdefault((row_name, name), Row(row_name, name, precision))
                 row.runs.append(result)
                 row.ratios.append(result.items_per_s / base.items_per_s)
+                row.stages.append(breakdown)
 
             log = args.out / f"triton-{name}-{run}.log"
             cold[name].append(measure_served(exports[name][0], args.seconds, log, record))

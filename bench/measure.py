@@ -17,6 +17,7 @@ class Result:
     p50_ms: float
     p99_ms: float
     calls: int
+    mean_ms: float
 
     def row(self) -> dict[str, float | str | int]:
         return {
@@ -34,11 +35,19 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def closed_loop(
-    name: str, call: Callable[[], object], items_per_call: int, concurrency: int, seconds: float, warmup_calls: int = 2
+    name: str,
+    call: Callable[[], object],
+    items_per_call: int,
+    concurrency: int,
+    seconds: float,
+    warmup_calls: int = 2,
+    measuring: Callable[[], None] = lambda: None,
 ) -> Result:
-    """`concurrency` threads each call `call` back to back for `seconds`; one call = one latency."""
+    """`concurrency` threads each call `call` back to back for `seconds`; one call = one latency.
+    `measuring` is called once the warm-up calls are done, just before the measured ones."""
     for _ in range(warmup_calls):
         call()
+    measuring()
     latencies: list[float] = []
     lock = threading.Lock()
     stop_at = time.perf_counter() + seconds
@@ -66,6 +75,7 @@ def closed_loop(
         1000 * statistics.median(latencies),
         1000 * percentile(latencies, 0.99),
         len(latencies),
+        1000 * statistics.fmean(latencies),
     )
 
 

@@ -31,19 +31,21 @@ TRITON = [
         [("{{model}}", f"sum by (model) (rate(nv_inference_request_failure[{WINDOW}]))")],
     ),
     (
-        "Queue vs compute time per request (ms)",
+        # Where a request's time goes, model by model of the ensemble (bench.stages prints the same).
+        "Time per request by stage (ms)",
         "ms",
         [
             (
-                "queue {{model}}",
-                f"sum by (model) (rate(nv_inference_queue_duration_us[{WINDOW}])) / 1000"
+                f"{stage} {{{{model}}}}",
+                f"sum by (model) (rate(nv_inference_{metric}_duration_us[{WINDOW}])) / 1000"
                 f" / sum by (model) (rate(nv_inference_request_success[{WINDOW}]))",
-            ),
-            (
-                "compute {{model}}",
-                f"sum by (model) (rate(nv_inference_compute_infer_duration_us[{WINDOW}])) / 1000"
-                f" / sum by (model) (rate(nv_inference_request_success[{WINDOW}]))",
-            ),
+            )
+            for stage, metric in (
+                ("queue", "queue"),
+                ("compute input", "compute_input"),
+                ("infer", "compute_infer"),
+                ("compute output", "compute_output"),
+            )
         ],
     ),
     (
@@ -146,6 +148,23 @@ GATEWAY = [
                 f"sum(rate(clip_label_cache_hits_total[{WINDOW}])) / (sum(rate(clip_label_cache_hits_total"
                 f"[{WINDOW}])) + sum(rate(clip_label_cache_misses_total[{WINDOW}])))",
             )
+        ],
+    ),
+    (
+        # The gap between a method's mean and its Triton call's mean is the gateway's own time.
+        "Mean time per call: the RPC and its Triton call (ms)",
+        "ms",
+        [
+            (
+                "rpc {{method}}",
+                f"1000 * sum by (method) (rate(clip_gateway_request_seconds_sum[{WINDOW}]))"
+                f" / sum by (method) (rate(clip_gateway_request_seconds_count[{WINDOW}]))",
+            ),
+            (
+                "triton {{model}}",
+                f"1000 * sum by (model) (rate(clip_gateway_triton_seconds_sum[{WINDOW}]))"
+                f" / sum by (model) (rate(clip_gateway_triton_seconds_count[{WINDOW}]))",
+            ),
         ],
     ),
     (
