@@ -5,7 +5,9 @@ eager transformers fp32 at batch 8 measured in the same run, repeated to show th
 
 Each variant is an export (precision x artifact); per run it is served afresh (Triton + gateway)
 and measured: Triton's clip_embed_image at c=4; the gateway's Classify with 2 labels at c=1/4/8;
-1,000 labels cold (the first call, every label new) and warm (c=4); Embed of 32 new texts. Cold
+1,000 labels cold (the first call, every label new) and warm (c=4); 32 new texts per call at
+c=1/4/8 through HTTP /v1/embeddings and gRPC Embed. Every served row comes with its stage
+breakdown from Triton's statistics (bench.stages) and the time outside Triton. Cold
 start per variant: the export's time per step and the time from launching Triton to all models
 ready. Memory: PSS of Triton, its stubs and the gateway. A precision this CPU does not run
 natively (bf16 without avx512_bf16/amx_bf16) is not run, and said so, rather than shown as a
@@ -30,7 +32,7 @@ import torch
 from bench import stages
 from bench.machine import describe, report_header, result_name, write_report
 from bench.measure import Result, closed_loop
-from bench.service import ROOT, bytes_input, running_service
+from bench.service import ROOT, HttpCaller, bytes_input, running_service
 from bench.workloads import IMAGE_GFLOP, eager, load_reference, matmul_peak_gflops, sample_png
 from clip_contract import precisions
 from export import random_checkpoint
@@ -113,7 +115,8 @@ def measure_served(
         def measured(
             row_name: str, call: Callable[[], object], items: int, concurrency: int, row_seconds: float, warmup: int = 2
         ) -> None:
-            before: list[stages.Snapshot] = []
+            # Settled at the warm-up calls: Triton may count the last of them only after it returned.
+            start, before = stages.snapshot(client), []
             result = closed_loop(
                 row_name,
                 call,
@@ -121,7 +124,7 @@ def measure_served(
                 concurrency,
                 row_seconds,
                 warmup,
-                measuring=lambda: before.append(stages.snapshot(client)),
+                measuring=lambda: before.append(stages.settled_snapshot(client, start, warmup)),
             )
             record(
                 row_name,
@@ -158,14 +161,26 @@ def measure_served(
             )
             texts = [f"a photo of thing {i}" for i in range(32)]
             text_round = iter(range(10**9))
-            measured(
-                "gateway Embed 32 new texts c=1 (texts/s)",
-                lambda: clip.embed(texts=[f"{t} {next(text_round)}" for t in texts]),
-                32,
-                1,
-                seconds,
-                1,
-            )
+            embeddings = HttpCaller(service.http_address, "/v1/embeddings")
+            model_id = embeddings.model_id()
+            for concurrency in (1, 4, 8):
+                measured(
+                    f"http /v1/embeddings 32 new texts c={concurrency} (texts/s)",
+                    lambda: embeddings.post({"model": model_id, "input": [f"{t} {next(text_round)}" for t in texts]}),
+                    32,
+                    concurrency,
+                    seconds,
+                    1,
+                )
+            for concurrency in (1, 4, 8):
+                measured(
+                    f"gateway Embed 32 new texts c={concurrency} (texts/s)",
+                    lambda: clip.embed(texts=[f"{t} {next(text_round)}" for t in texts]),
+                    32,
+                    concurrency,
+                    seconds,
+                    1,
+                )
         memory = service.memory()
         client.close()
     return {"triton_ready_s": ready_s, "pss_gib": memory.pss / 2**30, "served_s": time.monotonic() - started}

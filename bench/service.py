@@ -5,8 +5,11 @@ way out, whatever happens."""
 from __future__ import annotations
 
 import contextlib
+import http.client
+import json
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,6 +30,40 @@ def bytes_input(name: str, items: list[bytes]) -> grpcclient.InferInput:
     return tensor
 
 
+class HttpCaller:
+    """POSTs JSON to one gateway HTTP route over a keep-alive connection per calling thread, as
+    an SDK client holds one; a non-200 answer raises."""
+
+    def __init__(self, address: str, route: str) -> None:
+        self.address, self.route = address, route
+        self.local = threading.local()
+
+    def post(self, body: dict[str, object]) -> dict[str, object]:
+        return self.call("POST", self.route, json.dumps(body))
+
+    def model_id(self) -> str:
+        """The id every request's `model` field must name (the first of GET /v1/models)."""
+        return str(self.call("GET", "/v1/models", None)["data"][0]["id"])  # type: ignore[index]
+
+    def call(self, method: str, route: str, body: str | None) -> dict[str, object]:
+        connection = getattr(self.local, "connection", None)
+        try:
+            if connection is None:
+                raise ConnectionResetError("no connection yet")
+            connection.request(method, route, body, {"Content-Type": "application/json"})
+            response = connection.getresponse()
+        except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected):
+            # The server closes a keep-alive connection idle past its timeout: open a new one, as an SDK does.
+            host, port = self.address.rsplit(":", 1)
+            connection = self.local.connection = http.client.HTTPConnection(host, int(port), timeout=600)
+            connection.request(method, route, body, {"Content-Type": "application/json"})
+            response = connection.getresponse()
+        answer = response.read()
+        if response.status != 200:
+            raise RuntimeError(f"{route}: HTTP {response.status}: {answer[:300]!r}")
+        return dict(json.loads(answer))
+
+
 def start_triton(repository: Path, log_file: Path) -> TritonServer:
     server = TritonServer(
         ServerSettings(
@@ -43,16 +80,15 @@ def start_triton(repository: Path, log_file: Path) -> TritonServer:
     return server
 
 
-def start_gateway(triton_url: str) -> tuple[subprocess.Popen[bytes], str]:
-    """`python -m gateway` on a free port, returned once it reports SERVING."""
+def start_gateway(triton_url: str, http_listen: str = "") -> tuple[subprocess.Popen[bytes], str]:
+    """`python -m gateway` on a free port (and its HTTP API on `http_listen`, if given), returned once it
+    reports SERVING."""
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     target = f"127.0.0.1:{free_port()}"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "--listen", target, "--triton-url", triton_url, "--log-level", "WARNING"],
-        cwd=ROOT,
-    )
+    command = [sys.executable, "-m", "gateway", "--listen", target, "--triton-url", triton_url]
+    process = subprocess.Popen([*command, "--http-listen", http_listen, "--log-level", "WARNING"], cwd=ROOT)
     deadline = time.monotonic() + 60
     with grpc.insecure_channel(target) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
@@ -74,6 +110,7 @@ class RunningService:
     triton: TritonServer
     gateway: subprocess.Popen[bytes]
     target: str
+    http_address: str  # host:port of the gateway's HTTP API
     triton_ready_s: float  # from launching Triton to every model ready: what an autoscaler waits for
 
     @property
@@ -93,9 +130,10 @@ def running_service(repository: Path, log_file: Path) -> Iterator[RunningService
     server = start_triton(repository, log_file)
     ready_s = time.monotonic() - started
     try:
-        gateway, target = start_gateway(server.grpc_url)
+        http_address = f"127.0.0.1:{free_port()}"
+        gateway, target = start_gateway(server.grpc_url, http_address)
         try:
-            yield RunningService(server, gateway, target, ready_s)
+            yield RunningService(server, gateway, target, http_address, ready_s)
         finally:
             gateway.terminate()
             gateway.wait(30)
