@@ -1,8 +1,9 @@
 """Numbers of bytes that readers draw from together.
 
 - `InFlightBytes`, one per gateway: the bytes of HTTP bodies being read (multipart spooled to disk
-  included) and of image URL bodies being fetched, across every request at once. Past it a request
-  is refused as busy rather than read: 16 slow uploads of 64 MB each once held 1 GB of RSS.
+  included), of image URL bodies being fetched and of gRPC messages whose calls are being worked
+  on, across every request at once. Past it a request is refused as busy rather than read or
+  worked on: 16 slow uploads of 64 MB each once held 1 GB of RSS.
 - `ByteBudget`, one per request: its image URLs share what `--max-request-bytes` leaves after the
   request's own bytes, so 32 URLs cannot hold 32 times the per-image limit in memory; each draw is
   also taken from the gateway's `InFlightBytes` where one is given.

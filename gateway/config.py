@@ -80,9 +80,9 @@ class GatewayConfig:
     http_body_total_timeout: float = 30.0  # seconds for a whole HTTP request body (408 past it)
     # seconds for a request's headers, from the connection's start or its previous response (closed past it)
     http_header_timeout: float = 10.0
-    # bytes of HTTP request bodies (multipart spooled to disk included) and image URL bodies held at
-    # once, across every request; past it a request is refused as busy (HTTP 429, gRPC UNAVAILABLE
-    # with a retry delay). 0: no limit
+    # bytes of HTTP request bodies (multipart spooled to disk included), image URL bodies and gRPC
+    # request messages held at once, across every request; past it a request is refused as busy
+    # (HTTP 429, gRPC UNAVAILABLE with a retry delay). 0: no limit
     max_inflight_bytes: int = 512 * 1024 * 1024
     http_max_connections: int = 1000  # open HTTP connections; past it a new one gets 503 and is closed
     # Every gRPC connection with no call in progress for this many seconds is closed (GOAWAY): idle

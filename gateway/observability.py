@@ -22,6 +22,7 @@ from google.rpc import status_pb2
 from grpc_status import rpc_status
 
 from gateway import metrics
+from gateway.byte_budget import InFlightBytes, InFlightFull
 
 REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 # Filled in while a call runs (the tenant, once authentication has named it) and read when it ends.
@@ -144,10 +145,15 @@ class RequestContextInterceptor(grpc.aio.ServerInterceptor):
     `message_timeout` seconds of the headers: grpc itself would wait for a unary call's message
     for as long as the connection lives (a caller that sends 60 of a declared 64 MB and goes
     silent held them until `--max-connection-age`). The one client-streaming handler it meets is
-    the refusal of a call without a key (gateway.auth), which never reads its message."""
+    the refusal of a call without a key (gateway.auth), which never reads its message.
 
-    def __init__(self, message_timeout: float = 30.0) -> None:
+    A message, once in, is held in `in_flight` (the gateway's bytes in flight, which HTTP bodies and
+    image URL bodies are drawn from too) until its call ends; past that limit the call is refused
+    as busy before any of its work: 64 calls of 64 MB each would otherwise hold 4 GB."""
+
+    def __init__(self, message_timeout: float = 30.0, in_flight: InFlightBytes | None = None) -> None:
         self.message_timeout = message_timeout
+        self.in_flight = in_flight
 
     async def _message(self, requests: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
@@ -188,8 +194,18 @@ class RequestContextInterceptor(grpc.aio.ServerInterceptor):
 
             async def serve(requests: Any, context: grpc.aio.ServicerContext) -> Any:
                 request = await self._message(requests, context)
-                with _working(method_label):
-                    return await unary(request, context)
+                size = request.ByteSize() if self.in_flight is not None else 0
+                if self.in_flight is not None and not self.in_flight.take(size):
+                    # gateway.errors imports this module (through admission and auth): imported here.
+                    from gateway.errors import to_status
+
+                    await context.abort_with_status(rpc_status.to_status(to_status(InFlightFull(self.in_flight.limit))))
+                try:
+                    with _working(method_label):
+                        return await unary(request, context)
+                finally:
+                    if self.in_flight is not None:
+                        self.in_flight.give_back(size)
 
         elif handler.stream_unary is not None:
             serve = handler.stream_unary

@@ -168,9 +168,11 @@ class Gateway:
         triton = TritonAdapter(config.triton_url)
         health_servicer = health_aio.HealthServicer()
         health = HealthWatcher(triton, health_servicer, config.health_interval, config.limits)
+        # One count of bytes in flight: gRPC messages, HTTP bodies and image URL bodies.
+        in_flight = InFlightBytes(config.max_inflight_bytes)
         server = grpc.aio.server(
             interceptors=[
-                RequestContextInterceptor(config.message_timeout),
+                RequestContextInterceptor(config.message_timeout, in_flight),
                 ApiKeyInterceptor(keys),
                 EntryCountInterceptor(health.limits),
             ],
@@ -181,7 +183,6 @@ class Gateway:
                 *connection_age(config),
             ],
         )
-        in_flight = InFlightBytes(config.max_inflight_bytes)  # one count for HTTP bodies and URL bodies
         core = ClipCore(triton, health, config, image_sources(config, in_flight))
         clip_service_pb2_grpc.add_ClipServiceServicer_to_server(ClipServicer(core), server)
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

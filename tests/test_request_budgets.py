@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import base64
+import concurrent.futures
+import random
 import socket
 from pathlib import Path
 
@@ -15,7 +17,15 @@ from PIL import Image
 from prometheus_client import REGISTRY
 
 from clip_api import clip_service_pb2 as pb
-from clip_client import ClipClient, ImageUrl, RateLimitedError, RequestTooLargeError
+from clip_client import (
+    NO_RETRY,
+    ClientConfig,
+    ClipClient,
+    ImageUrl,
+    RateLimitedError,
+    RequestTooLargeError,
+    UnavailableError,
+)
 from gateway.config import Limits
 from tests.support import servers
 from tests.support.gateway import gateway_config
@@ -161,3 +171,40 @@ def test_bodies_in_flight_share_one_budget_and_past_it_a_request_is_busy(tiny_tr
             gateway.http_base, "POST", "/v1/embeddings", {"model": models["data"][0]["id"], "input": "a cat"}
         )
         assert status == 200, answer_json
+
+
+def test_grpc_messages_are_held_in_the_same_budget_until_their_call_ends(
+    tiny_triton: LauncherTriton, image_web: ImageWebServer
+) -> None:
+    """A gRPC message counts in --max-inflight-bytes from its arrival to its call's end: while a
+    call of 600 KB waits on a slow image URL, a second call of 500 KB is refused as busy (with a
+    retry delay) before any of its work, a small one still passes, and once the first call is over
+    the second goes through."""
+    config = gateway_config(
+        tiny_triton.grpc_url,
+        max_inflight_bytes=IN_FLIGHT,
+        image_urls=True,
+        url_allowed_networks="127.0.0.2/32",
+        url_read_timeout=30.0,
+        url_total_timeout=8.0,
+    )
+    noise = random.Random(7)
+    big = encode(Image.frombytes("RGB", (450, 450), noise.randbytes(450 * 450 * 3)), "PNG")  # ~600 KB
+    second = encode(Image.frombytes("RGB", (400, 400), noise.randbytes(400 * 400 * 3)), "PNG")  # ~480 KB
+    assert len(big) >= STALLED and len(big) + len(second) > IN_FLIGHT
+    with (
+        servers.gateway(config) as gateway,
+        ClipClient(config=ClientConfig(target=gateway.target, retry=NO_RETRY, timeout=30)) as client,
+    ):
+        before = inflight_bytes()
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            held = pool.submit(client.classify, [big, ImageUrl(image_web.url("/slow-headers"))], ["cat"])
+            wait_for(lambda: inflight_bytes() - before >= len(big), 30, "the first call's message being held")
+            with pytest.raises(UnavailableError) as refused:
+                client.classify(second, ["cat"])
+            assert "--max-inflight-bytes" in refused.value.details and refused.value.retry_after == 1.0
+            assert client.classify(SQUARE, ["cat"])[0].ok  # a small call fits beside the held one
+            results = held.result(60)
+        assert results[0].ok and not results[1].ok  # the URL timed out; the message was held all along
+        wait_for(lambda: inflight_bytes() == before, 30, "the first call's bytes given back")
+        assert client.classify(second, ["cat"])[0].ok
