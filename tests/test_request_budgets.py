@@ -7,6 +7,7 @@ import base64
 import concurrent.futures
 import random
 import socket
+import time
 from pathlib import Path
 
 import grpc
@@ -208,3 +209,35 @@ def test_grpc_messages_are_held_in_the_same_budget_until_their_call_ends(
         assert results[0].ok and not results[1].ok  # the URL timed out; the message was held all along
         wait_for(lambda: inflight_bytes() == before, 30, "the first call's bytes given back")
         assert client.classify(second, ["cat"])[0].ok
+
+
+def test_image_url_bodies_are_held_in_the_same_budget_while_they_are_fetched(
+    tiny_triton: LauncherTriton, image_web: ImageWebServer
+) -> None:
+    """A URL body counts in --max-inflight-bytes as it arrives: while one call's URL has sent 600 KB
+    and stalls, another call whose URL would pass the 1 MB is refused as busy once it would (not
+    after its own timeout), a small URL still passes, and the stalled bytes come back at its end."""
+    config = gateway_config(
+        tiny_triton.grpc_url,
+        max_inflight_bytes=IN_FLIGHT,
+        image_urls=True,
+        url_allowed_networks="127.0.0.2/32",
+        url_read_timeout=30.0,
+        url_total_timeout=15.0,
+    )
+    with (
+        servers.gateway(config) as gateway,
+        ClipClient(config=ClientConfig(target=gateway.target, retry=NO_RETRY, timeout=30)) as client,
+    ):
+        before = inflight_bytes()
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            held = pool.submit(client.classify, ImageUrl(image_web.url(f"/stalls?n={STALLED}")), ["cat"])
+            wait_for(lambda: inflight_bytes() - before >= STALLED, 30, "the stalled body's bytes being held")
+            started = time.monotonic()
+            with pytest.raises(UnavailableError) as refused:
+                client.classify(ImageUrl(image_web.url("/stalls?n=500000")), ["cat"])
+            assert time.monotonic() - started < 10  # refused at the limit, not at its 15 s fetch timeout
+            assert "--max-inflight-bytes" in refused.value.details and refused.value.retry_after == 1.0
+            assert client.classify(ImageUrl(image_web.url("/photo.png")), ["cat"])[0].ok
+            assert not held.result(60)[0].ok  # its URL timed out
+        wait_for(lambda: inflight_bytes() == before, 30, "the stalled body's bytes given back")

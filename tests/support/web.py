@@ -56,6 +56,7 @@ class ImageWebServer(LoopThread):
             "/huge-declared": self._huge_declared,
             "/slow-body": self._slow_body,
             "/slow-headers": self._slow_headers,
+            "/stalls": self._stalls,
             "/empty": self._empty,
             "/text": self._text,
             "/maybe-gzip": self._maybe_gzip,
@@ -113,6 +114,19 @@ class ImageWebServer(LoopThread):
             for byte in self.photo:
                 await response.write(bytes([byte]))
                 await asyncio.sleep(0.4)
+        except (ConnectionResetError, ConnectionError, asyncio.CancelledError):
+            self.disconnects.append(request.path_qs)
+        return response
+
+    async def _stalls(self, request: web.Request) -> web.StreamResponse:
+        """`?n=` bytes at once, then nothing for 30 s: a body whose first bytes the fetcher holds."""
+        self._seen(request)
+        response = web.StreamResponse()
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        try:
+            await response.write(b"\0" * int(request.query["n"]))
+            await asyncio.sleep(30)
         except (ConnectionResetError, ConnectionError, asyncio.CancelledError):
             self.disconnects.append(request.path_qs)
         return response
