@@ -13,15 +13,16 @@ from typing import Any, TypeVar, cast
 
 import grpc
 import grpc.aio
+import numpy as np
 from google.rpc import code_pb2, status_pb2
 from grpc_status import rpc_status
 
 from clip_api import clip_service_pb2 as pb
 from clip_api import clip_service_pb2_grpc
-from clip_contract import precisions
-from gateway.calls import ClassifyCall, EmbedCall, ImageInput, ItemError, SimilarityCall
+from clip_contract import encodings, precisions
+from gateway.calls import ClassifyCall, EmbedCall, Field, ImageInput, ItemError, SimilarityCall
 from gateway.core import ClipCore, Deadline
-from gateway.errors import to_status
+from gateway.errors import invalid, to_status
 
 Response = TypeVar("Response")
 Handler = Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[Response]]
@@ -48,6 +49,30 @@ def wire_precision(name: str) -> pb.Precision:
     """clip.v1's Precision value for a precision name the exporter recorded (UNSPECIFIED if unknown)."""
     spec = precisions.PRECISIONS.get(name)
     return cast(pb.Precision, pb.Precision.Value(spec.wire_name)) if spec else pb.PRECISION_UNSPECIFIED
+
+
+def encoding_of(value: int) -> encodings.Encoding:
+    if value == pb.EMBEDDING_ENCODING_UNSPECIFIED:
+        return encodings.FLOAT32
+    found = encodings.BY_PROTO_VALUE.get(value)
+    if found is None:
+        names = ", ".join(pb.EmbeddingEncoding.Name(e.proto_value) for e in encodings.ENCODINGS)
+        raise invalid(Field("encoding"), f"unknown embedding encoding {value}: one of {names}")
+    return found
+
+
+def encoded(vectors: Sequence[Any], encoding: encodings.Encoding) -> list[pb.Embedding]:
+    """OK embeddings of `vectors` in `encoding`: float32 as `vector`, the others as `data`."""
+    if encoding is encodings.FLOAT32:
+        return [pb.Embedding(status=OK, vector=vector.tolist()) for vector in vectors]
+    if not vectors:
+        return []
+    data, scales = encodings.encode(np.stack(vectors), encoding)
+    scale_of = encoding is encodings.INT8
+    return [
+        pb.Embedding(status=OK, data=row, scale=float(scale) if scale_of else 0.0)
+        for row, scale in zip(data, scales, strict=True)
+    ]
 
 
 def images_of(images: Sequence[pb.Image]) -> list[ImageInput]:
@@ -89,16 +114,21 @@ class ClipServicer(clip_service_pb2_grpc.ClipServiceServicer):
 
     @rpc
     async def Embed(self, request: pb.EmbedRequest, context: grpc.aio.ServicerContext) -> pb.EmbedResponse:
+        encoding = encoding_of(request.encoding)  # refused before any work when unknown
         call = EmbedCall(images_of(request.images), list(request.texts))
         result = await self.core.embed(call, self._deadline(context))
-        response = pb.EmbedResponse(model_id=result.model_id, dimension=result.dimension)
-        response.text_embeddings.extend(
-            pb.Embedding(status=OK, vector=text.vector.tolist(), token_count=text.token_count) for text in result.texts
+        response = pb.EmbedResponse(
+            model_id=result.model_id,
+            dimension=result.dimension,
+            encoding=encoding.proto_value,  # type: ignore[arg-type]
         )
+        texts = encoded([text.vector for text in result.texts], encoding)
+        for text, embedding in zip(result.texts, texts, strict=True):
+            embedding.token_count = text.token_count
+        response.text_embeddings.extend(texts)
+        usable = iter(encoded([image for image in result.images if not isinstance(image, ItemError)], encoding))
         response.image_embeddings.extend(
-            pb.Embedding(status=status_of(image))
-            if isinstance(image, ItemError)
-            else pb.Embedding(status=OK, vector=image.tolist())
+            pb.Embedding(status=status_of(image)) if isinstance(image, ItemError) else next(usable)
             for image in result.images
         )
         return response

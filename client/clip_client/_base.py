@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -25,8 +26,17 @@ from clip_client.types import (
     ModelInfo,
     Similarity,
 )
+from clip_contract import encodings
 
 ImagesArg = ImageInput | Sequence[ImageInput]
+
+
+@dataclass(frozen=True)
+class _Decoded:
+    vectors: NDArray[np.float32]
+    codes: NDArray[Any]
+    scales: NDArray[np.float32]
+    errors: dict[int, ClipError]
 
 
 def image_list(images: ImagesArg) -> list[pb.Image]:
@@ -121,12 +131,15 @@ class ClientBase:
         )
 
     @staticmethod
-    def _embed_request(images: ImagesArg | None, texts: Sequence[str] | None) -> pb.EmbedRequest:
+    def _embed_request(images: ImagesArg | None, texts: Sequence[str] | None, encoding: str) -> pb.EmbedRequest:
         if isinstance(texts, str):
             texts = [texts]
+        if encoding not in encodings.BY_NAME:
+            raise ValueError(f"encoding: {encoding!r} is not one of {', '.join(encodings.BY_NAME)}")
         return pb.EmbedRequest(
             images=image_list(images) if images is not None else [],
             texts=list(texts or []),
+            encoding=encodings.BY_NAME[encoding].proto_value,  # type: ignore[arg-type]
         )
 
     @staticmethod
@@ -148,28 +161,43 @@ class ClientBase:
         return ClassifyResult(results=results, model_id=response.model_id)
 
     @staticmethod
-    def _vectors(items: Sequence[Any], dimension: int) -> tuple[NDArray[np.float32], dict[int, ClipError]]:
+    def _vectors(items: Sequence[Any], dimension: int, encoding: encodings.Encoding) -> _Decoded:
+        """float32 rows (NaN for a failed item), the encoding's codes (zeros for a failed item), the
+        int8 scales, and the errors by row."""
         matrix = np.full((len(items), dimension), np.nan, dtype=np.float32)
+        width = dimension if encoding is not encodings.BINARY else encoding.bytes_per_vector(dimension)
+        codes = np.zeros((len(items), width), dtype=encoding.dtype)
+        scales = np.ones(len(items), dtype=np.float32)
         errors: dict[int, ClipError] = {}
         for row, item in enumerate(items):
             error = _item_error(item.status)
-            if error is None:
-                matrix[row] = np.asarray(item.vector, dtype=np.float32)
-            else:
+            if error is not None:
                 errors[row] = error
-        return matrix, errors
+            elif encoding is encodings.FLOAT32:
+                matrix[row] = codes[row] = np.asarray(item.vector, dtype=np.float32)
+            else:
+                scales[row] = item.scale if encoding is encodings.INT8 else 1.0
+                codes[row] = encodings.codes(item.data, encoding, dimension)
+                matrix[row] = encodings.decode(item.data, encoding, dimension, scales[row])
+        return _Decoded(matrix, codes, scales, errors)
 
     def _embeddings(self, response: pb.EmbedResponse) -> Embeddings:
-        images, image_errors = self._vectors(response.image_embeddings, response.dimension)
-        texts, text_errors = self._vectors(response.text_embeddings, response.dimension)
+        encoding = encodings.BY_PROTO_VALUE.get(response.encoding, encodings.FLOAT32)  # 0: an older server's float32
+        images = self._vectors(response.image_embeddings, response.dimension, encoding)
+        texts = self._vectors(response.text_embeddings, response.dimension, encoding)
         return Embeddings(
-            images=images,
-            texts=texts,
-            image_errors=image_errors,
-            text_errors=text_errors,
+            images=images.vectors,
+            texts=texts.vectors,
+            image_errors=images.errors,
+            text_errors=texts.errors,
             text_token_counts=np.array([item.token_count for item in response.text_embeddings], dtype=np.int64),
             model_id=response.model_id,
             dimension=response.dimension,
+            encoding=encoding.name,
+            image_codes=images.codes,
+            text_codes=texts.codes,
+            image_scales=images.scales,
+            text_scales=texts.scales,
         )
 
     @staticmethod

@@ -64,10 +64,16 @@ class ClipClient(ClientBase):
         return self._classify_result(response)
 
     def embed(
-        self, images: ImagesArg | None = None, texts: Sequence[str] | None = None, *, timeout: float | None = None
+        self,
+        images: ImagesArg | None = None,
+        texts: Sequence[str] | None = None,
+        *,
+        encoding: str = "float32",
+        timeout: float | None = None,
     ) -> Embeddings:
-        """Unit-norm embeddings of images and/or texts."""
-        response: pb.EmbedResponse = self._call("Embed", self._embed_request(images, texts), timeout)
+        """Unit-norm embeddings of images and/or texts; `encoding` (float32, float16, int8, binary)
+        is how they travel (clip_contract.encodings)."""
+        response: pb.EmbedResponse = self._call("Embed", self._embed_request(images, texts, encoding), timeout)
         return self._embeddings(response)
 
     def similarity(self, images: ImagesArg, texts: Sequence[str], *, timeout: float | None = None) -> Similarity:

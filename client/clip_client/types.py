@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -57,7 +58,12 @@ class ClassifyResult:
 
 @dataclass(frozen=True)
 class Embeddings:
-    """Unit-norm float32 vectors; a failed item's row is NaN and its error is in *_errors."""
+    """Unit-norm float32 vectors; a failed item's row is NaN and its error is in *_errors.
+
+    With an `encoding` other than float32 (clip_contract.encodings), `images` and `texts` are the
+    vectors decoded back to float32 (int8: codes x scale; binary: +-1/sqrt(dimension) per sign bit)
+    and *_codes are what came over the wire: float16 values, int8 codes (with *_scales), or
+    binary's packed sign bits [n, dimension / 8]; a failed item's codes are zeros."""
 
     images: NDArray[np.float32]  # [n_images, dimension]
     texts: NDArray[np.float32]  # [n_texts, dimension]
@@ -66,6 +72,11 @@ class Embeddings:
     text_token_counts: NDArray[np.int64]  # [n_texts]: CLIP tokens each text was encoded as
     model_id: str
     dimension: int
+    encoding: str  # float32, float16, int8 or binary
+    image_codes: NDArray[Any]
+    text_codes: NDArray[Any]
+    image_scales: NDArray[np.float32]  # [n_images]: int8 only, else 1.0
+    text_scales: NDArray[np.float32]
 
     def raise_for_errors(self) -> None:
         for error in [*self.image_errors.values(), *self.text_errors.values()]:

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from clip_contract import encodings
 from gateway.auth import ApiKeys
 from gateway.byte_budget import InFlightBytes
 from gateway.calls import ClassifyCall, EmbedCall, ImageInput, ItemError
@@ -165,6 +166,7 @@ def create_app(core: ClipCore, keys: ApiKeys, in_flight: InFlightBytes | None = 
     @app.post(
         "/v1/embeddings",
         response_model=EmbeddingsResponse,
+        response_model_exclude_none=True,  # `scale` only where int8 gives one
         responses={**ERRORS, 415: UNSUPPORTED_MEDIA_TYPE},
         tags=["embeddings"],
         openapi_extra=EMBEDDINGS_BODY,
@@ -210,7 +212,7 @@ def create_app(core: ClipCore, keys: ApiKeys, in_flight: InFlightBytes | None = 
             vector = result.texts[position].vector if kind == "texts" else result.images[position]
             if isinstance(vector, ItemError):
                 raise item_error(f"input[{index}]", vector.code, vector.message)
-            data.append(Embedding(index=index, embedding=_encode(vector, body.encoding_format)))
+            data.append(_embedding(index, vector, body.encoding_format))
         tokens = sum(text.token_count for text in result.texts)
         return EmbeddingsResponse(
             data=data, model=result.model_id, usage=Usage(prompt_tokens=tokens, total_tokens=tokens)
@@ -311,10 +313,16 @@ def _openapi_document(app: Any) -> dict[str, Any]:
     return dict(app.openapi_schema)
 
 
-def _encode(vector: Any, encoding_format: str) -> list[float] | str:
-    if encoding_format == "base64":
-        return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
-    return list(np.asarray(vector, dtype=np.float32).tolist())
+def _embedding(index: int, vector: Any, encoding_format: str) -> Embedding:
+    if encoding_format == "float":
+        return Embedding(index=index, embedding=list(np.asarray(vector, dtype=np.float32).tolist()))
+    encoding = encodings.FLOAT32 if encoding_format == "base64" else encodings.BY_NAME[encoding_format]
+    (data,), (scale,) = encodings.encode(np.asarray(vector, dtype=np.float32)[None], encoding)
+    return Embedding(
+        index=index,
+        embedding=base64.b64encode(data).decode("ascii"),
+        scale=float(scale) if encoding is encodings.INT8 else None,
+    )
 
 
 def _invalid(errors: Any) -> HttpError:

@@ -32,8 +32,14 @@ class EmbeddingsRequest(BaseModel):
             'or data URI; with `modality: "text"` every string is a text. Token arrays are not accepted.'
         )
     )
-    encoding_format: Literal["float", "base64"] = Field(
-        "float", description="float: JSON numbers; base64: little-endian float32 bytes, base64-encoded."
+    encoding_format: Literal["float", "base64", "float16", "int8", "binary"] = Field(
+        "float",
+        description=(
+            "float: JSON numbers; base64: little-endian float32 bytes, base64-encoded (OpenAI's two). "
+            "float16, int8 and binary: the vector in that encoding (docs/embedding-encodings.md), "
+            "base64-encoded: float16 little-endian halves; int8 signed bytes q with the vector ~ q * "
+            "`scale`; binary sign bits, 8 to a byte, the first dimension in the highest bit."
+        ),
     )
     dimensions: int | None = Field(
         None,
@@ -48,7 +54,8 @@ class EmbeddingsRequest(BaseModel):
 class Embedding(BaseModel):
     object: Literal["embedding"] = Field("embedding", description='Always "embedding".')
     index: int = Field(description="Position of the input this vector is for.")
-    embedding: list[float] | str = Field(description="Unit-norm vector, or its base64 form.")
+    embedding: list[float] | str = Field(description="Unit-norm vector, or its base64 form in the encoding asked for.")
+    scale: float | None = Field(None, description="int8 only: the vector is the decoded bytes times this.")
 
 
 class Usage(BaseModel):

@@ -9,6 +9,14 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class EmbeddingEncoding(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    EMBEDDING_ENCODING_UNSPECIFIED: _ClassVar[EmbeddingEncoding]
+    EMBEDDING_ENCODING_FLOAT32: _ClassVar[EmbeddingEncoding]
+    EMBEDDING_ENCODING_FLOAT16: _ClassVar[EmbeddingEncoding]
+    EMBEDDING_ENCODING_INT8: _ClassVar[EmbeddingEncoding]
+    EMBEDDING_ENCODING_BINARY: _ClassVar[EmbeddingEncoding]
+
 class ModelVariant(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     MODEL_VARIANT_UNSPECIFIED: _ClassVar[ModelVariant]
@@ -22,6 +30,11 @@ class Precision(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PRECISION_BF16: _ClassVar[Precision]
     PRECISION_FP16: _ClassVar[Precision]
     PRECISION_INT8: _ClassVar[Precision]
+EMBEDDING_ENCODING_UNSPECIFIED: EmbeddingEncoding
+EMBEDDING_ENCODING_FLOAT32: EmbeddingEncoding
+EMBEDDING_ENCODING_FLOAT16: EmbeddingEncoding
+EMBEDDING_ENCODING_INT8: EmbeddingEncoding
+EMBEDDING_ENCODING_BINARY: EmbeddingEncoding
 MODEL_VARIANT_UNSPECIFIED: ModelVariant
 MODEL_VARIANT_FULL: ModelVariant
 MODEL_VARIANT_DEMO: ModelVariant
@@ -80,34 +93,42 @@ class LabelScore(_message.Message):
     def __init__(self, label: _Optional[str] = ..., index: _Optional[int] = ..., probability: _Optional[float] = ..., score: _Optional[float] = ...) -> None: ...
 
 class EmbedRequest(_message.Message):
-    __slots__ = ("images", "texts")
+    __slots__ = ("images", "texts", "encoding")
     IMAGES_FIELD_NUMBER: _ClassVar[int]
     TEXTS_FIELD_NUMBER: _ClassVar[int]
+    ENCODING_FIELD_NUMBER: _ClassVar[int]
     images: _containers.RepeatedCompositeFieldContainer[Image]
     texts: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, images: _Optional[_Iterable[_Union[Image, _Mapping]]] = ..., texts: _Optional[_Iterable[str]] = ...) -> None: ...
+    encoding: EmbeddingEncoding
+    def __init__(self, images: _Optional[_Iterable[_Union[Image, _Mapping]]] = ..., texts: _Optional[_Iterable[str]] = ..., encoding: _Optional[_Union[EmbeddingEncoding, str]] = ...) -> None: ...
 
 class EmbedResponse(_message.Message):
-    __slots__ = ("image_embeddings", "text_embeddings", "model_id", "dimension")
+    __slots__ = ("image_embeddings", "text_embeddings", "model_id", "dimension", "encoding")
     IMAGE_EMBEDDINGS_FIELD_NUMBER: _ClassVar[int]
     TEXT_EMBEDDINGS_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     DIMENSION_FIELD_NUMBER: _ClassVar[int]
+    ENCODING_FIELD_NUMBER: _ClassVar[int]
     image_embeddings: _containers.RepeatedCompositeFieldContainer[Embedding]
     text_embeddings: _containers.RepeatedCompositeFieldContainer[Embedding]
     model_id: str
     dimension: int
-    def __init__(self, image_embeddings: _Optional[_Iterable[_Union[Embedding, _Mapping]]] = ..., text_embeddings: _Optional[_Iterable[_Union[Embedding, _Mapping]]] = ..., model_id: _Optional[str] = ..., dimension: _Optional[int] = ...) -> None: ...
+    encoding: EmbeddingEncoding
+    def __init__(self, image_embeddings: _Optional[_Iterable[_Union[Embedding, _Mapping]]] = ..., text_embeddings: _Optional[_Iterable[_Union[Embedding, _Mapping]]] = ..., model_id: _Optional[str] = ..., dimension: _Optional[int] = ..., encoding: _Optional[_Union[EmbeddingEncoding, str]] = ...) -> None: ...
 
 class Embedding(_message.Message):
-    __slots__ = ("status", "vector", "token_count")
+    __slots__ = ("status", "vector", "token_count", "data", "scale")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     VECTOR_FIELD_NUMBER: _ClassVar[int]
     TOKEN_COUNT_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    SCALE_FIELD_NUMBER: _ClassVar[int]
     status: _status_pb2.Status
     vector: _containers.RepeatedScalarFieldContainer[float]
     token_count: int
-    def __init__(self, status: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., vector: _Optional[_Iterable[float]] = ..., token_count: _Optional[int] = ...) -> None: ...
+    data: bytes
+    scale: float
+    def __init__(self, status: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., vector: _Optional[_Iterable[float]] = ..., token_count: _Optional[int] = ..., data: _Optional[bytes] = ..., scale: _Optional[float] = ...) -> None: ...
 
 class SimilarityRequest(_message.Message):
     __slots__ = ("images", "texts")
