@@ -192,7 +192,7 @@ def test_classification_top_k_and_templates(base_url: str, photo_png: bytes) -> 
         ({"input": []}, "input", "input is empty"),
         ({"input": [[1, 2, 3]]}, "input", "token arrays"),
         ({"input": "x", "dimensions": 64}, "dimensions", "it does not shorten them"),
-        ({"input": "x", "encoding_format": "int8"}, "encoding_format", ""),
+        ({"input": "x", "encoding_format": "uint4"}, "encoding_format", ""),
         ({"input": ["ok", "data:image/png;base64,%%%"]}, "input[1]", "does not decode"),
         ({"input": ["data:image/png;base64,aGVsbG8="]}, "input[0]", ""),  # base64 of "hello": not an image
         ({"input": ["data:text/plain;base64,aGVsbG8="], "modality": "image"}, "input[0]", "not an image"),
