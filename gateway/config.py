@@ -45,6 +45,9 @@ class GatewayConfig:
     triton_url: str = "127.0.0.1:8001"
     metrics_listen: str = "127.0.0.1:9464"  # Prometheus /metrics; an empty value turns it off
     default_template: str = "a photo of a {}."
+    # bytes of label and template strings kept for RegisterLabelSet, all keys together (least
+    # recently used evicted first; a caller told NOT_FOUND registers again)
+    max_label_set_bytes: int = 64 * 1024 * 1024
     default_timeout: float = 60.0  # seconds, when the caller sets no deadline
     shutdown_grace: float = 10.0  # seconds in-flight calls get after SIGTERM
     health_interval: float = 1.0  # seconds between Triton model-readiness checks

@@ -36,6 +36,7 @@ from gateway.errors import invalid
 from gateway.health import HealthWatcher
 from gateway.image_results import ImageBatch
 from gateway.image_sources import GatheredImages, ImageSources
+from gateway.label_sets import LabelSet, LabelSets
 from gateway.triton_adapter import ServedModel, TritonAdapter
 
 NOTHING: NDArray[Any] = np.empty((0, 0), dtype=np.float32)  # the result when no image was usable
@@ -77,6 +78,7 @@ class ClipCore:
         self.config = config
         self.images = images
         self.admission = Admission(config)
+        self.label_sets = LabelSets(config.max_label_set_bytes)
 
     @property
     def fetches_urls(self) -> bool:
@@ -91,6 +93,19 @@ class ClipCore:
         fetched = await self.images.fetch(gathered, limits, deadline.remaining())
         self.admission.charge_pixels(sum(fetched.pixels) - sum(gathered.pixels))
         return fetched
+
+    async def register_label_set(self, labels: list[str], templates: list[str]) -> tuple[str, int]:
+        """The set checked as Classify checks labels and templates, and kept for the caller's key;
+        its id and its number of labels."""
+        _, limits = await self.model()
+        checked = validation.check_texts(labels, limits, field="labels", maximum=limits.max_labels, required=True)
+        validation.check_templates(templates, len(checked), limits, self.config.default_template)
+        label_set = LabelSet(tuple(labels), tuple(templates))
+        return self.label_sets.register(TENANT.get(), label_set), len(labels)
+
+    def label_set(self, label_set_id: str) -> LabelSet:
+        """The caller's key's set of that id; NOT_FOUND when this gateway does not hold it."""
+        return self.label_sets.get(TENANT.get(), label_set_id)
 
     async def classify(self, call: ClassifyCall, deadline: Deadline) -> ClassifyResult:
         model, limits = await self.model()

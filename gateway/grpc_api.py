@@ -97,9 +97,13 @@ class ClipServicer(clip_service_pb2_grpc.ClipServiceServicer):
 
     @rpc
     async def Classify(self, request: pb.ClassifyRequest, context: grpc.aio.ServicerContext) -> pb.ClassifyResponse:
-        call = ClassifyCall(
-            images_of(request.images), list(request.labels), list(request.prompt_templates), request.top_k
-        )
+        labels, templates = list(request.labels), list(request.prompt_templates)
+        if request.label_set_id:
+            if labels or templates:
+                raise invalid(Field("label_set_id"), "send a label set id or labels and templates, not both")
+            label_set = self.core.label_set(request.label_set_id)
+            labels, templates = list(label_set.labels), list(label_set.templates)
+        call = ClassifyCall(images_of(request.images), labels, templates, request.top_k)
         result = await self.core.classify(call, self._deadline(context))
         response = pb.ClassifyResponse(model_id=result.model_id)
         for item in result.results:
@@ -111,6 +115,13 @@ class ClipServicer(clip_service_pb2_grpc.ClipServiceServicer):
                 ]
                 response.results.append(pb.ImageClassification(status=OK, labels=labels))
         return response
+
+    @rpc
+    async def RegisterLabelSet(
+        self, request: pb.RegisterLabelSetRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RegisterLabelSetResponse:
+        label_set_id, count = await self.core.register_label_set(list(request.labels), list(request.prompt_templates))
+        return pb.RegisterLabelSetResponse(label_set_id=label_set_id, label_count=count)
 
     @rpc
     async def Embed(self, request: pb.EmbedRequest, context: grpc.aio.ServicerContext) -> pb.EmbedResponse:

@@ -22,6 +22,7 @@ from clip_client.types import (
     ClassifyResult,
     Embeddings,
     LabelScore,
+    LabelSet,
     Limits,
     ModelInfo,
     Similarity,
@@ -118,8 +119,12 @@ class ClientBase:
 
     # -- requests ----------------------------------------------------------------------------
     def _classify_request(
-        self, images: ImagesArg, labels: Sequence[str], templates: Sequence[str] | None, top_k: int
+        self, images: ImagesArg, labels: Sequence[str] | LabelSet, templates: Sequence[str] | None, top_k: int
     ) -> pb.ClassifyRequest:
+        if isinstance(labels, LabelSet):
+            if templates is not None:
+                raise TypeError("a LabelSet carries its own templates: give templates to register_label_set")
+            return pb.ClassifyRequest(images=image_list(images), label_set_id=labels.id, top_k=top_k)
         if isinstance(labels, str):
             raise TypeError("labels must be a sequence of strings, not one string")
         chosen = self.config.default_templates if templates is None else templates
@@ -129,6 +134,16 @@ class ClientBase:
             prompt_templates=list(chosen),
             top_k=top_k,
         )
+
+    def _register_request(self, labels: Sequence[str], templates: Sequence[str] | None) -> pb.RegisterLabelSetRequest:
+        if isinstance(labels, str):
+            raise TypeError("labels must be a sequence of strings, not one string")
+        chosen = self.config.default_templates if templates is None else templates
+        return pb.RegisterLabelSetRequest(labels=list(labels), prompt_templates=list(chosen))
+
+    @staticmethod
+    def _label_set(request: pb.RegisterLabelSetRequest, response: pb.RegisterLabelSetResponse) -> LabelSet:
+        return LabelSet(response.label_set_id, tuple(request.labels), tuple(request.prompt_templates))
 
     @staticmethod
     def _embed_request(images: ImagesArg | None, texts: Sequence[str] | None, encoding: str) -> pb.EmbedRequest:

@@ -14,8 +14,8 @@ from clip_api import clip_service_pb2 as pb
 from clip_api import clip_service_pb2_grpc
 from clip_client._base import ClientBase, ImagesArg
 from clip_client.config import ClientConfig
-from clip_client.errors import from_rpc_error
-from clip_client.types import ClassifyResult, Embeddings, ModelInfo, Similarity
+from clip_client.errors import NotFoundError, from_rpc_error
+from clip_client.types import ClassifyResult, Embeddings, LabelSet, ModelInfo, Similarity
 
 
 class AsyncClipClient(ClientBase):
@@ -52,16 +52,33 @@ class AsyncClipClient(ClientBase):
     async def classify(
         self,
         images: ImagesArg,
-        labels: Sequence[str],
+        labels: Sequence[str] | LabelSet,
         *,
         templates: Sequence[str] | None = None,
         top_k: int = 0,
         timeout: float | None = None,
     ) -> ClassifyResult:
-        """Rank `labels` for each image. `templates` like "a photo of a {}." are averaged CLIP-style."""
+        """Rank `labels` for each image. `templates` like "a photo of a {}." are averaged CLIP-style.
+        `labels` may be a LabelSet (register_label_set): only its id is sent, and where the server
+        no longer holds it (NOT_FOUND) it is registered again and the call made once more."""
         request = self._classify_request(images, labels, templates, top_k)
-        response: pb.ClassifyResponse = await self._call("Classify", request, timeout)
+        try:
+            response: pb.ClassifyResponse = await self._call("Classify", request, timeout)
+        except NotFoundError:
+            if not isinstance(labels, LabelSet):
+                raise
+            await self.register_label_set(labels.labels, templates=labels.templates, timeout=timeout)
+            response = await self._call("Classify", request, timeout)
         return self._classify_result(response)
+
+    async def register_label_set(
+        self, labels: Sequence[str], *, templates: Sequence[str] | None = None, timeout: float | None = None
+    ) -> LabelSet:
+        """Keep `labels` (and `templates`, default as classify's) on the server under an id; pass the
+        LabelSet to classify in place of labels."""
+        request = self._register_request(labels, templates)
+        response: pb.RegisterLabelSetResponse = await self._call("RegisterLabelSet", request, timeout)
+        return self._label_set(request, response)
 
     async def embed(
         self,

@@ -94,6 +94,12 @@ class ServerError(ClipError):
     code = grpc.StatusCode.INTERNAL
 
 
+class NotFoundError(ClipError):
+    """The server does not hold what the call names (a label set it evicted or never had)."""
+
+    code = grpc.StatusCode.NOT_FOUND
+
+
 _BY_CODE: dict[grpc.StatusCode, type[ClipError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: InvalidRequestError,
     grpc.StatusCode.OUT_OF_RANGE: InvalidRequestError,
@@ -104,6 +110,7 @@ _BY_CODE: dict[grpc.StatusCode, type[ClipError]] = {
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceededError,
     grpc.StatusCode.CANCELLED: CancelledError,
     grpc.StatusCode.UNAVAILABLE: UnavailableError,
+    grpc.StatusCode.NOT_FOUND: NotFoundError,
 }
 
 

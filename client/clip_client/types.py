@@ -57,6 +57,16 @@ class ClassifyResult:
 
 
 @dataclass(frozen=True)
+class LabelSet:
+    """Labels and templates the server keeps under `id` (register_label_set); classify takes it in
+    place of labels, sends only the id, and registers it again by itself if the server lost it."""
+
+    id: str
+    labels: tuple[str, ...]
+    templates: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Embeddings:
     """Unit-norm float32 vectors; a failed item's row is NaN and its error is in *_errors.
 

@@ -26,7 +26,7 @@ _sym_db = _symbol_database.Default()
 from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x63lip/v1/clip_service.proto\x12\x07\x63lip.v1\x1a\x17google/rpc/status.proto\"0\n\x05Image\x12\x0e\n\x04\x64\x61ta\x18\x01 \x01(\x0cH\x00\x12\r\n\x03url\x18\x02 \x01(\tH\x00\x42\x08\n\x06source\"j\n\x0f\x43lassifyRequest\x12\x1e\n\x06images\x18\x01 \x03(\x0b\x32\x0e.clip.v1.Image\x12\x0e\n\x06labels\x18\x02 \x03(\t\x12\x18\n\x10prompt_templates\x18\x03 \x03(\t\x12\r\n\x05top_k\x18\x04 \x01(\r\"S\n\x10\x43lassifyResponse\x12-\n\x07results\x18\x01 \x03(\x0b\x32\x1c.clip.v1.ImageClassification\x12\x10\n\x08model_id\x18\x02 \x01(\t\"^\n\x13ImageClassification\x12\"\n\x06status\x18\x01 \x01(\x0b\x32\x12.google.rpc.Status\x12#\n\x06labels\x18\x02 \x03(\x0b\x32\x13.clip.v1.LabelScore\"N\n\nLabelScore\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\r\x12\x13\n\x0bprobability\x18\x03 \x01(\x02\x12\r\n\x05score\x18\x04 \x01(\x02\"k\n\x0c\x45mbedRequest\x12\x1e\n\x06images\x18\x01 \x03(\x0b\x32\x0e.clip.v1.Image\x12\r\n\x05texts\x18\x02 \x03(\t\x12,\n\x08\x65ncoding\x18\x03 \x01(\x0e\x32\x1a.clip.v1.EmbeddingEncoding\"\xbd\x01\n\rEmbedResponse\x12,\n\x10image_embeddings\x18\x01 \x03(\x0b\x32\x12.clip.v1.Embedding\x12+\n\x0ftext_embeddings\x18\x02 \x03(\x0b\x32\x12.clip.v1.Embedding\x12\x10\n\x08model_id\x18\x03 \x01(\t\x12\x11\n\tdimension\x18\x04 \x01(\r\x12,\n\x08\x65ncoding\x18\x05 \x01(\x0e\x32\x1a.clip.v1.EmbeddingEncoding\"q\n\tEmbedding\x12\"\n\x06status\x18\x01 \x01(\x0b\x32\x12.google.rpc.Status\x12\x0e\n\x06vector\x18\x02 \x03(\x02\x12\x13\n\x0btoken_count\x18\x03 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\r\n\x05scale\x18\x05 \x01(\x02\"B\n\x11SimilarityRequest\x12\x1e\n\x06images\x18\x01 \x03(\x0b\x32\x0e.clip.v1.Image\x12\r\n\x05texts\x18\x02 \x03(\t\"[\n\x12SimilarityResponse\x12$\n\x04rows\x18\x01 \x03(\x0b\x32\x16.clip.v1.SimilarityRow\x12\r\n\x05scale\x18\x02 \x01(\x02\x12\x10\n\x08model_id\x18\x03 \x01(\t\"C\n\rSimilarityRow\x12\"\n\x06status\x18\x01 \x01(\x0b\x32\x12.google.rpc.Status\x12\x0e\n\x06scores\x18\x02 \x03(\x02\"\x15\n\x13GetModelInfoRequest\"\xbf\x02\n\x14GetModelInfoResponse\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x10\n\x08revision\x18\x02 \x01(\t\x12&\n\x07variant\x18\x03 \x01(\x0e\x32\x15.clip.v1.ModelVariant\x12%\n\tprecision\x18\x04 \x01(\x0e\x32\x12.clip.v1.Precision\x12\x1b\n\x13\x65mbedding_dimension\x18\x05 \x01(\r\x12\x12\n\nimage_size\x18\x06 \x01(\r\x12\x16\n\x0e\x63ontext_length\x18\x07 \x01(\r\x12\r\n\x05scale\x18\x08 \x01(\x02\x12\x1f\n\x06limits\x18\t \x01(\x0b\x32\x0f.clip.v1.Limits\x12\x11\n\texecution\x18\n \x01(\t\x12\x15\n\rshortest_edge\x18\x0b \x01(\r\x12\x11\n\tcrop_size\x18\x0c \x01(\r\"\xa1\x02\n\x06Limits\x12\x1e\n\x16max_images_per_request\x18\x01 \x01(\r\x12\x1e\n\x16max_labels_per_request\x18\x02 \x01(\r\x12\x1d\n\x15max_texts_per_request\x18\x03 \x01(\r\x12!\n\x19max_templates_per_request\x18\x04 \x01(\r\x12\x17\n\x0fmax_label_chars\x18\x05 \x01(\r\x12\x17\n\x0fmax_image_bytes\x18\x06 \x01(\x04\x12\x18\n\x10max_image_pixels\x18\x07 \x01(\x04\x12\x19\n\x11max_request_bytes\x18\x08 \x01(\x04\x12\x12\n\nimage_urls\x18\t \x01(\x08\x12\x1a\n\x12max_request_pixels\x18\n \x01(\x04*\xb3\x01\n\x11\x45mbeddingEncoding\x12\"\n\x1e\x45MBEDDING_ENCODING_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x45MBEDDING_ENCODING_FLOAT32\x10\x01\x12\x1e\n\x1a\x45MBEDDING_ENCODING_FLOAT16\x10\x02\x12\x1b\n\x17\x45MBEDDING_ENCODING_INT8\x10\x03\x12\x1d\n\x19\x45MBEDDING_ENCODING_BINARY\x10\x04*]\n\x0cModelVariant\x12\x1d\n\x19MODEL_VARIANT_UNSPECIFIED\x10\x00\x12\x16\n\x12MODEL_VARIANT_FULL\x10\x01\x12\x16\n\x12MODEL_VARIANT_DEMO\x10\x02*v\n\tPrecision\x12\x19\n\x15PRECISION_UNSPECIFIED\x10\x00\x12\x12\n\x0ePRECISION_FP32\x10\x01\x12\x12\n\x0ePRECISION_BF16\x10\x02\x12\x12\n\x0ePRECISION_FP16\x10\x03\x12\x12\n\x0ePRECISION_INT8\x10\x04\x32\x9a\x02\n\x0b\x43lipService\x12?\n\x08\x43lassify\x12\x18.clip.v1.ClassifyRequest\x1a\x19.clip.v1.ClassifyResponse\x12\x36\n\x05\x45mbed\x12\x15.clip.v1.EmbedRequest\x1a\x16.clip.v1.EmbedResponse\x12\x45\n\nSimilarity\x12\x1a.clip.v1.SimilarityRequest\x1a\x1b.clip.v1.SimilarityResponse\x12K\n\x0cGetModelInfo\x12\x1c.clip.v1.GetModelInfoRequest\x1a\x1d.clip.v1.GetModelInfoResponseB\x14\n\x10\x64\x65v.clipserve.v1P\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x63lip/v1/clip_service.proto\x12\x07\x63lip.v1\x1a\x17google/rpc/status.proto\"0\n\x05Image\x12\x0e\n\x04\x64\x61ta\x18\x01 \x01(\x0cH\x00\x12\r\n\x03url\x18\x02 \x01(\tH\x00\x42\x08\n\x06source\"\x80\x01\n\x0f\x43lassifyRequest\x12\x1e\n\x06images\x18\x01 \x03(\x0b\x32\x0e.clip.v1.Image\x12\x0e\n\x06labels\x18\x02 \x03(\t\x12\x18\n\x10prompt_templates\x18\x03 \x03(\t\x12\r\n\x05top_k\x18\x04 \x01(\r\x12\x14\n\x0clabel_set_id\x18\x05 \x01(\t\"C\n\x17RegisterLabelSetRequest\x12\x0e\n\x06labels\x18\x01 \x03(\t\x12\x18\n\x10prompt_templates\x18\x02 \x03(\t\"E\n\x18RegisterLabelSetResponse\x12\x14\n\x0clabel_set_id\x18\x01 \x01(\t\x12\x13\n\x0blabel_count\x18\x02 \x01(\r\"S\n\x10\x43lassifyResponse\x12-\n\x07results\x18\x01 \x03(\x0b\x32\x1c.clip.v1.ImageClassification\x12\x10\n\x08model_id\x18\x02 \x01(\t\"^\n\x13ImageClassification\x12\"\n\x06status\x18\x01 \x01(\x0b\x32\x12.google.rpc.Status\x12#\n\x06labels\x18\x02 \x03(\x0b\x32\x13.clip.v1.LabelScore\"N\n\nLabelScore\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\r\x12\x13\n\x0bprobability\x18\x03 \x01(\x02\x12\r\n\x05score\x18\x04 \x01(\x02\"k\n\x0c\x45mbedRequest\x12\x1e\n\x06images\x18\x01 \x03(\x0b\x32\x0e.clip.v1.Image\x12\r\n\x05texts\x18\x02 \x03(\t\x12,\n\x08\x65ncoding\x18\x03 \x01(\x0e\x32\x1a.clip.v1.EmbeddingEncoding\"\xbd\x01\n\rEmbedResponse\x12,\n\x10image_embeddings\x18\x01 \x03(\x0b\x32\x12.clip.v1.Embedding\x12+\n\x0ftext_embeddings\x18\x02 \x03(\x0b\x32\x12.clip.v1.Embedding\x12\x10\n\x08model_id\x18\x03 \x01(\t\x12\x11\n\tdimension\x18\x04 \x01(\r\x12,\n\x08\x65ncoding\x18\x05 \x01(\x0e\x32\x1a.clip.v1.EmbeddingEncoding\"q\n\tEmbedding\x12\"\n\x06status\x18\x01 \x01(\x0b\x32\x12.google.rpc.Status\x12\x0e\n\x06vector\x18\x02 \x03(\x02\x12\x13\n\x0btoken_count\x18\x03 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\r\n\x05scale\x18\x05 \x01(\x02\"B\n\x11SimilarityRequest\x12\x1e\n\x06images\x18\x01 \x03(\x0b\x32\x0e.clip.v1.Image\x12\r\n\x05texts\x18\x02 \x03(\t\"[\n\x12SimilarityResponse\x12$\n\x04rows\x18\x01 \x03(\x0b\x32\x16.clip.v1.SimilarityRow\x12\r\n\x05scale\x18\x02 \x01(\x02\x12\x10\n\x08model_id\x18\x03 \x01(\t\"C\n\rSimilarityRow\x12\"\n\x06status\x18\x01 \x01(\x0b\x32\x12.google.rpc.Status\x12\x0e\n\x06scores\x18\x02 \x03(\x02\"\x15\n\x13GetModelInfoRequest\"\xbf\x02\n\x14GetModelInfoResponse\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x10\n\x08revision\x18\x02 \x01(\t\x12&\n\x07variant\x18\x03 \x01(\x0e\x32\x15.clip.v1.ModelVariant\x12%\n\tprecision\x18\x04 \x01(\x0e\x32\x12.clip.v1.Precision\x12\x1b\n\x13\x65mbedding_dimension\x18\x05 \x01(\r\x12\x12\n\nimage_size\x18\x06 \x01(\r\x12\x16\n\x0e\x63ontext_length\x18\x07 \x01(\r\x12\r\n\x05scale\x18\x08 \x01(\x02\x12\x1f\n\x06limits\x18\t \x01(\x0b\x32\x0f.clip.v1.Limits\x12\x11\n\texecution\x18\n \x01(\t\x12\x15\n\rshortest_edge\x18\x0b \x01(\r\x12\x11\n\tcrop_size\x18\x0c \x01(\r\"\xa1\x02\n\x06Limits\x12\x1e\n\x16max_images_per_request\x18\x01 \x01(\r\x12\x1e\n\x16max_labels_per_request\x18\x02 \x01(\r\x12\x1d\n\x15max_texts_per_request\x18\x03 \x01(\r\x12!\n\x19max_templates_per_request\x18\x04 \x01(\r\x12\x17\n\x0fmax_label_chars\x18\x05 \x01(\r\x12\x17\n\x0fmax_image_bytes\x18\x06 \x01(\x04\x12\x18\n\x10max_image_pixels\x18\x07 \x01(\x04\x12\x19\n\x11max_request_bytes\x18\x08 \x01(\x04\x12\x12\n\nimage_urls\x18\t \x01(\x08\x12\x1a\n\x12max_request_pixels\x18\n \x01(\x04*\xb3\x01\n\x11\x45mbeddingEncoding\x12\"\n\x1e\x45MBEDDING_ENCODING_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x45MBEDDING_ENCODING_FLOAT32\x10\x01\x12\x1e\n\x1a\x45MBEDDING_ENCODING_FLOAT16\x10\x02\x12\x1b\n\x17\x45MBEDDING_ENCODING_INT8\x10\x03\x12\x1d\n\x19\x45MBEDDING_ENCODING_BINARY\x10\x04*]\n\x0cModelVariant\x12\x1d\n\x19MODEL_VARIANT_UNSPECIFIED\x10\x00\x12\x16\n\x12MODEL_VARIANT_FULL\x10\x01\x12\x16\n\x12MODEL_VARIANT_DEMO\x10\x02*v\n\tPrecision\x12\x19\n\x15PRECISION_UNSPECIFIED\x10\x00\x12\x12\n\x0ePRECISION_FP32\x10\x01\x12\x12\n\x0ePRECISION_BF16\x10\x02\x12\x12\n\x0ePRECISION_FP16\x10\x03\x12\x12\n\x0ePRECISION_INT8\x10\x04\x32\xf3\x02\n\x0b\x43lipService\x12?\n\x08\x43lassify\x12\x18.clip.v1.ClassifyRequest\x1a\x19.clip.v1.ClassifyResponse\x12\x36\n\x05\x45mbed\x12\x15.clip.v1.EmbedRequest\x1a\x16.clip.v1.EmbedResponse\x12\x45\n\nSimilarity\x12\x1a.clip.v1.SimilarityRequest\x1a\x1b.clip.v1.SimilarityResponse\x12K\n\x0cGetModelInfo\x12\x1c.clip.v1.GetModelInfoRequest\x1a\x1d.clip.v1.GetModelInfoResponse\x12W\n\x10RegisterLabelSet\x12 .clip.v1.RegisterLabelSetRequest\x1a!.clip.v1.RegisterLabelSetResponseB\x14\n\x10\x64\x65v.clipserve.v1P\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,40 +34,44 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'clip.v1.clip_service_pb2', 
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\020dev.clipserve.v1P\001'
-  _globals['_EMBEDDINGENCODING']._serialized_start=1767
-  _globals['_EMBEDDINGENCODING']._serialized_end=1946
-  _globals['_MODELVARIANT']._serialized_start=1948
-  _globals['_MODELVARIANT']._serialized_end=2041
-  _globals['_PRECISION']._serialized_start=2043
-  _globals['_PRECISION']._serialized_end=2161
+  _globals['_EMBEDDINGENCODING']._serialized_start=1930
+  _globals['_EMBEDDINGENCODING']._serialized_end=2109
+  _globals['_MODELVARIANT']._serialized_start=2111
+  _globals['_MODELVARIANT']._serialized_end=2204
+  _globals['_PRECISION']._serialized_start=2206
+  _globals['_PRECISION']._serialized_end=2324
   _globals['_IMAGE']._serialized_start=64
   _globals['_IMAGE']._serialized_end=112
-  _globals['_CLASSIFYREQUEST']._serialized_start=114
-  _globals['_CLASSIFYREQUEST']._serialized_end=220
-  _globals['_CLASSIFYRESPONSE']._serialized_start=222
-  _globals['_CLASSIFYRESPONSE']._serialized_end=305
-  _globals['_IMAGECLASSIFICATION']._serialized_start=307
-  _globals['_IMAGECLASSIFICATION']._serialized_end=401
-  _globals['_LABELSCORE']._serialized_start=403
-  _globals['_LABELSCORE']._serialized_end=481
-  _globals['_EMBEDREQUEST']._serialized_start=483
-  _globals['_EMBEDREQUEST']._serialized_end=590
-  _globals['_EMBEDRESPONSE']._serialized_start=593
-  _globals['_EMBEDRESPONSE']._serialized_end=782
-  _globals['_EMBEDDING']._serialized_start=784
-  _globals['_EMBEDDING']._serialized_end=897
-  _globals['_SIMILARITYREQUEST']._serialized_start=899
-  _globals['_SIMILARITYREQUEST']._serialized_end=965
-  _globals['_SIMILARITYRESPONSE']._serialized_start=967
-  _globals['_SIMILARITYRESPONSE']._serialized_end=1058
-  _globals['_SIMILARITYROW']._serialized_start=1060
-  _globals['_SIMILARITYROW']._serialized_end=1127
-  _globals['_GETMODELINFOREQUEST']._serialized_start=1129
-  _globals['_GETMODELINFOREQUEST']._serialized_end=1150
-  _globals['_GETMODELINFORESPONSE']._serialized_start=1153
-  _globals['_GETMODELINFORESPONSE']._serialized_end=1472
-  _globals['_LIMITS']._serialized_start=1475
-  _globals['_LIMITS']._serialized_end=1764
-  _globals['_CLIPSERVICE']._serialized_start=2164
-  _globals['_CLIPSERVICE']._serialized_end=2446
+  _globals['_CLASSIFYREQUEST']._serialized_start=115
+  _globals['_CLASSIFYREQUEST']._serialized_end=243
+  _globals['_REGISTERLABELSETREQUEST']._serialized_start=245
+  _globals['_REGISTERLABELSETREQUEST']._serialized_end=312
+  _globals['_REGISTERLABELSETRESPONSE']._serialized_start=314
+  _globals['_REGISTERLABELSETRESPONSE']._serialized_end=383
+  _globals['_CLASSIFYRESPONSE']._serialized_start=385
+  _globals['_CLASSIFYRESPONSE']._serialized_end=468
+  _globals['_IMAGECLASSIFICATION']._serialized_start=470
+  _globals['_IMAGECLASSIFICATION']._serialized_end=564
+  _globals['_LABELSCORE']._serialized_start=566
+  _globals['_LABELSCORE']._serialized_end=644
+  _globals['_EMBEDREQUEST']._serialized_start=646
+  _globals['_EMBEDREQUEST']._serialized_end=753
+  _globals['_EMBEDRESPONSE']._serialized_start=756
+  _globals['_EMBEDRESPONSE']._serialized_end=945
+  _globals['_EMBEDDING']._serialized_start=947
+  _globals['_EMBEDDING']._serialized_end=1060
+  _globals['_SIMILARITYREQUEST']._serialized_start=1062
+  _globals['_SIMILARITYREQUEST']._serialized_end=1128
+  _globals['_SIMILARITYRESPONSE']._serialized_start=1130
+  _globals['_SIMILARITYRESPONSE']._serialized_end=1221
+  _globals['_SIMILARITYROW']._serialized_start=1223
+  _globals['_SIMILARITYROW']._serialized_end=1290
+  _globals['_GETMODELINFOREQUEST']._serialized_start=1292
+  _globals['_GETMODELINFOREQUEST']._serialized_end=1313
+  _globals['_GETMODELINFORESPONSE']._serialized_start=1316
+  _globals['_GETMODELINFORESPONSE']._serialized_end=1635
+  _globals['_LIMITS']._serialized_start=1638
+  _globals['_LIMITS']._serialized_end=1927
+  _globals['_CLIPSERVICE']._serialized_start=2327
+  _globals['_CLIPSERVICE']._serialized_end=2698
 # @@protoc_insertion_point(module_scope)

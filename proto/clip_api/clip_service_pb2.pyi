@@ -53,16 +53,34 @@ class Image(_message.Message):
     def __init__(self, data: _Optional[bytes] = ..., url: _Optional[str] = ...) -> None: ...
 
 class ClassifyRequest(_message.Message):
-    __slots__ = ("images", "labels", "prompt_templates", "top_k")
+    __slots__ = ("images", "labels", "prompt_templates", "top_k", "label_set_id")
     IMAGES_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     PROMPT_TEMPLATES_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
+    LABEL_SET_ID_FIELD_NUMBER: _ClassVar[int]
     images: _containers.RepeatedCompositeFieldContainer[Image]
     labels: _containers.RepeatedScalarFieldContainer[str]
     prompt_templates: _containers.RepeatedScalarFieldContainer[str]
     top_k: int
-    def __init__(self, images: _Optional[_Iterable[_Union[Image, _Mapping]]] = ..., labels: _Optional[_Iterable[str]] = ..., prompt_templates: _Optional[_Iterable[str]] = ..., top_k: _Optional[int] = ...) -> None: ...
+    label_set_id: str
+    def __init__(self, images: _Optional[_Iterable[_Union[Image, _Mapping]]] = ..., labels: _Optional[_Iterable[str]] = ..., prompt_templates: _Optional[_Iterable[str]] = ..., top_k: _Optional[int] = ..., label_set_id: _Optional[str] = ...) -> None: ...
+
+class RegisterLabelSetRequest(_message.Message):
+    __slots__ = ("labels", "prompt_templates")
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_TEMPLATES_FIELD_NUMBER: _ClassVar[int]
+    labels: _containers.RepeatedScalarFieldContainer[str]
+    prompt_templates: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, labels: _Optional[_Iterable[str]] = ..., prompt_templates: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class RegisterLabelSetResponse(_message.Message):
+    __slots__ = ("label_set_id", "label_count")
+    LABEL_SET_ID_FIELD_NUMBER: _ClassVar[int]
+    LABEL_COUNT_FIELD_NUMBER: _ClassVar[int]
+    label_set_id: str
+    label_count: int
+    def __init__(self, label_set_id: _Optional[str] = ..., label_count: _Optional[int] = ...) -> None: ...
 
 class ClassifyResponse(_message.Message):
     __slots__ = ("results", "model_id")

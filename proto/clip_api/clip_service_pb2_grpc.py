@@ -55,6 +55,11 @@ class ClipServiceStub:
                 request_serializer=clip_dot_v1_dot_clip__service__pb2.GetModelInfoRequest.SerializeToString,
                 response_deserializer=clip_dot_v1_dot_clip__service__pb2.GetModelInfoResponse.FromString,
                 _registered_method=True)
+        self.RegisterLabelSet = channel.unary_unary(
+                '/clip.v1.ClipService/RegisterLabelSet',
+                request_serializer=clip_dot_v1_dot_clip__service__pb2.RegisterLabelSetRequest.SerializeToString,
+                response_deserializer=clip_dot_v1_dot_clip__service__pb2.RegisterLabelSetResponse.FromString,
+                _registered_method=True)
 
 
 class ClipServiceServicer:
@@ -88,6 +93,13 @@ class ClipServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RegisterLabelSet(self, request, context):
+        """Keeps labels and templates under an id that Classify takes instead of sending them again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ClipServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -110,6 +122,11 @@ def add_ClipServiceServicer_to_server(servicer, server):
                     servicer.GetModelInfo,
                     request_deserializer=clip_dot_v1_dot_clip__service__pb2.GetModelInfoRequest.FromString,
                     response_serializer=clip_dot_v1_dot_clip__service__pb2.GetModelInfoResponse.SerializeToString,
+            ),
+            'RegisterLabelSet': grpc.unary_unary_rpc_method_handler(
+                    servicer.RegisterLabelSet,
+                    request_deserializer=clip_dot_v1_dot_clip__service__pb2.RegisterLabelSetRequest.FromString,
+                    response_serializer=clip_dot_v1_dot_clip__service__pb2.RegisterLabelSetResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -220,6 +237,33 @@ class ClipService:
             '/clip.v1.ClipService/GetModelInfo',
             clip_dot_v1_dot_clip__service__pb2.GetModelInfoRequest.SerializeToString,
             clip_dot_v1_dot_clip__service__pb2.GetModelInfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RegisterLabelSet(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clip.v1.ClipService/RegisterLabelSet',
+            clip_dot_v1_dot_clip__service__pb2.RegisterLabelSetRequest.SerializeToString,
+            clip_dot_v1_dot_clip__service__pb2.RegisterLabelSetResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,129 @@
+"""Named label sets: RegisterLabelSet once, Classify by id, against a real gateway and Triton."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from clip_api import clip_service_pb2 as pb
+from clip_api import clip_service_pb2_grpc
+from clip_client import InvalidRequestError
+from gateway.label_sets import LabelSet as StoredSet
+from gateway.label_sets import LabelSets
+from tests.support import servers
+from tests.support.gateway import GatewayThread, gateway_config
+from tests.support.servers import LauncherTriton
+from tests.test_tenants import client_for, keys_file
+
+LABELS = [f"label set entry {i}" for i in range(300)]
+TEMPLATES = ["a photo of a {}.", "a drawing of a {}."]
+
+
+@pytest.fixture(scope="module")
+def keyed_gateway(tiny_triton: LauncherTriton, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayThread]:
+    folder = tmp_path_factory.mktemp("label-set-keys")
+    # Room for about two sets of LABELS: a third evicts the least recently used.
+    config = gateway_config(
+        tiny_triton.grpc_url, api_keys_file=keys_file(folder, "alice", "bob"), max_label_set_bytes=60_000
+    )
+    with servers.gateway(config) as gateway:
+        yield gateway
+
+
+def test_a_set_by_id_ranks_exactly_as_its_labels_do(keyed_gateway: GatewayThread, photo_png: bytes) -> None:
+    with client_for(keyed_gateway, "alice") as client:
+        label_set = client.register_label_set(LABELS, templates=TEMPLATES)
+        assert label_set.id.startswith("ls-") and label_set.labels == tuple(LABELS)
+        by_labels = client.classify([photo_png, b"not an image"], LABELS, templates=TEMPLATES, top_k=5)
+        by_id = client.classify([photo_png, b"not an image"], label_set, top_k=5)
+    assert [s.label for s in by_id[0].labels] == [s.label for s in by_labels[0].labels]
+    assert np.array_equal([s.probability for s in by_id[0].labels], [s.probability for s in by_labels[0].labels])
+    assert by_id[1].error is not None  # a bad image is its own result, as with labels
+
+
+def test_the_id_is_the_same_for_the_same_set_on_any_gateway_and_differs_with_templates(
+    keyed_gateway: GatewayThread, tiny_triton: LauncherTriton, tmp_path: Path
+) -> None:
+    config = gateway_config(tiny_triton.grpc_url, api_keys_file=keys_file(tmp_path, "alice"))
+    with (
+        servers.gateway(config) as other,
+        client_for(other, "alice") as there,
+        client_for(keyed_gateway, "alice") as here,
+    ):
+        assert here.register_label_set(LABELS).id == there.register_label_set(LABELS).id
+        assert here.register_label_set(LABELS).id != here.register_label_set(LABELS, templates=["{}"]).id
+
+
+def test_a_classify_by_id_sends_no_labels_and_an_unknown_id_is_not_found_by_name(
+    keyed_gateway: GatewayThread, photo_png: bytes
+) -> None:
+    with client_for(keyed_gateway, "alice") as client:
+        label_set = client.register_label_set(["cat", "dog"])
+        request = client._classify_request(photo_png, label_set, None, 0)
+        assert request.label_set_id == label_set.id and not request.labels and not request.prompt_templates
+    with grpc.insecure_channel(keyed_gateway.target) as channel:
+        stub = clip_service_pb2_grpc.ClipServiceStub(channel)
+        key = (("authorization", "Bearer alice-key"),)
+        image = pb.Image(data=photo_png)
+        with pytest.raises(grpc.RpcError) as unknown:
+            stub.Classify(pb.ClassifyRequest(images=[image], label_set_id="ls-nothing"), metadata=key, timeout=30)
+        assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+        assert "label_set_id" in (unknown.value.details() or "") and "RegisterLabelSet" in (
+            unknown.value.details() or ""
+        )
+        both = pb.ClassifyRequest(images=[image], label_set_id=label_set.id, labels=["cat"])
+        with pytest.raises(grpc.RpcError) as mixed:
+            stub.Classify(both, metadata=key, timeout=30)
+        assert mixed.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "not both" in (mixed.value.details() or "")
+
+
+def test_a_set_is_checked_as_classify_checks_labels(keyed_gateway: GatewayThread) -> None:
+    with client_for(keyed_gateway, "alice") as client:
+        with pytest.raises(InvalidRequestError, match="labels"):
+            client.register_label_set([])
+        with pytest.raises(InvalidRequestError, match="labels"):
+            client.register_label_set([f"x{i}" for i in range(1001)])
+        with pytest.raises(InvalidRequestError, match="templates"):
+            client.register_label_set(["cat"], templates=["no placeholder"])
+
+
+def test_one_keys_sets_are_not_anothers(keyed_gateway: GatewayThread, photo_png: bytes) -> None:
+    with client_for(keyed_gateway, "alice") as alice:
+        label_set = alice.register_label_set(["only alice's", "set"])
+        assert alice.classify(photo_png, label_set)[0].ok
+    with grpc.insecure_channel(keyed_gateway.target) as channel:  # bob knows the id, not the labels
+        stub = clip_service_pb2_grpc.ClipServiceStub(channel)
+        request = pb.ClassifyRequest(images=[pb.Image(data=photo_png)], label_set_id=label_set.id)
+        with pytest.raises(grpc.RpcError) as foreign:
+            stub.Classify(request, metadata=(("authorization", "Bearer bob-key"),), timeout=30)
+        assert foreign.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_an_evicted_set_is_registered_again_by_the_client(keyed_gateway: GatewayThread, photo_png: bytes) -> None:
+    first = [f"evicted first {i}" for i in range(300)]
+    with client_for(keyed_gateway, "bob") as client:
+        label_set = client.register_label_set(first)
+        for round_number in range(3):  # each about 30 KB of the 60 KB store: the first is evicted
+            client.register_label_set([f"filler {round_number} {i}" for i in range(300)])
+        with grpc.insecure_channel(keyed_gateway.target) as channel:
+            stub = clip_service_pb2_grpc.ClipServiceStub(channel)
+            request = pb.ClassifyRequest(images=[pb.Image(data=photo_png)], label_set_id=label_set.id)
+            with pytest.raises(grpc.RpcError) as evicted:
+                stub.Classify(request, metadata=(("authorization", "Bearer bob-key"),), timeout=30)
+            assert evicted.value.code() == grpc.StatusCode.NOT_FOUND
+        result = client.classify(photo_png, label_set, top_k=1)  # NOT_FOUND, registered again, answered
+        assert result[0].top.label in first
+
+
+def test_the_store_stays_within_its_bytes_and_refuses_a_set_larger_than_all_of_it() -> None:
+    store = LabelSets(max_bytes=50_000)
+    for round_number in range(50):
+        store.register("t", StoredSet(tuple(f"label {round_number} {i}" for i in range(100)), ()))
+        assert store.bytes <= 50_000
+    assert 0 < len(store) < 50
+    with pytest.raises(Exception, match="--max-label-set-bytes"):
+        store.register("t", StoredSet(tuple(f"{i:0200d}" for i in range(300)), ()))
