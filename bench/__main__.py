@@ -5,7 +5,7 @@ eager transformers fp32 at batch 8 measured in the same run, repeated to show th
 
 Each variant is an export (precision x artifact); per run it is served afresh (Triton + gateway)
 and measured: Triton's clip_embed_image at c=4; the gateway's Classify with 2 labels at c=1/4/8;
-1,000 labels cold (the first call, every label new) and warm (c=4); 32 new texts per call at
+1,000 labels cold (the first call, every label new), warm (c=4) and by label set id (c=4); 32 new texts per call at
 c=1/4/8 through HTTP /v1/embeddings and gRPC Embed. Every served row comes with its stage
 breakdown from Triton's statistics (bench.stages) and the time outside Triton. Cold
 start per variant: the export's time per step and the time from launching Triton to all models
@@ -155,6 +155,14 @@ def measure_served(
             measured(
                 "gateway Classify 1000 labels warm c=4",
                 lambda: clip.classify(images[next(counter) % 16], labels),
+                1,
+                4,
+                seconds,
+            )
+            label_set = clip.register_label_set(labels)  # the same labels, now sent as an id
+            measured(
+                "gateway Classify 1000 labels by label set id c=4",
+                lambda: clip.classify(images[next(counter) % 16], label_set),
                 1,
                 4,
                 seconds,
