@@ -7,8 +7,11 @@ read these modules instead of keeping their own copies:
 - `formats`: the image formats accepted and the signatures used to name the ones refused;
 - `precisions`: each precision, how it is traced and compiled, its tolerances and CPU needs;
 - `artifacts`: the file names inside an exported repository;
-- `parameters`: the model-config parameters, each with one meaning.
+- `parameters`: the model-config parameters, each with one meaning;
+- `encodings`: how embeddings travel in float16, int8 and binary (the gateway encodes, the client
+  decodes).
 
-Standard library only: the exporter copies this package into every Python model of a repository,
-so a Triton stub reads the same definitions as the processes that wrote and call it.
+Standard library only, but for `encodings`, which needs numpy (its two readers have it, and
+nothing imports it with the package): the exporter copies this package into every Python model of
+a repository, so a Triton stub reads the same definitions as the processes that wrote and call it.
 """
