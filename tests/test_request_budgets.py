@@ -27,7 +27,7 @@ from clip_client import (
     RequestTooLargeError,
     UnavailableError,
 )
-from gateway.config import Limits
+from gateway.config import GatewayConfig, Limits
 from tests.support import servers
 from tests.support.gateway import gateway_config
 from tests.support.images import encode
@@ -174,6 +174,19 @@ def test_bodies_in_flight_share_one_budget_and_past_it_a_request_is_busy(tiny_tr
         assert status == 200, answer_json
 
 
+def in_flight_url_gateway(triton: LauncherTriton, url_total_timeout: float) -> GatewayConfig:
+    """A gateway holding IN_FLIGHT bytes at once that fetches from the test web server, whose URLs
+    time out after `url_total_timeout` seconds (a stalled read alone never does)."""
+    return gateway_config(
+        triton.grpc_url,
+        max_inflight_bytes=IN_FLIGHT,
+        image_urls=True,
+        url_allowed_networks="127.0.0.2/32",
+        url_read_timeout=30.0,
+        url_total_timeout=url_total_timeout,
+    )
+
+
 def test_grpc_messages_are_held_in_the_same_budget_until_their_call_ends(
     tiny_triton: LauncherTriton, image_web: ImageWebServer
 ) -> None:
@@ -181,14 +194,7 @@ def test_grpc_messages_are_held_in_the_same_budget_until_their_call_ends(
     call of 600 KB waits on a slow image URL, a second call of 500 KB is refused as busy (with a
     retry delay) before any of its work, a small one still passes, and once the first call is over
     the second goes through."""
-    config = gateway_config(
-        tiny_triton.grpc_url,
-        max_inflight_bytes=IN_FLIGHT,
-        image_urls=True,
-        url_allowed_networks="127.0.0.2/32",
-        url_read_timeout=30.0,
-        url_total_timeout=8.0,
-    )
+    config = in_flight_url_gateway(tiny_triton, url_total_timeout=8.0)
     noise = random.Random(7)
     big = encode(Image.frombytes("RGB", (450, 450), noise.randbytes(450 * 450 * 3)), "PNG")  # ~600 KB
     second = encode(Image.frombytes("RGB", (400, 400), noise.randbytes(400 * 400 * 3)), "PNG")  # ~480 KB
@@ -217,14 +223,7 @@ def test_image_url_bodies_are_held_in_the_same_budget_while_they_are_fetched(
     """A URL body counts in --max-inflight-bytes as it arrives: while one call's URL has sent 600 KB
     and stalls, another call whose URL would pass the 1 MB is refused as busy once it would (not
     after its own timeout), a small URL still passes, and the stalled bytes come back at its end."""
-    config = gateway_config(
-        tiny_triton.grpc_url,
-        max_inflight_bytes=IN_FLIGHT,
-        image_urls=True,
-        url_allowed_networks="127.0.0.2/32",
-        url_read_timeout=30.0,
-        url_total_timeout=15.0,
-    )
+    config = in_flight_url_gateway(tiny_triton, url_total_timeout=15.0)
     with (
         servers.gateway(config) as gateway,
         ClipClient(config=ClientConfig(target=gateway.target, retry=NO_RETRY, timeout=30)) as client,
