@@ -46,7 +46,8 @@ class GatewayConfig:
     metrics_listen: str = "127.0.0.1:9464"  # Prometheus /metrics; an empty value turns it off
     default_template: str = "a photo of a {}."
     # bytes of label and template strings kept for RegisterLabelSet, all keys together (least
-    # recently used evicted first; a caller told NOT_FOUND registers again)
+    # recently used evicted first, one key's own first past --key-slot-share of it; a caller told
+    # NOT_FOUND registers again). 0 keeps none
     max_label_set_bytes: int = 64 * 1024 * 1024
     default_timeout: float = 60.0  # seconds, when the caller sets no deadline
     shutdown_grace: float = 10.0  # seconds in-flight calls get after SIGTERM

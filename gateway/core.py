@@ -78,7 +78,7 @@ class ClipCore:
         self.config = config
         self.images = images
         self.admission = Admission(config)
-        self.label_sets = LabelSets(config.max_label_set_bytes)
+        self.label_sets = LabelSets(config.max_label_set_bytes, config.key_slot_share)
 
     @property
     def fetches_urls(self) -> bool:
@@ -101,7 +101,8 @@ class ClipCore:
         checked = validation.check_texts(labels, limits, field="labels", maximum=limits.max_labels, required=True)
         validation.check_templates(templates, len(checked), limits, self.config.default_template)
         label_set = LabelSet(tuple(labels), tuple(templates))
-        return self.label_sets.register(TENANT.get(), label_set), len(labels)
+        async with self.admission.enter(0, 0):  # no model work, but the key's request rate applies
+            return self.label_sets.register(TENANT.get(), label_set), len(labels)
 
     def label_set(self, label_set_id: str) -> LabelSet:
         """The caller's key's set of that id; NOT_FOUND when this gateway does not hold it."""

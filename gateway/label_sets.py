@@ -56,10 +56,16 @@ def unknown(label_set_id: str) -> RequestError:
 
 
 class LabelSets:
-    def __init__(self, max_bytes: int) -> None:
+    """`max_bytes` for every key's sets together (0: none kept); while other keys hold sets too, one
+    key past `key_share` of it evicts its own least recently used sets first, so a key that
+    registers set after set cannot flush the others' out."""
+
+    def __init__(self, max_bytes: int, key_share: float = 0.5) -> None:
         self.max_bytes = max_bytes
+        self.key_share = key_share
         self.bytes = 0
         self._sets: OrderedDict[tuple[str, str], LabelSet] = OrderedDict()  # (tenant, id) -> set
+        self._tenant_bytes: dict[str, int] = {}
 
     def __len__(self) -> int:
         return len(self._sets)
@@ -79,15 +85,27 @@ class LabelSets:
                 ],
             )
         key = (tenant, label_set.id)
+        self._drop(key)
+        self._sets[key] = label_set
+        self._count(tenant, label_set.bytes)
+        while self._tenant_bytes[tenant] > self.max_bytes * self.key_share and len(self._tenant_bytes) > 1:
+            self._drop(next(held for held in self._sets if held[0] == tenant))
+        while self.bytes > self.max_bytes:
+            self._drop(next(iter(self._sets)))
+        return label_set.id
+
+    def _drop(self, key: tuple[str, str]) -> None:
         held = self._sets.pop(key, None)
         if held is not None:
-            self.bytes -= held.bytes
-        self._sets[key] = label_set
-        self.bytes += label_set.bytes
-        while self.bytes > self.max_bytes:
-            _, evicted = self._sets.popitem(last=False)
-            self.bytes -= evicted.bytes
-        return label_set.id
+            self._count(key[0], -held.bytes)
+
+    def _count(self, tenant: str, amount: int) -> None:
+        self.bytes += amount
+        left = self._tenant_bytes.get(tenant, 0) + amount
+        if left:
+            self._tenant_bytes[tenant] = left
+        else:
+            del self._tenant_bytes[tenant]
 
     def get(self, tenant: str, label_set_id: str) -> LabelSet:
         """The set, now the most recently used; NOT_FOUND (a RequestError) when not held."""

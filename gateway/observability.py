@@ -147,9 +147,10 @@ class RequestContextInterceptor(grpc.aio.ServerInterceptor):
     silent held them until `--max-connection-age`). The one client-streaming handler it meets is
     the refusal of a call without a key (gateway.auth), which never reads its message.
 
-    A message, once in, is held in `in_flight` (the gateway's bytes in flight, which HTTP bodies and
-    image URL bodies are drawn from too) until its call ends; past that limit the call is refused
-    as busy before any of its work: 64 calls of 64 MB each would otherwise hold 4 GB."""
+    A message, once in, is counted in `in_flight` (the gateway's bytes in flight, which HTTP bodies
+    and image URL bodies are drawn from too) until its call ends; past that limit the call is
+    refused as busy before any of its work, so calls of 64 MB cannot pile up behind the work slots.
+    (While a message arrives grpc holds it uncounted: bounded by --max-request-bytes per call.)"""
 
     def __init__(self, message_timeout: float = 30.0, in_flight: InFlightBytes | None = None) -> None:
         self.message_timeout = message_timeout
@@ -195,6 +196,12 @@ class RequestContextInterceptor(grpc.aio.ServerInterceptor):
             async def serve(requests: Any, context: grpc.aio.ServicerContext) -> Any:
                 request = await self._message(requests, context)
                 size = request.ByteSize() if self.in_flight is not None else 0
+                if self.in_flight is not None and self.in_flight.limit and size > self.in_flight.limit:
+                    await context.abort(  # never fits: refused as too large, not as busy (not retried)
+                        grpc.StatusCode.RESOURCE_EXHAUSTED,
+                        f"the message is {size} bytes, more than the gateway holds for all calls at once "
+                        f"(--max-inflight-bytes {self.in_flight.limit})",
+                    )
                 if self.in_flight is not None and not self.in_flight.take(size):
                     # gateway.errors imports this module (through admission and auth): imported here.
                     from gateway.errors import to_status

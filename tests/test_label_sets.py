@@ -127,3 +127,26 @@ def test_the_store_stays_within_its_bytes_and_refuses_a_set_larger_than_all_of_i
     assert 0 < len(store) < 50
     with pytest.raises(Exception, match="--max-label-set-bytes"):
         store.register("t", StoredSet(tuple(f"{i:0200d}" for i in range(300)), ()))
+
+
+def test_a_key_registering_set_after_set_evicts_its_own_not_anothers() -> None:
+    store = LabelSets(max_bytes=50_000, key_share=0.5)
+    kept = store.register("quiet", StoredSet(("the quiet key's", "set"), ()))
+    for round_number in range(50):  # about 4 KB each: the churning key passes its half many times
+        store.register("churning", StoredSet(tuple(f"churn {round_number} {i}" for i in range(40)), ()))
+        assert store.bytes <= 50_000
+    assert store.get("quiet", kept).labels == ("the quiet key's", "set")
+    alone = LabelSets(max_bytes=50_000, key_share=0.5)
+    for round_number in range(50):  # with no other key holding sets, one key may use all of it
+        alone.register("only", StoredSet(tuple(f"alone {round_number} {i}" for i in range(40)), ()))
+    assert alone.bytes > 25_000
+
+
+def test_a_client_is_told_when_the_server_sent_another_encoding_than_it_asked_for() -> None:
+    from clip_client import ClipClient, ServerError
+
+    with ClipClient("127.0.0.1:1") as client:  # no call is made: only the answer is read
+        older_server = pb.EmbedResponse(dimension=4)  # encoding 0: a server from before encodings
+        with pytest.raises(ServerError, match="asked for int8 embeddings, the server sent float32"):
+            client._embeddings(older_server, "int8")
+        assert client._embeddings(older_server, "float32").encoding == "float32"

@@ -215,6 +215,8 @@ def test_grpc_messages_are_held_in_the_same_budget_until_their_call_ends(
         assert results[0].ok and not results[1].ok  # the URL timed out; the message was held all along
         wait_for(lambda: inflight_bytes() == before, 30, "the first call's bytes given back")
         assert client.classify(second, ["cat"])[0].ok
+        with pytest.raises(RequestTooLargeError, match="--max-inflight-bytes"):  # could never fit: not busy
+            client.classify(big + second, ["cat"])
 
 
 def test_image_url_bodies_are_held_in_the_same_budget_while_they_are_fetched(

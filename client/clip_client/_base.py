@@ -15,7 +15,7 @@ from numpy.typing import NDArray
 
 from clip_api import clip_service_pb2 as pb
 from clip_client.config import ClientConfig
-from clip_client.errors import ClipError, RateLimitedError, from_status
+from clip_client.errors import ClipError, RateLimitedError, ServerError, from_status
 from clip_client.images import ImageInput, ImageUrl, to_bytes
 from clip_client.types import (
     Classification,
@@ -196,8 +196,12 @@ class ClientBase:
                 matrix[row] = encodings.decode(item.data, encoding, dimension, scales[row])
         return _Decoded(matrix, codes, scales, errors)
 
-    def _embeddings(self, response: pb.EmbedResponse) -> Embeddings:
-        encoding = encodings.BY_PROTO_VALUE.get(response.encoding, encodings.FLOAT32)  # 0: an older server's float32
+    def _embeddings(self, response: pb.EmbedResponse, asked: str) -> Embeddings:
+        # 0: a server from before encodings, which sends float32 whatever was asked
+        encoding = encodings.BY_PROTO_VALUE.get(response.encoding or encodings.FLOAT32.proto_value)
+        if encoding is None or encoding.name != asked:
+            got = encoding.name if encoding else f"unknown value {response.encoding}"
+            raise ServerError(f"asked for {asked} embeddings, the server sent {got} (a server without encodings?)")
         images = self._vectors(response.image_embeddings, response.dimension, encoding)
         texts = self._vectors(response.text_embeddings, response.dimension, encoding)
         return Embeddings(

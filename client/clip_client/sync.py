@@ -62,13 +62,15 @@ class ClipClient(ClientBase):
         `labels` may be a LabelSet (register_label_set): only its id is sent, and where the server
         no longer holds it (NOT_FOUND) it is registered again and the call made once more."""
         request = self._classify_request(images, labels, templates, top_k)
+        budget = self._budget(timeout)  # one for the call, the registering again and its retry
         try:
-            response: pb.ClassifyResponse = self._call("Classify", request, timeout)
+            response: pb.ClassifyResponse = self._call("Classify", request, budget.remaining())
         except NotFoundError:
             if not isinstance(labels, LabelSet):
                 raise
-            self.register_label_set(labels.labels, templates=labels.templates, timeout=timeout)
-            response = self._call("Classify", request, timeout)
+            again = self.register_label_set(labels.labels, templates=labels.templates, timeout=budget.remaining())
+            request.label_set_id = again.id
+            response = self._call("Classify", request, budget.remaining())
         return self._classify_result(response)
 
     def register_label_set(
@@ -91,7 +93,7 @@ class ClipClient(ClientBase):
         """Unit-norm embeddings of images and/or texts; `encoding` (float32, float16, int8, binary)
         is how they travel (clip_contract.encodings)."""
         response: pb.EmbedResponse = self._call("Embed", self._embed_request(images, texts, encoding), timeout)
-        return self._embeddings(response)
+        return self._embeddings(response, encoding)
 
     def similarity(self, images: ImagesArg, texts: Sequence[str], *, timeout: float | None = None) -> Similarity:
         """scale * cosine between every image and every text (texts verbatim, no template)."""
