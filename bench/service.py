@@ -46,22 +46,28 @@ class HttpCaller:
         return str(self.call("GET", "/v1/models", None)["data"][0]["id"])  # type: ignore[index]
 
     def call(self, method: str, route: str, body: str | None) -> dict[str, object]:
-        connection = getattr(self.local, "connection", None)
+        connection: http.client.HTTPConnection | None = getattr(self.local, "connection", None)
         try:
-            if connection is None:
-                raise ConnectionResetError("no connection yet")
-            connection.request(method, route, body, {"Content-Type": "application/json"})
-            response = connection.getresponse()
+            response = self._send(connection or self._connect(), method, route, body)
         except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected):
             # The server closes a keep-alive connection idle past its timeout: open a new one, as an SDK does.
-            host, port = self.address.rsplit(":", 1)
-            connection = self.local.connection = http.client.HTTPConnection(host, int(port), timeout=600)
-            connection.request(method, route, body, {"Content-Type": "application/json"})
-            response = connection.getresponse()
+            response = self._send(self._connect(), method, route, body)
         answer = response.read()
         if response.status != 200:
             raise RuntimeError(f"{route}: HTTP {response.status}: {answer[:300]!r}")
         return dict(json.loads(answer))
+
+    def _connect(self) -> http.client.HTTPConnection:
+        host, port = self.address.rsplit(":", 1)
+        self.local.connection = http.client.HTTPConnection(host, int(port), timeout=600)
+        return self.local.connection
+
+    @staticmethod
+    def _send(
+        connection: http.client.HTTPConnection, method: str, route: str, body: str | None
+    ) -> http.client.HTTPResponse:
+        connection.request(method, route, body, {"Content-Type": "application/json"})
+        return connection.getresponse()
 
 
 def start_triton(repository: Path, log_file: Path) -> TritonServer:

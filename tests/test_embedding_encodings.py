@@ -4,6 +4,7 @@ random unit vectors and on what a real gateway returns over gRPC and over its HT
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterator
 
 import grpc
 import numpy as np
@@ -76,8 +77,9 @@ def test_a_vector_of_the_wrong_length_is_refused_by_name() -> None:
 
 
 @pytest.fixture(scope="module")
-def keyed_client(url_gateway: GatewayThread) -> ClipClient:
-    return ClipClient(config=ClientConfig(target=url_gateway.target, api_key=URL_API_KEY, retry=NO_RETRY))
+def keyed_client(url_gateway: GatewayThread) -> Iterator[ClipClient]:
+    with ClipClient(config=ClientConfig(target=url_gateway.target, api_key=URL_API_KEY, retry=NO_RETRY)) as client:
+        yield client
 
 
 @pytest.mark.parametrize("name", ["float16", "int8", "binary"])
