@@ -23,7 +23,7 @@ import hashlib
 import hmac
 import logging
 import re
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -158,6 +158,8 @@ class ApiKeyInterceptor(grpc.aio.ServerInterceptor):
         tenant = self._tenant(details.invocation_metadata)
         if tenant is None:
             return _refusal(handler)
+        if handler.stream_stream is not None:
+            return _as_tenant_stream(handler, tenant)
         if handler.unary_unary is None:
             return handler
         inner = handler.unary_unary
@@ -177,6 +179,28 @@ class ApiKeyInterceptor(grpc.aio.ServerInterceptor):
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
+
+
+def _as_tenant_stream(handler: grpc.RpcMethodHandler, tenant: str) -> grpc.RpcMethodHandler:
+    """A stream handler run with TENANT set: the tasks it starts for its requests inherit it."""
+    inner = handler.stream_stream
+
+    async def as_tenant(requests: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        call = CALL.get()
+        if call is not None:
+            call["tenant"] = tenant
+        token = TENANT.set(tenant)
+        try:
+            async for response in inner(requests, context):
+                yield response
+        finally:
+            TENANT.reset(token)
+
+    return grpc.stream_stream_rpc_method_handler(
+        as_tenant,
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
 
 
 def _refusal(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:

@@ -49,7 +49,9 @@ class GatewayConfig:
     # recently used evicted first, one key's own first past --key-slot-share of it; a caller told
     # NOT_FOUND registers again). 0 keeps none
     max_label_set_bytes: int = 64 * 1024 * 1024
-    default_timeout: float = 60.0  # seconds, when the caller sets no deadline
+    default_timeout: float = 60.0  # seconds, when the caller sets no deadline (per request of a stream)
+    # requests of one EmbedStream or ClassifyStream worked on at once; no more are read meanwhile
+    stream_window: int = 8
     shutdown_grace: float = 10.0  # seconds in-flight calls get after SIGTERM
     health_interval: float = 1.0  # seconds between Triton model-readiness checks
     log_level: str = "INFO"

@@ -15,11 +15,13 @@ from typing import Any
 
 import grpc
 import grpc.aio
+from google.rpc import status_pb2
 
 from clip_api import clip_service_pb2 as pb
 from gateway.calls import Field
 from gateway.config import Limits
 from gateway.errors import RequestError, Violation, to_status
+from gateway.grpc_streams import RefusedItem
 from gateway.observability import RefusedUnparsed
 
 # The request fields whose entries are limited, and the Limits field that limits them.
@@ -73,13 +75,55 @@ def first_over(data: bytes, caps: Mapping[int, int]) -> int | None:
     return None
 
 
-def _limited_fields(method: str) -> dict[int, tuple[str, str]]:
-    """field number -> (name, its limit) for the request message of `method` ("/pkg.Service/Name")."""
+def field_bytes(data: bytes, wanted: int) -> bytes | None:
+    """The payload of the last length-delimited field `wanted` at the top level of `data` (as
+    protobuf merges it: the last one wins), or None where there is none or the bytes are no
+    valid message."""
+    found = None
+    position, end = 0, len(data)
+    try:
+        while position < end:
+            key, position = _varint(data, position)
+            number, wire_type = key >> 3, key & 7
+            if wire_type == _VARINT:
+                _, position = _varint(data, position)
+            elif wire_type == _LENGTH_DELIMITED:
+                length, position = _varint(data, position)
+                if number == wanted:
+                    found = data[position : position + length]
+                position += length
+            elif wire_type == _FIXED64:
+                position += 8
+            elif wire_type == _FIXED32:
+                position += 4
+            else:
+                return None
+    except IndexError:
+        return None
+    return found
+
+
+STREAM_ID, STREAM_REQUEST = 1, 2  # the fields of every *StreamRequest: the caller's id, the request
+
+
+def _method(method: str) -> Any:
+    """The method descriptor of `method` ("/pkg.Service/Name") in clip.v1, or None."""
     service_name, _, method_name = method.lstrip("/").rpartition("/")
     service = pb.DESCRIPTOR.services_by_name.get(service_name.rpartition(".")[2])
     if service is None or service.full_name != service_name or method_name not in service.methods_by_name:
+        return None
+    return service.methods_by_name[method_name]
+
+
+def _limited_fields(method: str) -> dict[int, tuple[str, str]]:
+    """field number -> (name, its limit) for the request message of `method` (for a stream's, of
+    the request each of its messages carries)."""
+    descriptor = _method(method)
+    if descriptor is None:
         return {}
-    request = service.methods_by_name[method_name].input_type
+    request = descriptor.input_type
+    if descriptor.client_streaming:
+        request = request.fields_by_number[STREAM_REQUEST].message_type
     return {
         field.number: (field.name, LIMITED_FIELDS[field.name])
         for field in request.fields
@@ -95,21 +139,45 @@ class EntryCountInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, limits: Callable[[], Limits]) -> None:
         self._limits = limits
 
+    def _refusal(self, data: bytes, fields: dict[int, tuple[str, str]]) -> status_pb2.Status | None:
+        """INVALID_ARGUMENT naming the first list of the serialized request `data` past its limit."""
+        limits = self._limits()
+        caps = {number: cap for number, (_, limit) in fields.items() if (cap := getattr(limits, limit)) is not None}
+        over = first_over(data, caps)
+        if over is None:
+            return None
+        violation = Violation(Field(fields[over][0]), f"more than {caps[over]} entries, the limit per request")
+        return to_status(RequestError(grpc.StatusCode.INVALID_ARGUMENT, [violation]))
+
     async def intercept_service(self, continuation: Any, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
         handler = await continuation(details)
         fields = _limited_fields(details.method)
-        if handler is None or handler.unary_unary is None or not fields or handler.request_deserializer is None:
+        if handler is None or not fields or handler.request_deserializer is None:
             return handler
         parse_message = handler.request_deserializer
+        if handler.stream_stream is not None:
+
+            def parse_stream_message(data: bytes) -> Any:
+                # A stream's request past a limit is that request's answer, under its id: the
+                # stream goes on (gateway.grpc_streams).
+                refusal = self._refusal(field_bytes(data, STREAM_REQUEST) or b"", fields)
+                if refusal is None:
+                    return parse_message(data)
+                item_id = (field_bytes(data, STREAM_ID) or b"").decode("utf-8", errors="replace")
+                return RefusedItem(item_id, refusal)
+
+            return grpc.stream_stream_rpc_method_handler(
+                handler.stream_stream,
+                request_deserializer=parse_stream_message,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_unary is None:
+            return handler
 
         def parse(data: bytes) -> Any:
-            limits = self._limits()
-            caps = {number: cap for number, (_, limit) in fields.items() if (cap := getattr(limits, limit)) is not None}
-            over = first_over(data, caps)
-            if over is not None:
-                name = fields[over][0]
-                violation = Violation(Field(name), f"more than {caps[over]} entries, the limit per request")
-                raise RefusedUnparsed(to_status(RequestError(grpc.StatusCode.INVALID_ARGUMENT, [violation])))
+            refusal = self._refusal(data, fields)
+            if refusal is not None:
+                raise RefusedUnparsed(refusal)
             return parse_message(data)
 
         return grpc.unary_unary_rpc_method_handler(

@@ -8,7 +8,7 @@ errors.to_status: one mapping, no tracebacks to clients.
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar, cast
 
 import grpc
@@ -20,12 +20,15 @@ from grpc_status import rpc_status
 from clip_api import clip_service_pb2 as pb
 from clip_api import clip_service_pb2_grpc
 from clip_contract import encodings, precisions
+from gateway import grpc_streams
+from gateway.byte_budget import InFlightBytes
 from gateway.calls import ClassifyCall, EmbedCall, Field, ImageInput, ItemError, SimilarityCall
 from gateway.core import ClipCore, Deadline
 from gateway.errors import invalid, to_status
 
 Response = TypeVar("Response")
 Handler = Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[Response]]
+StreamHandler = Callable[[Any, Any, grpc.aio.ServicerContext], AsyncIterator[Response]]
 
 VARIANTS = {"full": pb.MODEL_VARIANT_FULL, "demo": pb.MODEL_VARIANT_DEMO}
 OK = status_pb2.Status(code=code_pb2.OK)
@@ -36,6 +39,23 @@ def rpc(handler: Handler[Response]) -> Handler[Response]:
     async def wrapped(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Response:
         try:
             return await handler(self, request, context)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as error:
+            await context.abort_with_status(rpc_status.to_status(to_status(error)))
+            raise  # unreachable: abort_with_status raises
+
+    return wrapped
+
+
+def stream_rpc(handler: StreamHandler[Response]) -> StreamHandler[Response]:
+    """As `rpc`, for a stream: a failure of the whole stream ends it with its status."""
+
+    @functools.wraps(handler)
+    async def wrapped(self: Any, requests: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Response]:
+        try:
+            async for response in handler(self, requests, context):
+                yield response
         except grpc.aio.AbortError:
             raise
         except Exception as error:
@@ -87,16 +107,54 @@ def status_of(error: ItemError) -> status_pb2.Status:
 
 
 class ClipServicer(clip_service_pb2_grpc.ClipServiceServicer):
-    def __init__(self, core: ClipCore) -> None:
+    def __init__(self, core: ClipCore, in_flight: InFlightBytes | None = None) -> None:
         self.core = core
+        self.in_flight = in_flight  # what a stream's requests are held in while worked on
 
     def _deadline(self, context: grpc.aio.ServicerContext) -> Deadline:
         """The caller's deadline, or the configured default where it set none."""
         remaining = context.time_remaining()
         return Deadline(self.core.config.default_timeout if remaining is None else remaining)
 
+    def _item_deadline(self, context: grpc.aio.ServicerContext) -> Deadline:
+        """A stream request's: the configured default, or less where the stream ends sooner."""
+        remaining = context.time_remaining()
+        default = self.core.config.default_timeout
+        return Deadline(default if remaining is None else min(default, remaining))
+
     @rpc
     async def Classify(self, request: pb.ClassifyRequest, context: grpc.aio.ServicerContext) -> pb.ClassifyResponse:
+        return await self._classify(request, self._deadline(context))
+
+    @stream_rpc
+    async def ClassifyStream(
+        self, requests: AsyncIterator[pb.ClassifyStreamRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.ClassifyStreamResponse]:
+        async def work(request: pb.ClassifyRequest) -> pb.ClassifyResponse:
+            return await self._classify(request, self._item_deadline(context))
+
+        def answer(item_id: str, status: status_pb2.Status, response: pb.ClassifyResponse | None) -> Any:
+            return pb.ClassifyStreamResponse(id=item_id, status=status, response=response)
+
+        window = self.core.config.stream_window
+        async for message in grpc_streams.answers(requests, "ClassifyStream", work, answer, window, self.in_flight):
+            yield message
+
+    @stream_rpc
+    async def EmbedStream(
+        self, requests: AsyncIterator[pb.EmbedStreamRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.EmbedStreamResponse]:
+        async def work(request: pb.EmbedRequest) -> pb.EmbedResponse:
+            return await self._embed(request, self._item_deadline(context))
+
+        def answer(item_id: str, status: status_pb2.Status, response: pb.EmbedResponse | None) -> Any:
+            return pb.EmbedStreamResponse(id=item_id, status=status, response=response)
+
+        window = self.core.config.stream_window
+        async for message in grpc_streams.answers(requests, "EmbedStream", work, answer, window, self.in_flight):
+            yield message
+
+    async def _classify(self, request: pb.ClassifyRequest, deadline: Deadline) -> pb.ClassifyResponse:
         labels, templates = list(request.labels), list(request.prompt_templates)
         if request.label_set_id:
             if labels or templates:
@@ -104,7 +162,7 @@ class ClipServicer(clip_service_pb2_grpc.ClipServiceServicer):
             label_set = self.core.label_set(request.label_set_id)
             labels, templates = list(label_set.labels), list(label_set.templates)
         call = ClassifyCall(images_of(request.images), labels, templates, request.top_k)
-        result = await self.core.classify(call, self._deadline(context))
+        result = await self.core.classify(call, deadline)
         response = pb.ClassifyResponse(model_id=result.model_id)
         for item in result.results:
             if isinstance(item, ItemError):
@@ -125,9 +183,12 @@ class ClipServicer(clip_service_pb2_grpc.ClipServiceServicer):
 
     @rpc
     async def Embed(self, request: pb.EmbedRequest, context: grpc.aio.ServicerContext) -> pb.EmbedResponse:
+        return await self._embed(request, self._deadline(context))
+
+    async def _embed(self, request: pb.EmbedRequest, deadline: Deadline) -> pb.EmbedResponse:
         encoding = encoding_of(request.encoding)  # refused before any work when unknown
         call = EmbedCall(images_of(request.images), list(request.texts))
-        result = await self.core.embed(call, self._deadline(context))
+        result = await self.core.embed(call, deadline)
         response = pb.EmbedResponse(
             model_id=result.model_id,
             dimension=result.dimension,
@@ -186,5 +247,6 @@ class ClipServicer(clip_service_pb2_grpc.ClipServiceServicer):
                 max_request_bytes=limits.max_request_bytes,
                 image_urls=self.core.fetches_urls,
                 max_request_pixels=limits.max_request_pixels,
+                stream_window=self.core.config.stream_window,
             ),
         )

@@ -17,6 +17,11 @@ COUNT_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000, 2000, 5000)
 REQUESTS = Counter("clip_gateway_requests", "Finished RPCs by method and gRPC status code", ["method", "code"])
 LATENCY = Histogram("clip_gateway_request_seconds", "RPC latency by method", ["method"], buckets=LATENCY_BUCKETS)
 IN_FLIGHT = Gauge("clip_gateway_in_flight_requests", "RPCs being worked on now (their message in)", ["method"])
+STREAM_REQUESTS = Counter(
+    "clip_gateway_stream_requests",
+    "Requests answered on EmbedStream and ClassifyStream, by method and their own status code",
+    ["method", "code"],
+)
 IMAGES = Histogram("clip_gateway_images_per_request", "Images per request", ["method"], buckets=COUNT_BUCKETS)
 LABELS = Histogram("clip_gateway_labels_per_request", "Labels or texts per request", ["method"], buckets=COUNT_BUCKETS)
 IMAGE_ERRORS = Counter("clip_gateway_image_errors", "Images answered with their own error status", ["method"])

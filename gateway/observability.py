@@ -13,7 +13,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import grpc
@@ -138,8 +138,10 @@ def _working(method_label: str) -> Iterator[None]:
 
 
 class RequestContextInterceptor(grpc.aio.ServerInterceptor):
-    """Request id, one access-log line per unary call (method, code, milliseconds), INVALID_ARGUMENT
-    (not grpc's INTERNAL) for a request that does not parse, and a time limit on the message.
+    """Request id, one access-log line per call (method, code, milliseconds; a stream is one call),
+    INVALID_ARGUMENT (not grpc's INTERNAL) for a request that does not parse, and a time limit on
+    a unary call's message. (A stream's requests are held in the bytes in flight by
+    gateway.grpc_streams, each while it is worked on.)
 
     A unary call is served by a client-streaming handler that reads its one message here, within
     `message_timeout` seconds of the headers: grpc itself would wait for a unary call's message
@@ -179,6 +181,40 @@ class RequestContextInterceptor(grpc.aio.ServerInterceptor):
             )
         return request
 
+    @contextlib.asynccontextmanager
+    async def _accounted(self, method: str, request_id: str, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+        """The call's request id, its count and latency by status, and its access-log line."""
+        method_label = metrics.short_method(method)
+        token = REQUEST_ID.set(request_id)
+        call: dict[str, str] = {}
+        call_token = CALL.set(call)
+        started = time.perf_counter()
+        budget = context.time_remaining()  # the caller's deadline as the handler starts; None: none
+        code = grpc.StatusCode.OK
+        try:
+            await context.send_initial_metadata((("x-request-id", request_id),))
+            yield
+        except asyncio.CancelledError:
+            # gRPC cancels the handler both when the caller goes away and when its deadline
+            # passes; the time remaining then tells which.
+            expired = deadline_passed(budget, context.time_remaining())
+            code = grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
+            raise
+        except BaseException:
+            code = context.code() or grpc.StatusCode.UNKNOWN
+            raise
+        finally:
+            status = code.name if isinstance(code, grpc.StatusCode) else str(code)
+            seconds = time.perf_counter() - started
+            metrics.REQUESTS.labels(method_label, status).inc()
+            metrics.LATENCY.labels(method_label).observe(seconds)
+            tenant = call.get("tenant")
+            if tenant is not None:
+                metrics.TENANT_REQUESTS.labels(tenant, method_label, status).inc()
+            log.info("rpc", extra={"method": method, "code": status, "ms": round(seconds * 1000, 1), "tenant": tenant})
+            CALL.reset(call_token)
+            REQUEST_ID.reset(token)
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
@@ -216,42 +252,26 @@ class RequestContextInterceptor(grpc.aio.ServerInterceptor):
 
         elif handler.stream_unary is not None:
             serve = handler.stream_unary
+        elif handler.stream_stream is not None:
+            stream = handler.stream_stream
+
+            async def streaming(requests: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+                async with self._accounted(method, request_id, context):
+                    with _working(method_label):
+                        async for response in stream(requests, context):
+                            yield response
+
+            return grpc.stream_stream_rpc_method_handler(
+                streaming,
+                request_deserializer=_guarded(handler.request_deserializer),
+                response_serializer=handler.response_serializer,
+            )
         else:
             return handler
 
         async def with_context(requests: Any, context: grpc.aio.ServicerContext) -> Any:
-            token = REQUEST_ID.set(request_id)
-            call: dict[str, str] = {}
-            call_token = CALL.set(call)
-            started = time.perf_counter()
-            budget = context.time_remaining()  # the caller's deadline as the handler starts; None: none
-            code = grpc.StatusCode.OK
-            try:
-                await context.send_initial_metadata((("x-request-id", request_id),))
+            async with self._accounted(method, request_id, context):
                 return await serve(requests, context)
-            except asyncio.CancelledError:
-                # gRPC cancels the handler both when the caller goes away and when its deadline
-                # passes; the time remaining then tells which.
-                expired = deadline_passed(budget, context.time_remaining())
-                code = grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
-                raise
-            except BaseException:
-                code = context.code() or grpc.StatusCode.UNKNOWN
-                raise
-            finally:
-                status = code.name if isinstance(code, grpc.StatusCode) else str(code)
-                seconds = time.perf_counter() - started
-                metrics.REQUESTS.labels(method_label, status).inc()
-                metrics.LATENCY.labels(method_label).observe(seconds)
-                tenant = call.get("tenant")
-                if tenant is not None:
-                    metrics.TENANT_REQUESTS.labels(tenant, method_label, status).inc()
-                log.info(
-                    "rpc",
-                    extra={"method": method, "code": status, "ms": round(seconds * 1000, 1), "tenant": tenant},
-                )
-                CALL.reset(call_token)
-                REQUEST_ID.reset(token)
 
         return grpc.stream_unary_rpc_method_handler(
             with_context,

@@ -184,7 +184,7 @@ class Gateway:
             ],
         )
         core = ClipCore(triton, health, config, image_sources(config, in_flight))
-        clip_service_pb2_grpc.add_ClipServiceServicer_to_server(ClipServicer(core), server)
+        clip_service_pb2_grpc.add_ClipServiceServicer_to_server(ClipServicer(core, in_flight), server)
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection(
             (

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,13 +14,15 @@ import numpy as np
 from numpy.typing import NDArray
 
 from clip_api import clip_service_pb2 as pb
+from clip_client.bulk import Chunk, Ledger
 from clip_client.config import ClientConfig
-from clip_client.errors import ClipError, RateLimitedError, ServerError, from_status
+from clip_client.errors import ClipError, NotFoundError, RateLimitedError, ServerError, from_rich_status, from_status
 from clip_client.images import ImageInput, ImageUrl, to_bytes
 from clip_client.types import (
     Classification,
     ClassifyResult,
     Embeddings,
+    ImageEmbedding,
     LabelScore,
     LabelSet,
     Limits,
@@ -30,6 +32,7 @@ from clip_client.types import (
 from clip_contract import encodings
 
 ImagesArg = ImageInput | Sequence[ImageInput]
+Indexed = tuple[int, Any]  # (position in the input, its ImageEmbedding or Classification)
 
 
 @dataclass(frozen=True)
@@ -116,6 +119,89 @@ class ClientBase:
         if remaining is not None and delay >= remaining:
             return None
         return delay
+
+    # -- bulk ----------------------------------------------------------------------------------
+    def _ledger(
+        self,
+        inputs: Iterable[ImageInput],
+        build: Any,
+        batch_size: int | None,
+        window: int | None,
+        ordered: bool,
+        timeout: float | None,
+    ) -> Ledger[Any]:
+        return Ledger.of(
+            inputs,
+            self.config.bulk_batch_size if batch_size is None else batch_size,
+            self.config.bulk_window if window is None else window,
+            build,
+            lambda: self._budget(timeout),
+            ordered,
+        )
+
+    def _embed_stream_builder(self, encoding: str) -> Any:
+        self._embed_request(None, None, encoding)  # an unknown encoding refused before any input is read
+
+        def build(chunk_id: str, images: list[ImageInput]) -> pb.EmbedStreamRequest:
+            return pb.EmbedStreamRequest(id=chunk_id, request=self._embed_request(images, None, encoding))
+
+        return build
+
+    def _classify_stream_builder(
+        self, labels: Sequence[str] | LabelSet, templates: Sequence[str] | None, top_k: int
+    ) -> Any:
+        self._classify_request([], labels, templates, top_k)  # refuses a bad argument before any input is read
+
+        def build(chunk_id: str, images: list[ImageInput]) -> pb.ClassifyStreamRequest:
+            return pb.ClassifyStreamRequest(
+                id=chunk_id, request=self._classify_request(images, labels, templates, top_k)
+            )
+
+        return build
+
+    def _settle(self, ledger: Ledger[Any], answer: Any, parse: Any, failed: Any) -> list[Indexed] | NotFoundError:
+        """What the answer to one stream request gives the caller now: its items' results (or, when
+        it failed as a whole and is not retried, its error for each item; nothing while it waits to
+        be sent again), or NotFoundError for a label set the server no longer holds."""
+        chunk = ledger.answered(answer.id)
+        if answer.status.code == 0:
+            return ledger.deliver(parse(chunk, answer.response))
+        error = from_rich_status(answer.status)
+        if isinstance(error, NotFoundError):
+            ledger.again(chunk, 0.0)
+            return error
+        delay = self._retry_delay(error, chunk.attempts, chunk.budget)
+        if delay is not None:
+            ledger.again(chunk, delay)
+            return []
+        return ledger.deliver([(chunk.first + i, failed(error)) for i in range(chunk.count)])
+
+    @staticmethod
+    def _relabelled(ledger: Ledger[Any], label_set: LabelSet) -> None:
+        """Every request still to be sent names `label_set` (registered again under a new id)."""
+        for chunk in [*ledger.waiting, *ledger.sent.values()]:
+            chunk.message.request.label_set_id = label_set.id
+
+    def _embedded(self, encoding: str) -> Any:
+        def parse(chunk: Chunk, response: pb.EmbedResponse) -> list[Indexed]:
+            embeddings = self._embeddings(response, encoding)
+            return [
+                (
+                    chunk.first + row,
+                    ImageEmbedding(None, embeddings.image_errors[row])
+                    if row in embeddings.image_errors
+                    else ImageEmbedding(embeddings.images[row]),
+                )
+                for row in range(chunk.count)
+            ]
+
+        return parse
+
+    def _classified(self) -> Any:
+        def parse(chunk: Chunk, response: pb.ClassifyResponse) -> list[Indexed]:
+            return [(chunk.first + row, item) for row, item in enumerate(self._classify_result(response))]
+
+        return parse
 
     # -- requests ----------------------------------------------------------------------------
     def _classify_request(

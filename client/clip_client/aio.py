@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
 import grpc
@@ -12,10 +12,20 @@ import grpc.aio
 
 from clip_api import clip_service_pb2 as pb
 from clip_api import clip_service_pb2_grpc
-from clip_client._base import ClientBase, ImagesArg
+from clip_client._base import CallBudget, ClientBase, ImagesArg, Indexed
+from clip_client.bulk import Ledger
 from clip_client.config import ClientConfig
 from clip_client.errors import NotFoundError, from_rpc_error
-from clip_client.types import ClassifyResult, Embeddings, LabelSet, ModelInfo, Similarity
+from clip_client.images import ImageInput
+from clip_client.types import (
+    Classification,
+    ClassifyResult,
+    Embeddings,
+    ImageEmbedding,
+    LabelSet,
+    ModelInfo,
+    Similarity,
+)
 
 
 class AsyncClipClient(ClientBase):
@@ -100,6 +110,106 @@ class AsyncClipClient(ClientBase):
         request = self._similarity_request(images, texts)
         response: pb.SimilarityResponse = await self._call("Similarity", request, timeout)
         return self._similarity(response, len(request.texts))
+
+    async def embed_many(
+        self,
+        images: Iterable[ImageInput],
+        *,
+        encoding: str = "float32",
+        ordered: bool = True,
+        batch_size: int | None = None,
+        window: int | None = None,
+        timeout: float | None = None,
+    ) -> AsyncIterator[tuple[int, ImageEmbedding]]:
+        """As ClipClient.embed_many: (position, ImageEmbedding) for every image, over one stream."""
+        ledger = self._ledger(images, self._embed_stream_builder(encoding), batch_size, window, ordered, timeout)
+        async for item in self._stream(
+            "EmbedStream", ledger, self._embedded(encoding), lambda e: ImageEmbedding(None, e)
+        ):
+            yield item
+
+    async def classify_many(
+        self,
+        images: Iterable[ImageInput],
+        labels: Sequence[str] | LabelSet,
+        *,
+        templates: Sequence[str] | None = None,
+        top_k: int = 0,
+        ordered: bool = True,
+        batch_size: int | None = None,
+        window: int | None = None,
+        timeout: float | None = None,
+    ) -> AsyncIterator[tuple[int, Classification]]:
+        """As ClipClient.classify_many: (position, Classification) for every image, over one stream."""
+        if not isinstance(labels, LabelSet) and not isinstance(labels, str):
+            labels = await self.register_label_set(labels, templates=templates, timeout=timeout)
+            templates = None
+        label_set = [labels]
+
+        async def relabel() -> None:
+            assert isinstance(label_set[0], LabelSet)
+            old = label_set[0]
+            label_set[0] = await self.register_label_set(old.labels, templates=old.templates, timeout=timeout)
+            self._relabelled(ledger, label_set[0])
+
+        ledger = self._ledger(
+            images, self._classify_stream_builder(labels, templates, top_k), batch_size, window, ordered, timeout
+        )
+        async for item in self._stream(
+            "ClassifyStream", ledger, self._classified(), lambda e: Classification((), e), relabel
+        ):
+            yield item
+
+    async def _stream(
+        self, method: str, ledger: Ledger[Any], parse: Any, failed: Any, relabel: Any = None
+    ) -> AsyncIterator[Indexed]:
+        """Run `ledger`'s requests over streams of `method` until every input is answered."""
+        broken = 0  # streams broken in a row, for their backoff
+        while not ledger.done:
+            outbox: asyncio.Queue[Any] = asyncio.Queue()
+
+            async def requests(box: asyncio.Queue[Any] = outbox) -> AsyncIterator[Any]:
+                while (message := await box.get()) is not None:
+                    yield message
+
+            call = getattr(self._stub, method)(requests(), metadata=self._metadata())
+            try:
+                await self._send(ledger, outbox)
+                async for answer in call:
+                    broken = 0
+                    settled = self._settle(ledger, answer, parse, failed)
+                    if isinstance(settled, NotFoundError):
+                        if relabel is None:
+                            raise settled
+                        await relabel()
+                        settled = []
+                    for item in settled:
+                        yield item
+                    await self._send(ledger, outbox)
+                ledger.stream_lost()  # the server ended the stream early: what was out goes again
+            except grpc.RpcError as error:
+                ledger.stream_lost()
+                broken += 1
+                failure = from_rpc_error(error)
+                delay = self._retry_delay(failure, broken, CallBudget(None))
+                if delay is None:
+                    raise failure from error
+                await asyncio.sleep(delay)
+            finally:
+                outbox.put_nowait(None)
+                call.cancel()
+
+    @staticmethod
+    async def _send(ledger: Ledger[Any], outbox: asyncio.Queue[Any]) -> None:
+        """As ClipClient._send."""
+        while not ledger.sent and ledger.waiting:
+            await asyncio.sleep(ledger.seconds_to_next())
+            for chunk in ledger.to_send():
+                outbox.put_nowait(chunk.message)
+        for chunk in ledger.to_send():
+            outbox.put_nowait(chunk.message)
+        if ledger.done:
+            outbox.put_nowait(None)
 
     async def model_info(self, *, timeout: float | None = None) -> ModelInfo:
         response: pb.GetModelInfoResponse = await self._call("GetModelInfo", pb.GetModelInfoRequest(), timeout)

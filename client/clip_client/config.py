@@ -47,3 +47,7 @@ class ClientConfig:
     # gateway a name resolves to; "pick_first" keeps one connection (gRPC's default).
     load_balancing: str = "round_robin"
     default_templates: tuple[str, ...] = ()  # empty: the server's default ("a photo of a {}.")
+    # embed_many / classify_many: images per stream request, and stream requests out at once (the
+    # server works on at most its own GetModelInfo.limits.stream_window of them at a time)
+    bulk_batch_size: int = 8
+    bulk_window: int = 8

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import grpc
-from google.rpc import error_details_pb2
+from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 
@@ -114,13 +114,9 @@ _BY_CODE: dict[grpc.StatusCode, type[ClipError]] = {
 }
 
 
-def _details(error: grpc.Call) -> tuple[tuple[FieldViolation, ...], float | None]:
+def _details(status: status_pb2.Status | None) -> tuple[tuple[FieldViolation, ...], float | None]:
     """The field violations (google.rpc.BadRequest) and retry delay (google.rpc.RetryInfo) of a
-    failed call's rich status."""
-    try:
-        status = rpc_status.from_call(error)
-    except ValueError:  # a malformed status from a non-conforming server
-        return (), None
+    rich status."""
     violations: list[FieldViolation] = []
     retry_after = None
     for detail in status.details if status is not None else []:
@@ -135,21 +131,40 @@ def _details(error: grpc.Call) -> tuple[tuple[FieldViolation, ...], float | None
     return tuple(violations), retry_after
 
 
-def from_rpc_error(error: grpc.RpcError) -> ClipError:
-    """The most specific ClipError for a failed call; raise it `from error`."""
-    call = error if isinstance(error, grpc.Call) else None
-    code = call.code() if call is not None else grpc.StatusCode.UNKNOWN
-    details = (call.details() if call is not None else None) or str(error)
-    violations, retry_after = _details(call) if call is not None else ((), None)
+def _typed(code: grpc.StatusCode, message: str, status: status_pb2.Status | None) -> ClipError:
+    violations, retry_after = _details(status)
     error_class = _BY_CODE.get(code, ServerError)
     if retry_after is not None and code == grpc.StatusCode.UNAVAILABLE:
         error_class = OverloadedError
     elif retry_after is not None and code == grpc.StatusCode.RESOURCE_EXHAUSTED:
         error_class = RateLimitedError
-    return error_class(details, code=code, field_violations=violations, retry_after=retry_after)
+    return error_class(message, code=code, field_violations=violations, retry_after=retry_after)
+
+
+def from_rpc_error(error: grpc.RpcError) -> ClipError:
+    """The most specific ClipError for a failed call; raise it `from error`."""
+    call = error if isinstance(error, grpc.Call) else None
+    code = call.code() if call is not None else grpc.StatusCode.UNKNOWN
+    details = (call.details() if call is not None else None) or str(error)
+    status = None
+    if call is not None:
+        try:
+            status = rpc_status.from_call(call)
+        except ValueError:  # a malformed status from a non-conforming server
+            status = None
+    return _typed(code, details, status)
+
+
+def from_rich_status(status: status_pb2.Status) -> ClipError:
+    """The ClipError of a stream request's own status, as from_rpc_error for the unary call."""
+    return _typed(_code(status.code), status.message, status)
+
+
+def _code(value: int) -> grpc.StatusCode:
+    return next((c for c in grpc.StatusCode if c.value[0] == value), grpc.StatusCode.UNKNOWN)
 
 
 def from_status(code: int, message: str) -> ClipError:
     """A ClipError for a per-item google.rpc.Status (one image of a batch)."""
-    status_code = next((c for c in grpc.StatusCode if c.value[0] == code), grpc.StatusCode.UNKNOWN)
+    status_code = _code(code)
     return _BY_CODE.get(status_code, ServerError)(message, code=status_code)

@@ -3,18 +3,29 @@
 from __future__ import annotations
 
 import itertools
+import queue
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import grpc
 
 from clip_api import clip_service_pb2 as pb
 from clip_api import clip_service_pb2_grpc
-from clip_client._base import ClientBase, ImagesArg
+from clip_client._base import CallBudget, ClientBase, ImagesArg, Indexed
+from clip_client.bulk import Ledger
 from clip_client.config import ClientConfig
 from clip_client.errors import NotFoundError, from_rpc_error
-from clip_client.types import ClassifyResult, Embeddings, LabelSet, ModelInfo, Similarity
+from clip_client.images import ImageInput
+from clip_client.types import (
+    Classification,
+    ClassifyResult,
+    Embeddings,
+    ImageEmbedding,
+    LabelSet,
+    ModelInfo,
+    Similarity,
+)
 
 
 class ClipClient(ClientBase):
@@ -100,6 +111,102 @@ class ClipClient(ClientBase):
         request = self._similarity_request(images, texts)
         response: pb.SimilarityResponse = self._call("Similarity", request, timeout)
         return self._similarity(response, len(request.texts))
+
+    def embed_many(
+        self,
+        images: Iterable[ImageInput],
+        *,
+        encoding: str = "float32",
+        ordered: bool = True,
+        batch_size: int | None = None,
+        window: int | None = None,
+        timeout: float | None = None,
+    ) -> Iterator[tuple[int, ImageEmbedding]]:
+        """Embed every image of `images` (any iterable, read lazily) over one EmbedStream, yielding
+        (position in `images`, ImageEmbedding) in input order, or as each finishes with
+        `ordered=False`. `batch_size` images go in one stream request and at most `window` requests
+        are out at once (config.bulk_*); `timeout` is each request's, its retries included. A
+        request the server says to retry is sent again, and so is every request out when the
+        stream breaks: each image is yielded exactly once."""
+        ledger = self._ledger(images, self._embed_stream_builder(encoding), batch_size, window, ordered, timeout)
+        yield from self._stream("EmbedStream", ledger, self._embedded(encoding), lambda e: ImageEmbedding(None, e))
+
+    def classify_many(
+        self,
+        images: Iterable[ImageInput],
+        labels: Sequence[str] | LabelSet,
+        *,
+        templates: Sequence[str] | None = None,
+        top_k: int = 0,
+        ordered: bool = True,
+        batch_size: int | None = None,
+        window: int | None = None,
+        timeout: float | None = None,
+    ) -> Iterator[tuple[int, Classification]]:
+        """Classify every image of `images` over one ClassifyStream, as embed_many embeds them,
+        yielding (position, Classification). Give a LabelSet (register_label_set) so that the labels
+        are not sent with every request; one the server lost is registered again by itself."""
+        if not isinstance(labels, LabelSet) and not isinstance(labels, str):
+            labels = self.register_label_set(labels, templates=templates, timeout=timeout)
+            templates = None
+        label_set = [labels]
+
+        def relabel() -> None:
+            assert isinstance(label_set[0], LabelSet)
+            old = label_set[0]
+            label_set[0] = self.register_label_set(old.labels, templates=old.templates, timeout=timeout)
+            self._relabelled(ledger, label_set[0])
+
+        ledger = self._ledger(
+            images, self._classify_stream_builder(labels, templates, top_k), batch_size, window, ordered, timeout
+        )
+        yield from self._stream("ClassifyStream", ledger, self._classified(), lambda e: Classification((), e), relabel)
+
+    def _stream(
+        self, method: str, ledger: Ledger[Any], parse: Any, failed: Any, relabel: Any = None
+    ) -> Iterator[Indexed]:
+        """Run `ledger`'s requests over streams of `method` until every input is answered."""
+        broken = 0  # streams broken in a row, for their backoff
+        while not ledger.done:
+            outbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+            call = getattr(self._stub, method)(iter(outbox.get, None), metadata=self._metadata())
+            try:
+                self._send(ledger, outbox)
+                for answer in call:
+                    broken = 0
+                    settled = self._settle(ledger, answer, parse, failed)
+                    if isinstance(settled, NotFoundError):
+                        if relabel is None:
+                            raise settled
+                        relabel()
+                        settled = []
+                    yield from settled
+                    self._send(ledger, outbox)
+                ledger.stream_lost()  # the server ended the stream early: what was out goes again
+            except grpc.RpcError as error:
+                ledger.stream_lost()
+                broken += 1
+                failure = from_rpc_error(error)
+                delay = self._retry_delay(failure, broken, CallBudget(None))
+                if delay is None:
+                    raise failure from error
+                time.sleep(delay)
+            finally:
+                outbox.put(None)
+                call.cancel()
+
+    @staticmethod
+    def _send(ledger: Ledger[Any], outbox: queue.SimpleQueue[Any]) -> None:
+        """Write what is due; wait for a request's retry delay when nothing else is out; end the
+        request stream once every input is answered."""
+        while not ledger.sent and ledger.waiting:
+            time.sleep(ledger.seconds_to_next())
+            for chunk in ledger.to_send():
+                outbox.put(chunk.message)
+        for chunk in ledger.to_send():
+            outbox.put(chunk.message)
+        if ledger.done:
+            outbox.put(None)
 
     def model_info(self, *, timeout: float | None = None) -> ModelInfo:
         response: pb.GetModelInfoResponse = self._call("GetModelInfo", pb.GetModelInfoRequest(), timeout)

@@ -94,6 +94,19 @@ class Embeddings:
 
 
 @dataclass(frozen=True)
+class ImageEmbedding:
+    """One image of embed_many: its unit-norm float32 vector (decoded from the encoding asked for),
+    or the error it got (`vector` is then None)."""
+
+    vector: NDArray[np.float32] | None
+    error: ClipError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass(frozen=True)
 class Similarity:
     """scale * cosine for every (image, text) pair; a failed image's row is NaN."""
 

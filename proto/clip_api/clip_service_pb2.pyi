@@ -44,6 +44,42 @@ PRECISION_BF16: Precision
 PRECISION_FP16: Precision
 PRECISION_INT8: Precision
 
+class EmbedStreamRequest(_message.Message):
+    __slots__ = ("id", "request")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    request: EmbedRequest
+    def __init__(self, id: _Optional[str] = ..., request: _Optional[_Union[EmbedRequest, _Mapping]] = ...) -> None: ...
+
+class EmbedStreamResponse(_message.Message):
+    __slots__ = ("id", "status", "response")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    status: _status_pb2.Status
+    response: EmbedResponse
+    def __init__(self, id: _Optional[str] = ..., status: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., response: _Optional[_Union[EmbedResponse, _Mapping]] = ...) -> None: ...
+
+class ClassifyStreamRequest(_message.Message):
+    __slots__ = ("id", "request")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    request: ClassifyRequest
+    def __init__(self, id: _Optional[str] = ..., request: _Optional[_Union[ClassifyRequest, _Mapping]] = ...) -> None: ...
+
+class ClassifyStreamResponse(_message.Message):
+    __slots__ = ("id", "status", "response")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    status: _status_pb2.Status
+    response: ClassifyResponse
+    def __init__(self, id: _Optional[str] = ..., status: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., response: _Optional[_Union[ClassifyResponse, _Mapping]] = ...) -> None: ...
+
 class Image(_message.Message):
     __slots__ = ("data", "url")
     DATA_FIELD_NUMBER: _ClassVar[int]
@@ -207,7 +243,7 @@ class GetModelInfoResponse(_message.Message):
     def __init__(self, model_id: _Optional[str] = ..., revision: _Optional[str] = ..., variant: _Optional[_Union[ModelVariant, str]] = ..., precision: _Optional[_Union[Precision, str]] = ..., embedding_dimension: _Optional[int] = ..., image_size: _Optional[int] = ..., context_length: _Optional[int] = ..., scale: _Optional[float] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., execution: _Optional[str] = ..., shortest_edge: _Optional[int] = ..., crop_size: _Optional[int] = ...) -> None: ...
 
 class Limits(_message.Message):
-    __slots__ = ("max_images_per_request", "max_labels_per_request", "max_texts_per_request", "max_templates_per_request", "max_label_chars", "max_image_bytes", "max_image_pixels", "max_request_bytes", "image_urls", "max_request_pixels")
+    __slots__ = ("max_images_per_request", "max_labels_per_request", "max_texts_per_request", "max_templates_per_request", "max_label_chars", "max_image_bytes", "max_image_pixels", "max_request_bytes", "image_urls", "max_request_pixels", "stream_window")
     MAX_IMAGES_PER_REQUEST_FIELD_NUMBER: _ClassVar[int]
     MAX_LABELS_PER_REQUEST_FIELD_NUMBER: _ClassVar[int]
     MAX_TEXTS_PER_REQUEST_FIELD_NUMBER: _ClassVar[int]
@@ -218,6 +254,7 @@ class Limits(_message.Message):
     MAX_REQUEST_BYTES_FIELD_NUMBER: _ClassVar[int]
     IMAGE_URLS_FIELD_NUMBER: _ClassVar[int]
     MAX_REQUEST_PIXELS_FIELD_NUMBER: _ClassVar[int]
+    STREAM_WINDOW_FIELD_NUMBER: _ClassVar[int]
     max_images_per_request: int
     max_labels_per_request: int
     max_texts_per_request: int
@@ -228,4 +265,5 @@ class Limits(_message.Message):
     max_request_bytes: int
     image_urls: bool
     max_request_pixels: int
-    def __init__(self, max_images_per_request: _Optional[int] = ..., max_labels_per_request: _Optional[int] = ..., max_texts_per_request: _Optional[int] = ..., max_templates_per_request: _Optional[int] = ..., max_label_chars: _Optional[int] = ..., max_image_bytes: _Optional[int] = ..., max_image_pixels: _Optional[int] = ..., max_request_bytes: _Optional[int] = ..., image_urls: _Optional[bool] = ..., max_request_pixels: _Optional[int] = ...) -> None: ...
+    stream_window: int
+    def __init__(self, max_images_per_request: _Optional[int] = ..., max_labels_per_request: _Optional[int] = ..., max_texts_per_request: _Optional[int] = ..., max_templates_per_request: _Optional[int] = ..., max_label_chars: _Optional[int] = ..., max_image_bytes: _Optional[int] = ..., max_image_pixels: _Optional[int] = ..., max_request_bytes: _Optional[int] = ..., image_urls: _Optional[bool] = ..., max_request_pixels: _Optional[int] = ..., stream_window: _Optional[int] = ...) -> None: ...

@@ -60,6 +60,16 @@ class ClipServiceStub:
                 request_serializer=clip_dot_v1_dot_clip__service__pb2.RegisterLabelSetRequest.SerializeToString,
                 response_deserializer=clip_dot_v1_dot_clip__service__pb2.RegisterLabelSetResponse.FromString,
                 _registered_method=True)
+        self.EmbedStream = channel.stream_stream(
+                '/clip.v1.ClipService/EmbedStream',
+                request_serializer=clip_dot_v1_dot_clip__service__pb2.EmbedStreamRequest.SerializeToString,
+                response_deserializer=clip_dot_v1_dot_clip__service__pb2.EmbedStreamResponse.FromString,
+                _registered_method=True)
+        self.ClassifyStream = channel.stream_stream(
+                '/clip.v1.ClipService/ClassifyStream',
+                request_serializer=clip_dot_v1_dot_clip__service__pb2.ClassifyStreamRequest.SerializeToString,
+                response_deserializer=clip_dot_v1_dot_clip__service__pb2.ClassifyStreamResponse.FromString,
+                _registered_method=True)
 
 
 class ClipServiceServicer:
@@ -100,6 +110,22 @@ class ClipServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EmbedStream(self, request_iterator, context):
+        """Bulk work: Embed requests in, one answer per request out as each finishes (not in request
+        order), matched by the caller's `id`. See "Streams" below.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ClassifyStream(self, request_iterator, context):
+        """Bulk work: Classify requests in (a label set id saves sending the labels each time), one
+        answer per request out as each finishes, matched by `id`. See "Streams" below.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ClipServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -127,6 +153,16 @@ def add_ClipServiceServicer_to_server(servicer, server):
                     servicer.RegisterLabelSet,
                     request_deserializer=clip_dot_v1_dot_clip__service__pb2.RegisterLabelSetRequest.FromString,
                     response_serializer=clip_dot_v1_dot_clip__service__pb2.RegisterLabelSetResponse.SerializeToString,
+            ),
+            'EmbedStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.EmbedStream,
+                    request_deserializer=clip_dot_v1_dot_clip__service__pb2.EmbedStreamRequest.FromString,
+                    response_serializer=clip_dot_v1_dot_clip__service__pb2.EmbedStreamResponse.SerializeToString,
+            ),
+            'ClassifyStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.ClassifyStream,
+                    request_deserializer=clip_dot_v1_dot_clip__service__pb2.ClassifyStreamRequest.FromString,
+                    response_serializer=clip_dot_v1_dot_clip__service__pb2.ClassifyStreamResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -264,6 +300,60 @@ class ClipService:
             '/clip.v1.ClipService/RegisterLabelSet',
             clip_dot_v1_dot_clip__service__pb2.RegisterLabelSetRequest.SerializeToString,
             clip_dot_v1_dot_clip__service__pb2.RegisterLabelSetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EmbedStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/clip.v1.ClipService/EmbedStream',
+            clip_dot_v1_dot_clip__service__pb2.EmbedStreamRequest.SerializeToString,
+            clip_dot_v1_dot_clip__service__pb2.EmbedStreamResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ClassifyStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/clip.v1.ClipService/ClassifyStream',
+            clip_dot_v1_dot_clip__service__pb2.ClassifyStreamRequest.SerializeToString,
+            clip_dot_v1_dot_clip__service__pb2.ClassifyStreamResponse.FromString,
             options,
             channel_credentials,
             insecure,
