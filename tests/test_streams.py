@@ -76,7 +76,7 @@ def test_a_request_that_fails_as_a_whole_is_its_own_answer_and_the_stream_goes_o
     requests = [
         item("too-many", *[colour(1)] * 5),  # past max_images 4: refused from its bytes
         pb.EmbedStreamRequest(id="nothing", request=pb.EmbedRequest()),  # no image and no text
-        pb.EmbedStreamRequest(id="encoding", request=pb.EmbedRequest(texts=["a"], encoding=99)),
+        pb.EmbedStreamRequest(id="encoding", request=pb.EmbedRequest(texts=["a"], encoding=99)),  # type: ignore[arg-type]
         item("fine", colour(2)),
     ]
     with grpc.insecure_channel(stream_gateway.target) as channel:
