@@ -18,12 +18,13 @@ development), every caller is the tenant "anonymous", and `python -m gateway` lo
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import hashlib
 import hmac
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -159,20 +160,25 @@ class ApiKeyInterceptor(grpc.aio.ServerInterceptor):
         if tenant is None:
             return _refusal(handler)
         if handler.stream_stream is not None:
-            return _as_tenant_stream(handler, tenant)
+            inner_stream = handler.stream_stream
+
+            async def as_tenant_stream(requests: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+                with _as_tenant(tenant):  # the tasks the stream starts for its requests inherit it
+                    async for response in inner_stream(requests, context):
+                        yield response
+
+            return grpc.stream_stream_rpc_method_handler(
+                as_tenant_stream,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
         if handler.unary_unary is None:
             return handler
         inner = handler.unary_unary
 
         async def as_tenant(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            call = CALL.get()
-            if call is not None:
-                call["tenant"] = tenant  # for the per-tenant request count when the call ends
-            token = TENANT.set(tenant)
-            try:
+            with _as_tenant(tenant):
                 return await inner(request, context)
-            finally:
-                TENANT.reset(token)
 
         return grpc.unary_unary_rpc_method_handler(
             as_tenant,
@@ -181,26 +187,18 @@ class ApiKeyInterceptor(grpc.aio.ServerInterceptor):
         )
 
 
-def _as_tenant_stream(handler: grpc.RpcMethodHandler, tenant: str) -> grpc.RpcMethodHandler:
-    """A stream handler run with TENANT set: the tasks it starts for its requests inherit it."""
-    inner = handler.stream_stream
-
-    async def as_tenant(requests: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        call = CALL.get()
-        if call is not None:
-            call["tenant"] = tenant
-        token = TENANT.set(tenant)
-        try:
-            async for response in inner(requests, context):
-                yield response
-        finally:
-            TENANT.reset(token)
-
-    return grpc.stream_stream_rpc_method_handler(
-        as_tenant,
-        request_deserializer=handler.request_deserializer,
-        response_serializer=handler.response_serializer,
-    )
+@contextlib.contextmanager
+def _as_tenant(tenant: str) -> Iterator[None]:
+    """TENANT set for the body, and the call marked with it for the per-tenant request count
+    when the call ends."""
+    call = CALL.get()
+    if call is not None:
+        call["tenant"] = tenant
+    token = TENANT.set(tenant)
+    try:
+        yield
+    finally:
+        TENANT.reset(token)
 
 
 def _refusal(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:

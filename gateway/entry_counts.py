@@ -10,7 +10,7 @@ steps and a valid request of 1,000 labels about a millisecond.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import grpc
@@ -45,60 +45,62 @@ def _varint(data: bytes, position: int) -> tuple[int, int]:
         shift += 7
 
 
+class _NotAMessage(Exception):
+    """The bytes are no valid message: the parser then says so."""
+
+
+def _fields(data: bytes) -> Iterator[tuple[int, int, int]]:
+    """(field number, payload start, payload end) for each top-level field of the serialized
+    message `data`, the payloads skipped, not read (start == end for all but length-delimited
+    fields); _NotAMessage where the wire format breaks (groups, a bad wire type, a truncated varint)."""
+    position, end = 0, len(data)
+    try:
+        while position < end:
+            key, position = _varint(data, position)
+            number, wire_type = key >> 3, key & 7
+            start = position
+            if wire_type == _VARINT:
+                _, position = _varint(data, position)
+                start = position
+            elif wire_type == _LENGTH_DELIMITED:
+                length, start = _varint(data, position)
+                position = start + length
+            elif wire_type == _FIXED64:
+                position = start = position + 8
+            elif wire_type == _FIXED32:
+                position = start = position + 4
+            else:  # groups, or no valid wire type: not ours to judge
+                raise _NotAMessage
+            yield number, start, position
+    except IndexError:  # a truncated varint
+        raise _NotAMessage from None
+
+
 def first_over(data: bytes, caps: Mapping[int, int]) -> int | None:
     """The number of the first field in `caps` (field number -> most entries) that `data`, a
     serialized message, holds more entries of than allowed; None when none does, or where the bytes
     are no valid message (the parser then says so)."""
     counts = dict.fromkeys(caps, 0)
-    position, end = 0, len(data)
     try:
-        while position < end:
-            key, position = _varint(data, position)
-            number, wire_type = key >> 3, key & 7
+        for number, _, _ in _fields(data):
             if number in counts:
                 counts[number] += 1
                 if counts[number] > caps[number]:
                     return number
-            if wire_type == _VARINT:
-                _, position = _varint(data, position)
-            elif wire_type == _LENGTH_DELIMITED:
-                length, position = _varint(data, position)
-                position += length
-            elif wire_type == _FIXED64:
-                position += 8
-            elif wire_type == _FIXED32:
-                position += 4
-            else:  # groups, or no valid wire type: not ours to judge
-                return None
-    except IndexError:  # a truncated varint
+    except _NotAMessage:
         return None
     return None
 
 
 def field_bytes(data: bytes, wanted: int) -> bytes | None:
-    """The payload of the last length-delimited field `wanted` at the top level of `data` (as
-    protobuf merges it: the last one wins), or None where there is none or the bytes are no
-    valid message."""
+    """The payload of the last field `wanted` at the top level of `data` (as protobuf merges a
+    message field: the last one wins), or None where there is none or the bytes are no valid message."""
     found = None
-    position, end = 0, len(data)
     try:
-        while position < end:
-            key, position = _varint(data, position)
-            number, wire_type = key >> 3, key & 7
-            if wire_type == _VARINT:
-                _, position = _varint(data, position)
-            elif wire_type == _LENGTH_DELIMITED:
-                length, position = _varint(data, position)
-                if number == wanted:
-                    found = data[position : position + length]
-                position += length
-            elif wire_type == _FIXED64:
-                position += 8
-            elif wire_type == _FIXED32:
-                position += 4
-            else:
-                return None
-    except IndexError:
+        for number, start, end in _fields(data):
+            if number == wanted:
+                found = data[start:end]
+    except _NotAMessage:
         return None
     return found
 

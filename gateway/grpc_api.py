@@ -130,29 +130,37 @@ class ClipServicer(clip_service_pb2_grpc.ClipServiceServicer):
     async def ClassifyStream(
         self, requests: AsyncIterator[pb.ClassifyStreamRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ClassifyStreamResponse]:
-        async def work(request: pb.ClassifyRequest) -> pb.ClassifyResponse:
-            return await self._classify(request, self._item_deadline(context))
-
-        def answer(item_id: str, status: status_pb2.Status, response: pb.ClassifyResponse | None) -> Any:
-            return pb.ClassifyStreamResponse(id=item_id, status=status, response=response)
-
-        window = self.core.config.stream_window
-        async for message in grpc_streams.answers(requests, "ClassifyStream", work, answer, window, self.in_flight):
+        async for message in self._stream(
+            requests, context, "ClassifyStream", self._classify, pb.ClassifyStreamResponse
+        ):
             yield message
 
     @stream_rpc
     async def EmbedStream(
         self, requests: AsyncIterator[pb.EmbedStreamRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.EmbedStreamResponse]:
-        async def work(request: pb.EmbedRequest) -> pb.EmbedResponse:
-            return await self._embed(request, self._item_deadline(context))
+        async for message in self._stream(requests, context, "EmbedStream", self._embed, pb.EmbedStreamResponse):
+            yield message
 
-        def answer(item_id: str, status: status_pb2.Status, response: pb.EmbedResponse | None) -> Any:
-            return pb.EmbedStreamResponse(id=item_id, status=status, response=response)
+    def _stream(
+        self,
+        requests: AsyncIterator[Any],
+        context: grpc.aio.ServicerContext,
+        method: str,
+        unary: Callable[[Any, Deadline], Awaitable[Any]],
+        answer_type: Callable[..., Any],
+    ) -> AsyncIterator[Any]:
+        """A stream's answers: each request worked on by `unary` under its own deadline, answered
+        as an `answer_type` (id, status, response)."""
+
+        async def work(request: Any) -> Any:
+            return await unary(request, self._item_deadline(context))
+
+        def answer(item_id: str, status: status_pb2.Status, response: Any) -> Any:
+            return answer_type(id=item_id, status=status, response=response)
 
         window = self.core.config.stream_window
-        async for message in grpc_streams.answers(requests, "EmbedStream", work, answer, window, self.in_flight):
-            yield message
+        return grpc_streams.answers(requests, method, work, answer, window, self.in_flight)
 
     async def _classify(self, request: pb.ClassifyRequest, deadline: Deadline) -> pb.ClassifyResponse:
         labels, templates = list(request.labels), list(request.prompt_templates)

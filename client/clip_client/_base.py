@@ -16,7 +16,15 @@ from numpy.typing import NDArray
 from clip_api import clip_service_pb2 as pb
 from clip_client.bulk import Chunk, Ledger
 from clip_client.config import ClientConfig
-from clip_client.errors import ClipError, NotFoundError, RateLimitedError, ServerError, from_rich_status, from_status
+from clip_client.errors import (
+    ClipError,
+    NotFoundError,
+    RateLimitedError,
+    ServerError,
+    from_rich_status,
+    from_rpc_error,
+    from_status,
+)
 from clip_client.images import ImageInput, ImageUrl, to_bytes
 from clip_client.types import (
     Classification,
@@ -175,6 +183,16 @@ class ClientBase:
             ledger.again(chunk, delay)
             return []
         return ledger.deliver([(chunk.first + i, failed(error)) for i in range(chunk.count)])
+
+    def _stream_broken(self, ledger: Ledger[Any], error: grpc.RpcError, broken: int) -> float:
+        """Seconds to wait before a new stream after the `broken`th stream in a row broke with
+        `error` (what was out is sent again on it); raises the error where it is not retried."""
+        ledger.stream_lost()
+        failure = from_rpc_error(error)
+        delay = self._retry_delay(failure, broken, CallBudget(None))
+        if delay is None:
+            raise failure from error
+        return delay
 
     @staticmethod
     def _relabelled(ledger: Ledger[Any], label_set: LabelSet) -> None:

@@ -12,7 +12,7 @@ import grpc.aio
 
 from clip_api import clip_service_pb2 as pb
 from clip_api import clip_service_pb2_grpc
-from clip_client._base import CallBudget, ClientBase, ImagesArg, Indexed
+from clip_client._base import ClientBase, ImagesArg, Indexed
 from clip_client.bulk import Ledger
 from clip_client.config import ClientConfig
 from clip_client.errors import NotFoundError, from_rpc_error
@@ -188,13 +188,8 @@ class AsyncClipClient(ClientBase):
                     await self._send(ledger, outbox)
                 ledger.stream_lost()  # the server ended the stream early: what was out goes again
             except grpc.RpcError as error:
-                ledger.stream_lost()
                 broken += 1
-                failure = from_rpc_error(error)
-                delay = self._retry_delay(failure, broken, CallBudget(None))
-                if delay is None:
-                    raise failure from error
-                await asyncio.sleep(delay)
+                await asyncio.sleep(self._stream_broken(ledger, error, broken))
             finally:
                 outbox.put_nowait(None)
                 call.cancel()
@@ -202,14 +197,10 @@ class AsyncClipClient(ClientBase):
     @staticmethod
     async def _send(ledger: Ledger[Any], outbox: asyncio.Queue[Any]) -> None:
         """As ClipClient._send."""
-        while not ledger.sent and ledger.waiting:
+        if ledger.only_waiting:
             await asyncio.sleep(ledger.seconds_to_next())
-            for chunk in ledger.to_send():
-                outbox.put_nowait(chunk.message)
-        for chunk in ledger.to_send():
-            outbox.put_nowait(chunk.message)
-        if ledger.done:
-            outbox.put_nowait(None)
+        for message in ledger.messages():
+            outbox.put_nowait(message)
 
     async def model_info(self, *, timeout: float | None = None) -> ModelInfo:
         response: pb.GetModelInfoResponse = await self._call("GetModelInfo", pb.GetModelInfoRequest(), timeout)

@@ -87,6 +87,16 @@ class Ledger(Generic[Result]):
             due.append(chunk)
         return due
 
+    def messages(self) -> list[Any]:
+        """The messages to write now (to_send's), then None, which ends the request stream, once
+        every input is answered."""
+        return [chunk.message for chunk in self.to_send()] + ([None] if self.done else [])
+
+    @property
+    def only_waiting(self) -> bool:
+        """Nothing is out but requests waiting for their retry delay: no answer will come first."""
+        return not self.sent and bool(self.waiting)
+
     def seconds_to_next(self) -> float:
         """How long until a waiting request is due (0 when none waits)."""
         if not self.waiting:

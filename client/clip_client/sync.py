@@ -12,7 +12,7 @@ import grpc
 
 from clip_api import clip_service_pb2 as pb
 from clip_api import clip_service_pb2_grpc
-from clip_client._base import CallBudget, ClientBase, ImagesArg, Indexed
+from clip_client._base import ClientBase, ImagesArg, Indexed
 from clip_client.bulk import Ledger
 from clip_client.config import ClientConfig
 from clip_client.errors import NotFoundError, from_rpc_error
@@ -184,13 +184,8 @@ class ClipClient(ClientBase):
                     self._send(ledger, outbox)
                 ledger.stream_lost()  # the server ended the stream early: what was out goes again
             except grpc.RpcError as error:
-                ledger.stream_lost()
                 broken += 1
-                failure = from_rpc_error(error)
-                delay = self._retry_delay(failure, broken, CallBudget(None))
-                if delay is None:
-                    raise failure from error
-                time.sleep(delay)
+                time.sleep(self._stream_broken(ledger, error, broken))
             finally:
                 outbox.put(None)
                 call.cancel()
@@ -199,14 +194,10 @@ class ClipClient(ClientBase):
     def _send(ledger: Ledger[Any], outbox: queue.SimpleQueue[Any]) -> None:
         """Write what is due; wait for a request's retry delay when nothing else is out; end the
         request stream once every input is answered."""
-        while not ledger.sent and ledger.waiting:
+        if ledger.only_waiting:
             time.sleep(ledger.seconds_to_next())
-            for chunk in ledger.to_send():
-                outbox.put(chunk.message)
-        for chunk in ledger.to_send():
-            outbox.put(chunk.message)
-        if ledger.done:
-            outbox.put(None)
+        for message in ledger.messages():
+            outbox.put(message)
 
     def model_info(self, *, timeout: float | None = None) -> ModelInfo:
         response: pb.GetModelInfoResponse = self._call("GetModelInfo", pb.GetModelInfoRequest(), timeout)
