@@ -94,6 +94,9 @@ class GatewayConfig:
     # Every gRPC connection with no call in progress for this many seconds is closed (GOAWAY): idle
     # connections hold descriptors. 0 turns it off.
     max_connection_idle: float = 120.0
+    # open gRPC connections; past it gRPC closes a new one as it is accepted (the caller sees
+    # UNAVAILABLE), so idle or hostile connections cannot take the descriptors health and calls need
+    grpc_max_connections: int = 1000
     image_urls: bool = False  # fetch images given by URL (Image.url, HTTP image inputs)
     url_allowed_networks: str = ""  # comma-separated CIDRs exempt from the internal-address deny list
     url_max_redirects: int = 0  # redirects followed per image URL, each re-checked

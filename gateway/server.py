@@ -57,8 +57,12 @@ def add_port(server: grpc.aio.Server, config: GatewayConfig) -> int:
     return int(server.add_secure_port(config.listen, credentials))
 
 
-def connection_age(config: GatewayConfig) -> list[tuple[str, int]]:
+def connection_limits(config: GatewayConfig) -> list[tuple[str, int]]:
+    """gRPC core's own limits on connections: how long one lives, how long it may sit idle, how
+    many may be open at once (0 turns each off)."""
     options = []
+    if config.grpc_max_connections > 0:
+        options.append(("grpc.max_allowed_incoming_connections", config.grpc_max_connections))
     if config.max_connection_age > 0:
         options += [
             ("grpc.max_connection_age_ms", int(config.max_connection_age * 1000)),
@@ -180,7 +184,7 @@ class Gateway:
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
                 ("grpc.so_reuseport", 0),  # a port held by another process is an error, not shared
-                *connection_age(config),
+                *connection_limits(config),
             ],
         )
         core = ClipCore(triton, health, config, image_sources(config, in_flight))

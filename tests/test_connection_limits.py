@@ -1,5 +1,5 @@
 """Connections cost descriptors and memory before any call: HTTP headers must arrive in time, HTTP
-connections are capped per listener, idle gRPC connections are reaped, the descriptor limit is the
+and gRPC connections are capped per listener, idle gRPC connections are reaped, the descriptor limit is the
 hard one, accept errors are logged once a second, and HTTP answers without Nagle's delay."""
 
 from __future__ import annotations
@@ -11,13 +11,16 @@ import struct
 import time
 from collections.abc import Iterator
 
+import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.http_api.server import bind
 from gateway.server import OncePerSecond
 from launcher.server import free_port
 from tests.support import servers
 from tests.support.gateway import GatewayThread, gateway_config
+from tests.support.processes import wait_for
 from tests.support.servers import LauncherTriton
 
 HEADER_TIMEOUT = 1.0
@@ -149,6 +152,54 @@ def test_an_idle_grpc_connection_is_reaped(limited: GatewayThread) -> None:
                 break
         assert 7 in types or not chunk, "the idle connection was neither sent GOAWAY nor closed"
         assert time.monotonic() - started < 15
+
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes(3) + bytes([4, 0]) + bytes(4)  # and an empty SETTINGS
+
+
+def grpc_connection(target: str) -> socket.socket:
+    """A raw HTTP/2 connection that says hello and then nothing: it holds its place, as an idle or
+    hostile client's does."""
+    host, port = target.rsplit(":", 1)
+    sock = socket.create_connection((host, int(port)), timeout=15)
+    sock.sendall(PREFACE)
+    return sock
+
+
+def accepted(sock: socket.socket) -> bool:
+    """True when the server answered the preface with its SETTINGS frame (type 4), False when it
+    closed the connection instead."""
+    try:
+        header = sock.recv(9)
+    except ConnectionResetError:
+        return False
+    return len(header) == 9 and header[3] == 4
+
+
+def test_grpc_connections_past_the_cap_are_closed_and_the_cap_comes_back(tiny_triton: LauncherTriton) -> None:
+    """--grpc-max-connections: gRPC core closes a connection past the cap as it is accepted, so
+    connections that sit there cannot take every descriptor; health answers again once one goes."""
+    config = gateway_config(tiny_triton.grpc_url, grpc_max_connections=2, max_connection_idle=0)
+    with servers.gateway(config) as gateway:
+        held = [grpc_connection(gateway.target) for _ in range(2)]
+        try:
+            assert all(accepted(sock) for sock in held)
+            with grpc_connection(gateway.target) as extra:
+                assert not accepted(extra)
+            held.pop().close()
+
+            def health_answers() -> bool:
+                options = [("grpc.use_local_subchannel_pool", 1)]  # a connection of its own, not a shared one
+                with grpc.insecure_channel(gateway.target, options=options) as channel:
+                    try:
+                        return health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2)
+                    except grpc.RpcError:
+                        return False
+
+            wait_for(health_answers, 15, "health answering once a held connection closed")
+        finally:
+            for sock in held:
+                sock.close()
 
 
 def test_the_descriptor_limit_is_the_hard_one(limited: GatewayThread) -> None:

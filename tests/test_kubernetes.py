@@ -641,6 +641,29 @@ def test_kserve_predictor_takes_calls_only_from_the_gateway() -> None:
     assert all("namespaceSelector" in peer for peer in allowed[metrics_port])  # Prometheus only
 
 
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_gateway_metrics_take_scrapes_only_from_prometheus(variant: str) -> None:
+    """/metrics needs no key and names every tenant: in every variant one NetworkPolicy selects the
+    gateway's pods, lets API calls (grpc, http) in from anywhere and the metrics port from
+    Prometheus's pods only."""
+    docs = rendered(variant)
+    gateway = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "clip-serve-gateway")
+    labels = gateway["spec"]["template"]["metadata"]["labels"].items()
+    policies = [
+        d for d in docs if d["kind"] == "NetworkPolicy" and d["spec"]["podSelector"]["matchLabels"].items() <= labels
+    ]
+    assert len(policies) == 1, "no one NetworkPolicy selects the gateway's pods"
+    allowed: dict[str, list[dict[str, Any]] | None] = {}
+    for rule in policies[0]["spec"]["ingress"]:
+        for port in rule["ports"]:
+            allowed[port["port"]] = rule.get("from")  # None: from anywhere
+    declared = {port["name"] for port in gateway["spec"]["template"]["spec"]["containers"][0]["ports"]}
+    assert set(allowed) == declared == {"grpc", "http", "metrics"}
+    assert allowed["grpc"] is None and allowed["http"] is None
+    scrapers = allowed["metrics"]
+    assert scrapers and all(peer["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "prometheus"} for peer in scrapers)
+
+
 def test_kserve_headless_service_lists_predictor_pods_only() -> None:
     headless = next(
         doc for _, doc in objects("Service", ("kserve",)) if doc["metadata"]["name"] == "clip-serve-predictor-headless"

@@ -17,12 +17,15 @@ from collections.abc import Iterator
 import grpc
 import pytest
 
+from prometheus_client import REGISTRY
+
 from clip_client import NO_RETRY, ClientConfig, ClipClient
 from tests.support import servers
 from tests.support.gateway import GatewayThread, gateway_config
 from tests.support.images import SMALL_JPEG
 from tests.support.processes import wait_for
 from tests.support.servers import SERVING, LauncherTriton, health
+from tests.support.web import ImageWebServer
 from tests.test_http_api import http
 
 SLOW = 70  # more than the work slots below: slow clients must not be holding them
@@ -223,6 +226,47 @@ def test_a_client_that_leaves_mid_body_is_no_server_error(
         assert count("500") == errors_before
     tracebacks = [f"{record.name}: {record.getMessage()}" for record in caplog.records if record.exc_info]
     assert tracebacks == []
+
+
+def test_a_client_that_leaves_while_its_call_works_has_that_work_cancelled(
+    tiny_triton: LauncherTriton, image_web: ImageWebServer
+) -> None:
+    """The whole body sent, then the connection closed while the call fetches a trickling image URL:
+    the call's work is cancelled at once (its work slot free, the fetch ended), not left to run to
+    its end for nobody, and it is recorded as the client's (499)."""
+    config = gateway_config(
+        tiny_triton.grpc_url,
+        http_listen="127.0.0.1:0",
+        image_urls=True,
+        url_allowed_networks="127.0.0.2/32",
+        url_read_timeout=60.0,
+        url_total_timeout=60.0,  # the trickle would hold the call for a minute
+    )
+    with servers.gateway(config) as running:
+        host, port = running.http_base.removeprefix("http://").split(":")
+
+        def count(status: str) -> float:
+            labels = frozenset({("route", "/v1/classifications"), ("status", status)})
+            return servers.scrape(running.metrics_url).get(("clip_gateway_http_requests_total", labels), 0.0)
+
+        def slots_used() -> float:
+            return REGISTRY.get_sample_value("clip_gateway_work_slots_used") or 0.0
+
+        trickle = image_web.url("/slow-body?left")
+        body = json.dumps({"image": trickle, "labels": ["cat", "dog"]}).encode()
+        before, errors_before, fetches_ended = count("499"), count("500"), len(image_web.disconnects)
+        with socket.create_connection((host, int(port)), timeout=30) as conn:
+            conn.sendall(
+                b"POST /v1/classifications HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+            )
+            wait_for(lambda: slots_used() >= 1, 30, "the call working on its URL")
+        left = time.monotonic()
+        wait_for(lambda: slots_used() == 0, 30, "the work slot given back")
+        assert time.monotonic() - left < 10, "the work ran on after its client left"
+        wait_for(lambda: len(image_web.disconnects) > fetches_ended, 10, "the trickling fetch ended")
+        wait_for(lambda: count("499") == before + 1, 10, "the call recorded as the client's")
+        assert count("500") == errors_before
 
 
 def withheld_classify(channel: grpc.Channel, finished: threading.Event, **options: object) -> grpc.Future:

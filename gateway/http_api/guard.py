@@ -147,8 +147,10 @@ class Guard:
     async def _capped(self, scope: Scope, receive: Any, send: Any) -> bool:
         """Past the size cap (413) or a body time limit (408), answer ourselves and tell the app the
         client went away (an exception would be turned into a 400 by the framework's body parsing);
-        its own answer is dropped. True when the client left before its body was in: nothing was
-        answered (what the framework makes of the disconnect, a 500 or a 400, is dropped too)."""
+        its own answer is dropped. Once the body is in, the connection is watched: a client that
+        leaves before its answer has started has its work cancelled (down to Triton), as a gRPC
+        call's is. True when the client left before anything was answered: what the framework
+        makes of the disconnect, a 500 or a 400, is dropped, and the call is the client's (499)."""
         received = 0
         held = 0  # of the gateway's bytes in flight
         refused = False
@@ -156,13 +158,26 @@ class Guard:
         response_started = False
         body_done = False
         body_deadline = time.monotonic() + self.body_total_timeout
+        left = asyncio.Event()  # the connection's end (or the response's), seen by the watcher
+        watcher: asyncio.Task[None] | None = None
+
+        async def watch(work: asyncio.Task[None]) -> None:
+            # After the body, uvicorn's receive answers only once the client left or the response
+            # is complete; the watcher alone reads it from then on.
+            nonlocal gone
+            message = await receive()
+            if message["type"] == "http.disconnect" and not response_started:
+                gone = True
+                work.cancel()
+            left.set()
 
         async def counted_receive() -> Message:
-            nonlocal received, held, refused, body_done, gone
+            nonlocal received, held, refused, body_done, gone, watcher
             if refused or gone:
                 return {"type": "http.disconnect"}
             if body_done:  # after the body: only a disconnect can come, whenever it comes
-                return dict(await receive())
+                await left.wait()
+                return {"type": "http.disconnect"}
             wait = min(self.body_read_timeout, max(0.0, body_deadline - time.monotonic()))
             try:
                 message: Message = await asyncio.wait_for(receive(), wait)
@@ -187,6 +202,8 @@ class Guard:
                         await self._busy(send)
                         return {"type": "http.disconnect"}
                     held += piece
+                if body_done:
+                    watcher = asyncio.ensure_future(watch(work))
             return message
 
         async def guarded_send(message: Message) -> None:
@@ -196,13 +213,21 @@ class Guard:
             response_started |= message["type"] == "http.response.start"
             await send(message)
 
+        work = asyncio.ensure_future(self.app(scope, counted_receive, guarded_send))
         try:
-            await self.app(scope, counted_receive, guarded_send)
+            await asyncio.wait({work})  # not `await work`: its cancellation by the watcher is no error of ours
+            if not work.cancelled():
+                work.result()
         except ClientDisconnect:  # the body never came (we cut it off, or the client left): no failure of ours
             log.info("http request body not received: %s", "cut off" if refused else "the client went away")
         finally:
+            work.cancel()  # when this request itself is cancelled (the server stopping); a no-op once done
+            if watcher is not None:
+                watcher.cancel()
             if self.in_flight is not None:
                 self.in_flight.give_back(held)
+        if gone and work.cancelled():
+            log.info("http client went away before its answer: its work was cancelled")
         return gone and not refused
 
     async def _busy(self, send: Any) -> None:
