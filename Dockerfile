@@ -60,14 +60,14 @@ ENV PATH=/opt/venv/bin:$PATH \
     HF_HOME=/home/clip/.cache/huggingface \
     CLIP_SERVE_TRITON_DIR=/opt/triton \
     CLIP_GATEWAY_LISTEN=0.0.0.0:50051 \
-    CLIP_GATEWAY_METRICS_LISTEN=0.0.0.0:9464 \
+    CLIP_GATEWAY_METRICS_LISTEN=127.0.0.1:9464 \
     CLIP_GATEWAY_HTTP_LISTEN=0.0.0.0:8080
 # Triton's Python backend for this interpreter, prepared now rather than at every start.
 # (pip byte-compiled the venv; /app is compiled here, as the root filesystem may be read-only later.)
 RUN python -c 'from pathlib import Path; from launcher.runtime import locate; locate(Path("/opt/triton"))' \
  && python -m compileall -q /app
 USER clip
-EXPOSE 50051 8080 9464
+EXPOSE 50051 8080
 # The default command's health: the gateway's grpc.health.v1, which follows Triton's model
 # readiness. (The compose file gives the Triton-only service a check of its own.)
 HEALTHCHECK --interval=10s --timeout=5s --start-period=300s --retries=3 \

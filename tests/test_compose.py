@@ -40,8 +40,25 @@ def test_compose_file_validates_and_keeps_triton_private() -> None:
     assert "launcher.healthcheck" in services["triton"]["healthcheck"]["test"]
     assert services["gateway"]["depends_on"]["triton"]["condition"] == "service_healthy"
     published = {published_on(port) for port in services["gateway"]["ports"]}
-    assert published == {("127.0.0.1", "50051"), ("127.0.0.1", "8080"), ("127.0.0.1", "9464")}
+    assert published == {("127.0.0.1", "50051"), ("127.0.0.1", "8080")}  # /metrics is not published
     assert "0.0.0.0:8080" in services["gateway"]["command"]
+
+
+def test_gateway_metrics_listen_on_a_network_only_prometheus_shares() -> None:
+    """/metrics needs no key and names every tenant: the gateway binds it to its alias on the
+    internal `metrics` network (its address there, not 0.0.0.0), and only Prometheus joins it."""
+    config = resolved("docker-compose.yml")
+    services = config["services"]
+    command = services["gateway"]["command"]
+    listen = command[command.index("--metrics-listen") + 1]
+    host = listen.rsplit(":", 1)[0]
+    assert services["gateway"]["networks"]["metrics"]["aliases"] == [host]
+    assert config["networks"]["metrics"]["internal"] is True
+    members = {name for name, service in services.items() if "metrics" in service.get("networks", {})}
+    assert members == {"gateway", "prometheus"}
+    prometheus = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())
+    gateway_job = next(job for job in prometheus["scrape_configs"] if job["job_name"] == "gateway")
+    assert gateway_job["static_configs"][0]["targets"] == [listen]
 
 
 def test_compose_is_safe_by_default() -> None:

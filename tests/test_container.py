@@ -71,7 +71,7 @@ def compose(stack: Stack, *args: str, timeout: float = 900) -> subprocess.Comple
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     work = tmp_path_factory.mktemp("containers")
-    ports = {name: free_port() for name in ("CLIP_GRPC_PORT", "CLIP_HTTP_PORT", "CLIP_METRICS_PORT", "PROMETHEUS_PORT")}
+    ports = {name: free_port() for name in ("CLIP_GRPC_PORT", "CLIP_HTTP_PORT", "PROMETHEUS_PORT")}
     keys = work / "api-keys"
     keys.write_text(f"{API_KEY}\n")
     stack = Stack(
@@ -167,8 +167,13 @@ def test_triton_is_private(stack: Stack) -> None:
     backend = json.loads(podman("network", "inspect", f"{stack.project}_backend").stdout)[0]
     assert backend["internal"] is True
     # From a container on the frontend network (where the host's published ports lead), Triton's
-    # address is unreachable, while the gateway's is reachable: the isolation is real.
+    # address is unreachable, and so is the gateway's /metrics on the gateway's own frontend address
+    # (it listens on the metrics network alone), while the gateway's API is reachable: the
+    # isolation is real. (Prometheus, on the metrics network, scrapes it: the test above.)
     triton_ip = next(iter(triton["NetworkSettings"]["Networks"].values()))["IPAddress"]
+    gateway = json.loads(podman("inspect", stack.container("gateway")).stdout)[0]
+    gateway_ip = gateway["NetworkSettings"]["Networks"][f"{stack.project}_frontend"]["IPAddress"]
+    assert not any(port.startswith("9464") for port in gateway["NetworkSettings"]["Ports"])
     probe = (
         "import socket\n"
         "def reach(host, port):\n"
@@ -176,13 +181,14 @@ def test_triton_is_private(stack: Stack) -> None:
         "        socket.create_connection((host, port), timeout=3).close(); return 'reached'\n"
         "    except OSError as error:\n"
         "        return type(error).__name__\n"
-        f"print(reach({triton_ip!r}, 8001), reach('gateway', 50051))\n"
+        f"print(reach({triton_ip!r}, 8001), reach('gateway', 50051), reach({gateway_ip!r}, 9464))\n"
     )
     answer = podman(
         "run", "--rm", *containers.LIMITS, "--network", f"{stack.project}_frontend", IMAGE, "python", "-c", probe
     )
-    triton_answer, gateway_answer = answer.stdout.split()
+    triton_answer, gateway_answer, metrics_answer = answer.stdout.split()
     assert triton_answer != "reached" and gateway_answer == "reached", answer.stdout
+    assert metrics_answer == "ConnectionRefusedError", answer.stdout
 
 
 def test_the_image_runs_as_a_user_with_labels_and_a_health_check(stack: Stack) -> None:
