@@ -39,7 +39,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   # torch alone first: this exact pin is the CPU build on local disk; anything looser pulls CUDA.
   .venv/bin/pip install -q torch==2.13.0
   .venv/bin/pip install -q -r requirements-dev.txt
-  .venv/bin/pip install -q -e proto -e client
+  .venv/bin/pip install -q -e proto -e 'client[bulk]'
   echo "$want" > "$stamp"
 fi
 

@@ -4,6 +4,8 @@
     clip-client embed --image cat.jpg --text "a cat"
     clip-client info
     clip-client similarity cat.jpg --texts "a cat" "a dog"
+    clip-client embed-dir photos/ --out photos.parquet [--resume]        (or --out photos.npy)
+    clip-client classify-dir photos/ --labels-file labels.txt --out tags.parquet [--top-k 5] [--resume]
 
 --json prints machine-readable output. The server is --target or $CLIP_SERVE_TARGET
 (default localhost:50051); an API key comes from --api-key or $CLIP_SERVE_API_KEY.
@@ -24,7 +26,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from clip_client.config import ClientConfig
-from clip_client.errors import ClipError
+from clip_client.errors import ClipError, OutputError
 from clip_client.images import ImageInput, ImageUrl
 from clip_client.sync import ClipClient
 from clip_client.types import ClassifyResult, Embeddings, ModelInfo, Similarity
@@ -60,6 +62,18 @@ def _parser() -> argparse.ArgumentParser:
     similarity.add_argument("images", nargs="+")
     similarity.add_argument("--texts", nargs="+", required=True)
     commands.add_parser("info", help="which model answers, and the server's limits")
+    embed_dir = commands.add_parser("embed-dir", help="embed every image under a folder into a Parquet (or .npy) file")
+    classify_dir = commands.add_parser("classify-dir", help="classify every image under a folder into a Parquet file")
+    for folder in (embed_dir, classify_dir):
+        folder.add_argument("folder", type=Path, help="searched recursively for .jpg .jpeg .png .webp .gif .bmp .tif")
+        folder.add_argument("--out", type=Path, required=True, help=".parquet, or .npy plus a .parquet index")
+        folder.add_argument("--resume", action="store_true", help="continue an interrupted job: skip what --out holds")
+        folder.add_argument("--batch-size", type=int, help="images per stream request (client default 8)")
+        folder.add_argument("--window", type=int, help="stream requests in flight at once (client default 8)")
+    embed_dir.add_argument("--encoding", default="float32", help="how vectors travel (stored as float32)")
+    classify_dir.add_argument("--labels-file", type=Path, required=True, help="one label per line (# comments)")
+    classify_dir.add_argument("--template", action="append", dest="templates", help='prompt template with "{}"')
+    classify_dir.add_argument("--top-k", type=int, default=5, help="labels kept per image (%(default)s)")
     return parser
 
 
@@ -160,6 +174,33 @@ def _info_output(info: ModelInfo, as_json: bool) -> str:
     return "\n".join(f"{key:<{width}}  {value}" for key, value in rows.items())
 
 
+def _labels(path: Path) -> list[str]:
+    lines = (line.strip() for line in path.read_text(encoding="utf-8").splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def _folder_job(client: ClipClient, args: argparse.Namespace) -> str:
+    from clip_client.folder_jobs import FolderJob  # needs pyarrow (the bulk extra); the rest does not
+
+    job = FolderJob(
+        client,
+        args.folder,
+        args.out,
+        "embed" if args.command == "embed-dir" else "classify",
+        resume=args.resume,
+        batch_size=args.batch_size,
+        window=args.window,
+    )
+    if args.command == "embed-dir":
+        job.encoding = args.encoding
+    else:
+        job.labels = _labels(args.labels_file)
+        job.templates = args.templates
+        job.top_k = min(args.top_k, len(job.labels))
+    summary = job.run()
+    return json.dumps(summary.as_dict(), indent=2) if args.json else summary.text()
+
+
 def run(argv: Sequence[str] | None = None) -> str:
     args = _parser().parse_args(argv)
 
@@ -191,6 +232,8 @@ def run(argv: Sequence[str] | None = None) -> str:
                 if args.json
                 else _embed_table(embeddings, args.images, args.texts)
             )
+        if args.command in ("embed-dir", "classify-dir"):
+            return _folder_job(client, args)
         if args.command == "similarity":
             similarity = client.similarity(_sources(args.images), args.texts)
             return _similarity_output(similarity, args.images, args.texts, args.json)
@@ -200,9 +243,12 @@ def run(argv: Sequence[str] | None = None) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         print(run(argv))
-    except ClipError as error:
+    except (ClipError, OutputError) as error:
         print(f"clip-client: {error}", file=sys.stderr)
         return 1
+    except ImportError as error:  # the bulk extra is not installed
+        print(f"clip-client: {error}", file=sys.stderr)
+        return 2
     except OSError as error:
         print(f"clip-client: {error}", file=sys.stderr)
         return 2

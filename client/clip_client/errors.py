@@ -168,3 +168,8 @@ def from_status(code: int, message: str) -> ClipError:
     """A ClipError for a per-item google.rpc.Status (one image of a batch)."""
     status_code = _code(code)
     return _BY_CODE.get(status_code, ServerError)(message, code=status_code)
+
+
+class OutputError(Exception):
+    """Not a call's error: a folder job's output cannot be written or continued as asked (it exists
+    without --resume, or it was written for another model or label set)."""
