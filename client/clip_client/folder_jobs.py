@@ -49,6 +49,15 @@ class Summary:
     out: str = ""
 
     @property
+    def worked(self) -> int:
+        """Files this run wrote a row for (sent, duplicates, unreadable)."""
+        return sum(self.statuses.values())
+
+    @property
+    def rate(self) -> float:
+        return self.worked / self.seconds if self.seconds else 0.0
+
+    @property
     def failed(self) -> int:
         return sum(n for status, n in self.statuses.items() if status not in (output.OK, output.DUPLICATE))
 
@@ -62,19 +71,18 @@ class Summary:
             "failed": self.failed,
             "statuses": dict(self.statuses),
             "seconds": round(self.seconds, 3),
-            "files_per_second": round(self.sent / self.seconds, 2) if self.seconds else 0.0,
+            "files_per_second": round(self.rate, 2),
             "out": self.out,
         }
 
     def text(self) -> str:
-        rate = self.sent / self.seconds if self.seconds else 0.0
         failed = sorted((s, n) for s, n in self.statuses.items() if s not in (output.OK, output.DUPLICATE))
         failures = ", ".join(f"{n} {status}" for status, n in failed)
         return (
             f"{self.files} files: {self.statuses[output.OK]} ok, {self.failed} failed"
-            f"{f' ({failures})' if failures else ''}, {self.duplicates} duplicates, "
-            f"{self.skipped} already in the output; {self.sent} sent in {self.seconds:.1f} s "
-            f"({rate:.1f} files/s) -> {self.out}"
+            f"{f' ({failures})' if failures else ''}, {self.duplicates} duplicate{'s' * (self.duplicates != 1)}, "
+            f"{self.skipped} already in the output; {self.sent} sent; {self.seconds:.2f} s "
+            f"({self.rate:.1f} files/s) -> {self.out}"
         )
 
 
@@ -82,10 +90,10 @@ class Progress:
     """One line on stderr: files done of all, files/s, ETA, errors. Redrawn in place on a terminal,
     a line every `every` seconds otherwise (a log file stays small)."""
 
-    def __init__(self, total: int, stream: TextIO, every: float = 10.0) -> None:
+    def __init__(self, total: int, stream: TextIO, started: float, every: float = 10.0) -> None:
         self.total, self.stream, self.every = total, stream, every
         self.tty = stream.isatty()
-        self.started = time.monotonic()
+        self.started = started
         self._shown = 0.0
 
     def show(self, summary: Summary, final: bool = False) -> None:
@@ -93,9 +101,9 @@ class Progress:
         if not final and now - self._shown < (0.2 if self.tty else self.every):
             return
         self._shown = now
-        done = summary.skipped + sum(summary.statuses.values())
+        done = summary.skipped + summary.worked
         elapsed = now - self.started
-        rate = (done - summary.skipped) / elapsed if elapsed > 0 else 0.0
+        rate = summary.worked / elapsed if elapsed > 0 else 0.0
         left = self.total - done
         eta = f"{left / rate:.0f} s" if rate > 0 else "?"
         line = (
@@ -166,9 +174,9 @@ class FolderJob:
             output.refuse_to_overwrite(self.out)
         settled = output.settled_paths(output.read_existing(self.out, table_schema) if self.resume else None)
         summary = Summary(files=sum(1 for _ in image_files(self.root)), out=str(self.out))
-        progress = Progress(summary.files, self.progress_stream or sys.stderr)
         writer = output.PartWriter(self.out, table_schema)
         started = time.monotonic()
+        progress = Progress(summary.files, self.progress_stream or sys.stderr, started)
         # content already answered or sent: sha256 -> the path whose row will hold the results
         originals: dict[str, str] = {sha: path for path, sha in settled.items() if sha}
         in_flight: dict[int, FileEntry] = {}
@@ -223,7 +231,7 @@ class FolderJob:
                 flushed = time.monotonic()
             progress.show(summary)
         writer.flush()
-        summary.seconds = time.monotonic() - started
         output.merge(self.out, table_schema)
+        summary.seconds = time.monotonic() - started
         progress.show(summary, final=True)
         return summary
