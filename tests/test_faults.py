@@ -13,14 +13,15 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
-from clip_client import NO_RETRY, ClientConfig, ClipClient, ClipError
+from clip_client import NO_RETRY, ClientConfig, ClipClient, ClipError, ImageEmbedding
 from launcher.process_group import SHM_DIR, members, shm_regions
 from tests.support import servers
 from tests.support.gateway import gateway_config
-from tests.support.images import photo_pngs
+from tests.support.images import encode, gradient_photo, photo_pngs
 from tests.support.infer import classify
 from tests.support.processes import SHM_PREFIX, wait_for
 from tests.support.servers import LauncherTriton
@@ -126,3 +127,31 @@ def test_gateway_rides_out_a_triton_kill_under_load(supervised: LauncherTriton) 
     assert set(outcomes) <= {"OK", "UNAVAILABLE"}, outcomes
     assert outcomes["UNAVAILABLE"] > 0 and outcomes["OK"] > 0
     assert slowest[0] < CALL_TIMEOUT + 0.5  # a protocol deadline: every call ended within it (0.5 s margin)
+
+
+def test_a_stream_rides_out_a_triton_kill_with_no_image_lost_or_repeated(supervised: LauncherTriton) -> None:
+    """embed_many over 120 images, one per stream request and two out at once; Triton SIGKILLed
+    after the tenth result. The requests out at the kill are answered UNAVAILABLE (the model server
+    restarting) and sent again by the client until Triton is back: every image is yielded exactly
+    once, each equal to its unary embedding."""
+    images = [encode(gradient_photo(64, 48, seed=seed), "PNG") for seed in range(120)]
+    with (
+        servers.gateway(gateway_config(supervised.grpc_url)) as gw,
+        ClipClient(config=ClientConfig(target=gw.target, timeout=60)) as client,
+    ):
+        results: dict[int, ImageEmbedding] = {}
+        repeated = []
+        old_triton = supervised.triton_pid()
+        for index, result in client.embed_many(images, batch_size=1, window=2, ordered=False):
+            if index in results:
+                repeated.append(index)
+            results[index] = result
+            if len(results) == 10:
+                os.kill(old_triton, signal.SIGKILL)
+        assert supervised.triton_pid() != old_triton  # the stream outlived the Triton it started on
+        assert repeated == [] and sorted(results) == list(range(120))
+        assert [index for index, result in results.items() if not result.ok] == []
+        for index in (0, 9, 10, 11, 12, 119):  # around the kill, and the ends
+            expected = client.embed(images=[images[index]]).images[0]
+            assert results[index].vector is not None
+            np.testing.assert_allclose(results[index].vector, expected, atol=1e-5)

@@ -22,6 +22,7 @@ from gateway.config import Limits
 from tests.support import servers
 from tests.support.gateway import GatewayThread, gateway_config
 from tests.support.images import encode
+from tests.support.processes import wait_for
 from tests.support.servers import LauncherTriton
 from tests.test_tenants import client_for, keys_file
 
@@ -220,3 +221,33 @@ def test_the_async_client_streams_as_the_sync_one(tiny_gateway: GatewayThread) -
     assert [index for index, _ in streamed] == list(range(11))
     for index, vector in streamed:
         np.testing.assert_allclose(vector, unary.images[index], atol=1e-5)
+
+
+def embed_streams_opened() -> float:
+    """EmbedStream calls the in-process gateway has seen end, whatever their code."""
+    return sum(
+        sample.value
+        for metric in REGISTRY.collect()
+        if metric.name == "clip_gateway_requests"
+        for sample in metric.samples
+        if sample.name.endswith("_total") and sample.labels.get("method") == "EmbedStream"
+    )
+
+
+def test_a_stream_cut_by_the_connection_age_is_resent_with_nothing_lost_or_repeated(
+    tiny_triton: LauncherTriton,
+) -> None:
+    """--max-connection-age 1 s (+0.5 s grace) cuts a long stream part way: the client opens a new
+    stream and sends again what was out, so every image is yielded once, equal to unary Embed."""
+    images = [colour(i) for i in range(600)]  # some seconds of work: longer than the age and its grace
+    config = gateway_config(tiny_triton.grpc_url, max_connection_age=1.0, shutdown_grace=0.5)
+    with servers.gateway(config) as gateway, ClipClient(gateway.target) as client:
+        before = embed_streams_opened()
+        started = time.monotonic()
+        results = list(client.embed_many(images, batch_size=1, window=2))
+        assert [index for index, _ in results] == list(range(600))
+        assert all(result.ok for _, result in results)
+        expected = client.embed(images=images[:8]).images
+        # the cut stream and at least one more (each counted once the server has ended it)
+        wait_for(lambda: embed_streams_opened() - before >= 2, 15, "the stream resent on a new one", explain=lambda: f"{embed_streams_opened() - before} streams, {time.monotonic() - started:.1f} s")
+    np.testing.assert_allclose(np.stack([result.vector for _, result in results[:8]]), expected, atol=1e-5)

@@ -15,7 +15,7 @@ from numpy.typing import NDArray
 
 from clip_api import clip_service_pb2 as pb
 from clip_client.bulk import Chunk, Ledger
-from clip_client.config import ClientConfig
+from clip_client.config import ClientConfig, RetryPolicy
 from clip_client.errors import (
     ClipError,
     NotFoundError,
@@ -114,11 +114,13 @@ class ClientBase:
     def _budget(self, timeout: float | None) -> CallBudget:
         return CallBudget(self.config.timeout if timeout is None else timeout)
 
-    def _retry_delay(self, error: ClipError, attempt: int, budget: CallBudget) -> float | None:
+    def _retry_delay(
+        self, error: ClipError, attempt: int, budget: CallBudget, policy: RetryPolicy | None = None
+    ) -> float | None:
         """Seconds to wait before attempt `attempt + 1`, or None to raise `error`: exponential
         backoff with full jitter, never shorter than the server's own retry delay, and never past
-        the call's budget."""
-        policy = self.config.retry
+        the call's budget. `policy` defaults to the config's for calls (bulk passes its own)."""
+        policy = policy or self.config.retry
         retryable = error.code in policy.retry_on or (isinstance(error, RateLimitedError) and policy.retry_rate_limited)
         if attempt >= policy.max_attempts or not retryable:
             return None
@@ -143,7 +145,7 @@ class ClientBase:
             self.config.bulk_batch_size if batch_size is None else batch_size,
             self.config.bulk_window if window is None else window,
             build,
-            lambda: self._budget(timeout),
+            lambda: CallBudget(self.config.bulk_timeout if timeout is None else timeout),
             ordered,
         )
 
@@ -178,18 +180,19 @@ class ClientBase:
         if isinstance(error, NotFoundError):
             ledger.again(chunk, 0.0)
             return error
-        delay = self._retry_delay(error, chunk.attempts, chunk.budget)
+        delay = self._retry_delay(error, chunk.attempts, chunk.budget, self.config.bulk_retry)
         if delay is not None:
             ledger.again(chunk, delay)
             return []
         return ledger.deliver([(chunk.first + i, failed(error)) for i in range(chunk.count)])
 
-    def _stream_broken(self, ledger: Ledger[Any], error: grpc.RpcError, broken: int) -> float:
+    def _stream_broken(self, ledger: Ledger[Any], error: grpc.RpcError, broken: int, outage: CallBudget) -> float:
         """Seconds to wait before a new stream after the `broken`th stream in a row broke with
-        `error` (what was out is sent again on it); raises the error where it is not retried."""
+        `error` (what was out is sent again on it); raises the error where it is not retried or
+        the streams have been broken for longer than `outage` allows."""
         ledger.stream_lost()
         failure = from_rpc_error(error)
-        delay = self._retry_delay(failure, broken, CallBudget(None))
+        delay = self._retry_delay(failure, broken, outage, self.config.bulk_retry)
         if delay is None:
             raise failure from error
         return delay

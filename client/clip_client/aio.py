@@ -12,7 +12,7 @@ import grpc.aio
 
 from clip_api import clip_service_pb2 as pb
 from clip_api import clip_service_pb2_grpc
-from clip_client._base import ClientBase, ImagesArg, Indexed
+from clip_client._base import CallBudget, ClientBase, ImagesArg, Indexed
 from clip_client.bulk import Ledger
 from clip_client.config import ClientConfig
 from clip_client.errors import NotFoundError, from_rpc_error
@@ -165,6 +165,7 @@ class AsyncClipClient(ClientBase):
     ) -> AsyncIterator[Indexed]:
         """Run `ledger`'s requests over streams of `method` until every input is answered."""
         broken = 0  # streams broken in a row, for their backoff
+        outage = CallBudget(None)  # a run of broken streams gets one stream request's time budget
         while not ledger.done:
             outbox: asyncio.Queue[Any] = asyncio.Queue()
 
@@ -189,7 +190,9 @@ class AsyncClipClient(ClientBase):
                 ledger.stream_lost()  # the server ended the stream early: what was out goes again
             except grpc.RpcError as error:
                 broken += 1
-                await asyncio.sleep(self._stream_broken(ledger, error, broken))
+                if broken == 1:
+                    outage = CallBudget(self.config.bulk_timeout)
+                await asyncio.sleep(self._stream_broken(ledger, error, broken, outage))
             finally:
                 outbox.put_nowait(None)
                 call.cancel()

@@ -27,6 +27,9 @@ class RetryPolicy:
 
 
 NO_RETRY = RetryPolicy(max_attempts=1)
+# embed_many / classify_many: a request is worked on until the model server is back (a Triton
+# restart takes tens of seconds), within its time budget (bulk_timeout), not given up after a few tries.
+BULK_RETRY = RetryPolicy(max_attempts=1000, max_backoff=5.0)
 
 
 @dataclass(frozen=True)
@@ -51,3 +54,5 @@ class ClientConfig:
     # server works on at most its own GetModelInfo.limits.stream_window of them at a time)
     bulk_batch_size: int = 8
     bulk_window: int = 8
+    bulk_retry: RetryPolicy = BULK_RETRY  # each stream request's retries, and new streams after a break
+    bulk_timeout: float | None = 300.0  # seconds per stream request, its retries included

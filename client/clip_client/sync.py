@@ -12,7 +12,7 @@ import grpc
 
 from clip_api import clip_service_pb2 as pb
 from clip_api import clip_service_pb2_grpc
-from clip_client._base import ClientBase, ImagesArg, Indexed
+from clip_client._base import CallBudget, ClientBase, ImagesArg, Indexed
 from clip_client.bulk import Ledger
 from clip_client.config import ClientConfig
 from clip_client.errors import NotFoundError, from_rpc_error
@@ -167,6 +167,7 @@ class ClipClient(ClientBase):
     ) -> Iterator[Indexed]:
         """Run `ledger`'s requests over streams of `method` until every input is answered."""
         broken = 0  # streams broken in a row, for their backoff
+        outage = CallBudget(None)  # a run of broken streams gets one stream request's time budget
         while not ledger.done:
             outbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
             call = getattr(self._stub, method)(iter(outbox.get, None), metadata=self._metadata())
@@ -185,7 +186,9 @@ class ClipClient(ClientBase):
                 ledger.stream_lost()  # the server ended the stream early: what was out goes again
             except grpc.RpcError as error:
                 broken += 1
-                time.sleep(self._stream_broken(ledger, error, broken))
+                if broken == 1:
+                    outage = CallBudget(self.config.bulk_timeout)
+                time.sleep(self._stream_broken(ledger, error, broken, outage))
             finally:
                 outbox.put(None)
                 call.cancel()
