@@ -119,6 +119,12 @@ def stream_probe(client: Any, pool: list[bytes], batch_size: int, window: int, s
     return counted / (time.perf_counter() - started)
 
 
+def _probe_row(probe: dict[str, Any]) -> str:
+    if "concurrency" in probe:
+        return f"| unary, {probe['per_call']} image(s) per call, c={probe['concurrency']} | {probe['images_per_s']} |"
+    return f"| stream, {probe['per_call']} per request, window {probe['stream_window']} | {probe['images_per_s']} |"
+
+
 def markdown(report: dict[str, Any]) -> str:
     machine = report["machine"]
     lines = [
@@ -130,9 +136,7 @@ def markdown(report: dict[str, Any]) -> str:
         "| probe | images/s |",
         "| --- | --- |",
     ]
-    lines += [
-        f"| {p['per_call']} image(s) per call, c={p['concurrency']} | {p['images_per_s']} |" for p in report["probes"]
-    ]
+    lines += [_probe_row(probe) for probe in report["probes"]]
     lines += [
         "",
         "| path | images | seconds | images/s | errors | gateway RSS start / peak / end MiB |",

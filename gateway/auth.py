@@ -32,7 +32,7 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from gateway.observability import CALL
+from gateway.observability import CALL, reset
 
 OPEN_METHODS = frozenset({"/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"})
 MAX_HEADER_CHARS = 512
@@ -198,7 +198,7 @@ def _as_tenant(tenant: str) -> Iterator[None]:
     try:
         yield
     finally:
-        TENANT.reset(token)
+        reset(TENANT, token)
 
 
 def _refusal(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:

@@ -32,6 +32,14 @@ log = logging.getLogger("gateway.rpc")
 _STANDARD_FIELDS = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 
 
+def reset(var: contextvars.ContextVar[Any], token: contextvars.Token[Any]) -> None:
+    """Set `var` back with `token`, unless this runs in another context than the one that set it:
+    gRPC closes a cancelled stream's handler (an async generator) from a task of its own, whose
+    context is dropped when it ends, so there is nothing to set back (and reset would raise)."""
+    with contextlib.suppress(ValueError):
+        var.reset(token)
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -212,8 +220,8 @@ class RequestContextInterceptor(grpc.aio.ServerInterceptor):
             if tenant is not None:
                 metrics.TENANT_REQUESTS.labels(tenant, method_label, status).inc()
             log.info("rpc", extra={"method": method, "code": status, "ms": round(seconds * 1000, 1), "tenant": tenant})
-            CALL.reset(call_token)
-            REQUEST_ID.reset(token)
+            reset(CALL, call_token)
+            reset(REQUEST_ID, token)
 
     async def intercept_service(
         self,

@@ -153,5 +153,6 @@ def test_a_stream_rides_out_a_triton_kill_with_no_image_lost_or_repeated(supervi
         assert [index for index, result in results.items() if not result.ok] == []
         for index in (0, 9, 10, 11, 12, 119):  # around the kill, and the ends
             expected = client.embed(images=[images[index]]).images[0]
-            assert results[index].vector is not None
-            np.testing.assert_allclose(results[index].vector, expected, atol=1e-5)
+            vector = results[index].vector
+            assert vector is not None
+            np.testing.assert_allclose(vector, expected, atol=1e-5)

@@ -661,7 +661,9 @@ def test_gateway_metrics_take_scrapes_only_from_prometheus(variant: str) -> None
     assert set(allowed) == declared == {"grpc", "http", "metrics"}
     assert allowed["grpc"] is None and allowed["http"] is None
     scrapers = allowed["metrics"]
-    assert scrapers and all(peer["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "prometheus"} for peer in scrapers)
+    assert scrapers and all(
+        peer["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "prometheus"} for peer in scrapers
+    )
 
 
 def test_kserve_headless_service_lists_predictor_pods_only() -> None:

@@ -16,7 +16,6 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
-
 from prometheus_client import REGISTRY
 
 from clip_client import NO_RETRY, ClientConfig, ClipClient

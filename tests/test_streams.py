@@ -24,6 +24,7 @@ from tests.support.gateway import GatewayThread, gateway_config
 from tests.support.images import encode
 from tests.support.processes import wait_for
 from tests.support.servers import LauncherTriton
+from tests.test_overload import large_pngs
 from tests.test_tenants import client_for, keys_file
 
 NOT_AN_IMAGE = b"not an image at all"
@@ -249,5 +250,35 @@ def test_a_stream_cut_by_the_connection_age_is_resent_with_nothing_lost_or_repea
         assert all(result.ok for _, result in results)
         expected = client.embed(images=images[:8]).images
         # the cut stream and at least one more (each counted once the server has ended it)
-        wait_for(lambda: embed_streams_opened() - before >= 2, 15, "the stream resent on a new one", explain=lambda: f"{embed_streams_opened() - before} streams, {time.monotonic() - started:.1f} s")
-    np.testing.assert_allclose(np.stack([result.vector for _, result in results[:8]]), expected, atol=1e-5)
+        wait_for(
+            lambda: embed_streams_opened() - before >= 2,
+            15,
+            "the stream resent on a new one",
+            explain=lambda: f"{embed_streams_opened() - before} streams, {time.monotonic() - started:.1f} s",
+        )
+    vectors = [result.vector for _, result in results[:8] if result.vector is not None]
+    np.testing.assert_allclose(np.stack(vectors), expected, atol=1e-5)
+
+
+def test_a_stream_past_its_deadline_stops_being_decoded_in_triton(tiny_triton: LauncherTriton) -> None:
+    """A stream's requests carry the stream's time left to Triton as each unary call does
+    (parameters.TIME_LEFT_US): past the stream's deadline, preprocessing stops at its next check
+    instead of decoding the request's 32 images for nobody. Measured as test_overload measures a
+    unary call: how long Triton goes on after the deadline, against the time 4 of the images take."""
+    request_images = large_pngs(32)
+    config = gateway_config(tiny_triton.grpc_url, stream_window=1)
+    tiny_triton.wait_idle(timeout=300)
+    with servers.gateway(config) as gateway, grpc.insecure_channel(gateway.target) as channel:
+        stream = embed_stream(channel)
+        with pytest.raises(grpc.RpcError) as ended:
+            list(stream(iter([item("big", *request_images), item("next", *request_images)]), timeout=1.0))
+        assert ended.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        started = time.monotonic()
+        tiny_triton.wait_idle(timeout=300, quiet=0.5)
+        went_on = time.monotonic() - started
+        started = time.monotonic()
+        (answer,) = list(stream(iter([item("four", *request_images[:4])]), timeout=120))
+        four = time.monotonic() - started
+    assert answer.status.code == 0
+    print(f"stream request of 32 x 12-Mpx PNGs, 1 s deadline: Triton went on {went_on:.1f} s; 4 take {four:.1f} s")
+    assert went_on < 4 * four, f"Triton went on for {went_on:.1f} s after the deadline; 4 images take {four:.1f} s"
