@@ -262,7 +262,9 @@ def test_a_client_that_leaves_while_its_call_works_has_that_work_cancelled(
             wait_for(lambda: slots_used() >= 1, 30, "the call working on its URL")
         left = time.monotonic()
         wait_for(lambda: slots_used() == 0, 30, "the work slot given back")
-        assert time.monotonic() - left < 10, "the work ran on after its client left"
+        freed = time.monotonic() - left
+        print(f"HTTP client gone while its URL trickled: work slot free {freed:.2f} s after the close")
+        assert freed < 10, "the work ran on after its client left"
         wait_for(lambda: len(image_web.disconnects) > fetches_ended, 10, "the trickling fetch ended")
         wait_for(lambda: count("499") == before + 1, 10, "the call recorded as the client's")
         assert count("500") == errors_before
