@@ -11,7 +11,7 @@
 """
 
 from clip_client.aio import AsyncClipClient
-from clip_client.config import NO_RETRY, ClientConfig, RetryPolicy
+from clip_client.config import BULK_RETRY, NO_RETRY, ClientConfig, RetryPolicy
 from clip_client.errors import (
     AuthenticationError,
     CancelledError,
@@ -20,6 +20,7 @@ from clip_client.errors import (
     FieldViolation,
     InvalidRequestError,
     NotFoundError,
+    OutputError,
     OverloadedError,
     RateLimitedError,
     RequestTooLargeError,
@@ -41,6 +42,7 @@ from clip_client.types import (
 )
 
 __all__ = [
+    "BULK_RETRY",
     "NO_RETRY",
     "AsyncClipClient",
     "AuthenticationError",
@@ -62,6 +64,7 @@ __all__ = [
     "Limits",
     "ModelInfo",
     "NotFoundError",
+    "OutputError",
     "OverloadedError",
     "RateLimitedError",
     "RequestTooLargeError",
