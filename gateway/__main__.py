@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
+import configuration.threads  # noqa: F401  (first: before numpy loads)
 from gateway.config import LimitsConflict, parse
 from gateway.observability import configure_logging
 from gateway.server import Gateway

@@ -45,6 +45,7 @@ class ClassifyCall:
     labels: list[str]
     templates: list[str] = field(default_factory=list)  # empty: the configured default template
     top_k: int = 0  # 0: every label
+    label_set_id: str = ""  # the labels came from this registered set: scored in the gateway
 
 
 @dataclass(frozen=True)

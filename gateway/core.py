@@ -2,7 +2,9 @@
 return its result with one outcome per image.
 
 The model work (decode, tokenize, encode, templates, similarity, softmax) happens in Triton; the
-core only checks calls, routes them, and ranks the returned rows. gRPC (`grpc_api`) and HTTP
+core only checks calls, routes them, and ranks the returned rows. The one exception: a Classify by
+label set id is scored here against the set's label matrix (gateway.label_matrices), with the
+arithmetic Triton's similarity step uses (clip_contract.similarity). gRPC (`grpc_api`) and HTTP
 (`http_api`) are adapters over it: each turns its callers' messages into `calls` values and the
 results back, and names the fields of a `RequestError` in its own vocabulary.
 """
@@ -15,6 +17,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from clip_contract import similarity
 from gateway import metrics, validation
 from gateway.admission import Admission
 from gateway.auth import TENANT
@@ -36,6 +39,7 @@ from gateway.errors import invalid
 from gateway.health import HealthWatcher
 from gateway.image_results import ImageBatch
 from gateway.image_sources import GatheredImages, ImageSources
+from gateway.label_matrices import LabelMatrices
 from gateway.label_sets import LabelSet, LabelSets
 from gateway.triton_adapter import ServedModel, TritonAdapter
 
@@ -79,6 +83,7 @@ class ClipCore:
         self.images = images
         self.admission = Admission(config)
         self.label_sets = LabelSets(config.max_label_set_bytes, config.key_slot_share)
+        self.label_matrices = LabelMatrices(config.max_label_set_bytes)
 
     @property
     def fetches_urls(self) -> bool:
@@ -108,6 +113,24 @@ class ClipCore:
         """The caller's key's set of that id; NOT_FOUND when this gateway does not hold it."""
         return self.label_sets.get(TENANT.get(), label_set_id)
 
+    async def _label_matrix(
+        self, label_set_id: str, labels: list[str], templates: list[str], limits: Limits, deadline: Deadline
+    ) -> NDArray[Any]:
+        """The set's unit label embeddings [labels, dim]: kept, or computed now from its prompts
+        (at most --max-texts of them to a request) and kept."""
+        key = (label_set_id, tuple(templates))
+        found = self.label_matrices.get(key)
+        if found is not None:
+            return found
+        texts = similarity.prompts(labels, templates)
+        parts = []
+        for start in range(0, len(texts), limits.max_texts):
+            embeds, _ = await self.triton.embed_texts(texts[start : start + limits.max_texts], deadline.remaining())
+            parts.append(embeds.astype(np.float32))
+        matrix = similarity.prompt_ensemble(np.concatenate(parts), len(templates)).astype(np.float32)
+        self.label_matrices.put(key, matrix)
+        return matrix
+
     async def classify(self, call: ClassifyCall, deadline: Deadline) -> ClassifyResult:
         model, limits = await self.model()
         gathered = await self.images.check(call.images, limits, required=True)
@@ -120,7 +143,11 @@ class ClipCore:
             batch = ImageBatch.of(fetched.data, fetched.failed)
             logits = probs = NOTHING
             outcomes = None
-            if batch.data:
+            if batch.data and call.label_set_id:
+                matrix = await self._label_matrix(call.label_set_id, labels, templates, limits, deadline)
+                vectors, outcomes = await self.triton.embed_images(batch.data, deadline.remaining())
+                logits, probs = similarity.scores(vectors, matrix, np.float32(model.scale))
+            elif batch.data:
                 (logits, probs), outcomes = await self.triton.classify(
                     batch.data, labels, templates, deadline.remaining()
                 )

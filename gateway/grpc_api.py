@@ -169,7 +169,7 @@ class ClipServicer(clip_service_pb2_grpc.ClipServiceServicer):
                 raise invalid(Field("label_set_id"), "send a label set id or labels and templates, not both")
             label_set = self.core.label_set(request.label_set_id)
             labels, templates = list(label_set.labels), list(label_set.templates)
-        call = ClassifyCall(images_of(request.images), labels, templates, request.top_k)
+        call = ClassifyCall(images_of(request.images), labels, templates, request.top_k, request.label_set_id)
         result = await self.core.classify(call, deadline)
         response = pb.ClassifyResponse(model_id=result.model_id)
         for item in result.results:

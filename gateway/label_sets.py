@@ -5,8 +5,9 @@ The id is a digest of the labels and templates: the same set has the same id on 
 replica and after a restart, so a caller told NOT_FOUND (the set evicted, or registered on another
 replica) registers it again and retries without renaming anything; the Python client does that by
 itself. Sets are kept per API key (one tenant cannot probe or use another's) in one store bounded
-by the bytes its strings take, least recently used evicted first. The label embeddings themselves
-are kept where they always were: the text encoder's per-label cache inside Triton.
+by the bytes its strings take, least recently used evicted first. The sets' label embeddings are
+kept beside them, as one matrix per set (gateway.label_matrices), so a Classify by id sends Triton
+its images only.
 """
 
 from __future__ import annotations

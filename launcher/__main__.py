@@ -2,6 +2,7 @@
 
 import sys
 
+import configuration.threads  # noqa: F401  (first: before numpy loads)
 from launcher.cli import main
 
 sys.exit(main())

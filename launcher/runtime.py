@@ -16,6 +16,8 @@ import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 
+from configuration import threads
+
 
 class RuntimeMissing(RuntimeError):
     """The Triton runtime cannot be found or prepared; the message says what to install."""
@@ -34,6 +36,7 @@ class TritonRuntime:
             filter(None, [_interpreter_libdir(), str(self.library_dir), env.get("LD_LIBRARY_PATH", "")])
         )
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+        threads.pin(env)  # the stubs' numpy: one BLAS thread (configuration.threads says why)
         return env
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from configuration import threads
 from launcher.runtime import TritonRuntime
 from launcher.server import (
     DEFAULT_SHM_PREFIX,
@@ -108,3 +109,21 @@ def test_each_launcher_names_its_shared_memory_with_a_prefix_of_its_own(monkeypa
     assert f"--backend-config=python,shm-region-prefix-name={first.shm_region_prefix}" in command(runtime, first)
     monkeypatch.delenv(SHM_PREFIX_ENV)
     assert ServerSettings(model_repository="s3://bucket/repository").shm_region_prefix.startswith(DEFAULT_SHM_PREFIX)
+
+
+def test_triton_and_its_stubs_run_numpy_on_one_blas_thread(tiny_triton: LauncherTriton) -> None:
+    """configuration.threads: OpenBLAS's spinning threads took the encoders' cores on 2 cores; the
+    launcher starts Triton (and so every Python-backend stub) with OPENBLAS_NUM_THREADS=1."""
+    triton = tiny_triton.triton_pid()
+    for pid in (triton, *tiny_triton.stub_pids()):
+        environment = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        assert b"OPENBLAS_NUM_THREADS=1" in environment, pid
+
+
+def test_an_operators_own_blas_threads_are_kept() -> None:
+    environment = {"OPENBLAS_NUM_THREADS": "4"}
+    threads.pin(environment)
+    assert environment == {"OPENBLAS_NUM_THREADS": "4"}
+    empty: dict[str, str] = {}
+    threads.pin(empty)
+    assert empty == {"OPENBLAS_NUM_THREADS": "1"}

@@ -9,9 +9,11 @@ read these modules instead of keeping their own copies:
 - `artifacts`: the file names inside an exported repository;
 - `parameters`: the model-config parameters, each with one meaning;
 - `encodings`: how embeddings travel in float16, int8 and binary (the gateway encodes, the client
-  decodes).
+  decodes);
+- `similarity`: the prompt ensemble and the scaled cosine (Triton's similarity step computes with
+  it, and so does the gateway for a Classify by label set id).
 
-Standard library only, but for `encodings`, which needs numpy (its two readers have it, and
-nothing imports it with the package): the exporter copies this package into every Python model of
+Standard library only, but for `encodings` and `similarity`, which need numpy (their readers have
+it, and nothing imports them with the package): the exporter copies this package into every Python model of
 a repository, so a Triton stub reads the same definitions as the processes that wrote and call it.
 """

@@ -5,7 +5,8 @@ text-major, and each label's embedding is their CLIP prompt ensemble (normalise,
 renormalise) before the cosine.
 
 Both inputs are L2-normalised again here, so the step is correct for any embeddings a caller
-sends, not only the unit-norm ones our encoders produce. Computed in float32 with numpy.
+sends, not only the unit-norm ones our encoders produce. The arithmetic is
+clip_contract.similarity's, which the gateway uses for Classify by label set id.
 """
 
 from __future__ import annotations
@@ -15,28 +16,10 @@ from typing import Any
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
-from numpy.typing import NDArray
 from triton_model_utils import cancelled, invalid_argument, model_config, parameter
 
 from clip_contract import models, parameters
-
-
-def l2_normalize(vectors: NDArray[Any]) -> NDArray[Any]:
-    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
-    unit: NDArray[Any] = vectors / np.maximum(norms, np.finfo(np.float32).tiny)
-    return unit
-
-
-def prompt_ensemble(texts: NDArray[Any], per_label: int) -> NDArray[Any]:
-    """[L*T, D] prompt embeddings -> [L, D] unit label embeddings (CLIP's prompt ensembling)."""
-    grouped = l2_normalize(texts).reshape(len(texts) // per_label, per_label, texts.shape[-1])
-    return l2_normalize(grouped.mean(axis=1))
-
-
-def softmax(logits: NDArray[Any]) -> NDArray[Any]:
-    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    probabilities: NDArray[Any] = shifted / shifted.sum(axis=-1, keepdims=True)
-    return probabilities
+from clip_contract.similarity import prompt_ensemble, scores
 
 
 class TritonPythonModel:
@@ -57,9 +40,7 @@ class TritonPythonModel:
         per_label = 1 if templates is None else max(1, templates.as_numpy().size)
         if len(texts) % per_label:
             return invalid_argument(f"TEXT_EMBEDS has {len(texts)} rows, not a multiple of {per_label} templates")
-        labels = prompt_ensemble(texts, per_label)
-        logits = (self.scale * (l2_normalize(images) @ labels.T)).astype(np.float32)
-        probs = softmax(logits).astype(np.float32)
+        logits, probs = scores(images, prompt_ensemble(texts, per_label), self.scale)
         return pb_utils.InferenceResponse(
             [pb_utils.Tensor(models.LOGITS.name, logits), pb_utils.Tensor(models.PROBS.name, probs)]
         )
