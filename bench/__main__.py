@@ -11,7 +11,8 @@ breakdown from Triton's statistics (bench.stages) and the time outside Triton. C
 start per variant: the export's time per step and the time from launching Triton to all models
 ready. Memory: PSS of Triton, its stubs and the gateway. A precision this CPU does not run
 natively (bf16 without avx512_bf16/amx_bf16) is not run, and said so, rather than shown as a
-nonsense share of a peak. Writes build/bench/latest.{json,md} and the same as
+nonsense share of a peak. The targets of issues #24 and #25 are judged from the run's rows
+(bench.targets) and printed as met / not met / not measured. Writes build/bench/latest.{json,md} and the same as
 bench_<vendor>_<class>_<cores>core.*, the name its copy takes in bench/results/ (one per machine class).
 """
 
@@ -29,7 +30,7 @@ from typing import Any
 
 import torch
 
-from bench import stages
+from bench import stages, targets
 from bench.machine import describe, report_header, result_name, write_report
 from bench.measure import Result, closed_loop
 from bench.service import ROOT, HttpCaller, bytes_input, running_service
@@ -224,6 +225,8 @@ def markdown(report: dict[str, Any]) -> str:
     for row in report["rows"]:
         if "stages" in row:
             lines += stages.markdown_rows(row["name"], row["variant"], row["stages"])
+    if "targets" in report:
+        lines += ["", "Targets (issues #24, #25), judged from this run:", "", *targets.markdown(report["targets"])]
     lines += ["", *[f"- {note}" for note in report["notes"]]]
     return "\n".join(lines) + "\n"
 
@@ -315,6 +318,7 @@ def main() -> None:
             f"weights: {weights / 2**30:.2f} GiB fp32 (model.safetensors)",
         ],
     }
+    report["targets"] = targets.judge(report)
     write_report(args.out, ("latest", result_name("bench", machine)), report, markdown(report))
 
 

@@ -1,0 +1,63 @@
+"""bench.targets judges issue #24/#25's targets from a `python -m bench` report: met, not met or
+not measured, each with its figure (checked on a report made here, and on a committed one)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from bench import targets
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def row(name: str, variant: str, items_per_s: float, x: float = 1.0, p50_ms: float = 100.0) -> dict[str, Any]:
+    return {"name": name, "variant": variant, "items_per_s": items_per_s, "x_eager_fp32_b8": x, "p50_ms": p50_ms}
+
+
+def report(features: list[str]) -> dict[str, Any]:
+    return {
+        "machine": {"features": features},
+        "rows": [
+            row("gateway Classify 2 labels c=1", "fp32-compiled", 3.0, x=0.9),
+            row("gateway Classify 2 labels c=4", "fp32-compiled", 3.3, x=1.02),
+            row("gateway Classify 2 labels c=4", "int8", 6.0, x=2.0),
+            row("gateway Classify 1000 labels cold", "int8", 1.0, p50_ms=2500.0),
+            row("gateway Classify 1000 labels cold", "fp32-compiled", 0.1, p50_ms=9000.0),
+            row("gateway Classify 1000 labels by label set id c=4", "int8", 5.4),
+            row("http /v1/embeddings 32 new texts c=1 (texts/s)", "int8", 100.0),
+            row("http /v1/embeddings 32 new texts c=4 (texts/s)", "int8", 110.0),
+            row("http /v1/embeddings 32 new texts c=8 (texts/s)", "int8", 80.0),
+        ],
+    }
+
+
+def verdicts(features: list[str]) -> dict[str, dict[str, Any]]:
+    return {v["target"].split(" >=")[0].split(" <=")[0]: v for v in targets.judge(report(features))}
+
+
+def test_each_target_is_judged_on_its_rows() -> None:
+    found = verdicts(["avx2", "fma"])
+    assert found["served fp32 Classify"]["met"] is True and "1.02x" in found["served fp32 Classify"]["figure"]
+    int8 = found["served int8 Classify"]
+    assert int8["met"] is True and "AVX2" in int8["target"] and "1.5x" in int8["target"]  # 2.0x against 1.5x
+    text = found["text throughput at c=4 and c=8"]
+    assert text["met"] is False and "0.80x at c=8" in text["figure"]
+    cold = found["1,000 new labels cold"]
+    assert cold["met"] is True and cold["figure"] == "2.5 s (int8)"  # the best variant's
+    assert found["1,000 labels by label set id"]["met"] is False  # 5.4 / 6.0 = 0.90x
+    infinity = next(v for v in targets.judge(report(["avx2"])) if "infinity" in v["target"])
+    assert infinity["met"] is None and "not in this benchmark" in infinity["figure"]
+
+
+def test_int8_asks_for_more_where_the_cpu_has_vnni() -> None:
+    int8 = verdicts(["avx512f", "avx512_vnni"])["served int8 Classify"]
+    assert int8["met"] is False and "3x" in int8["target"] and "VNNI" in int8["target"]
+
+
+def test_a_committed_report_is_judged_and_printed() -> None:
+    committed = json.loads((ROOT / "bench" / "results" / "bench_amd_avx512bf16_2core.json").read_text())
+    lines = targets.markdown(targets.judge(committed))
+    assert lines[0] == "| target | verdict | figure |" and len(lines) == 2 + 7
+    assert any("met" in line and "1.04x" in line for line in lines)
