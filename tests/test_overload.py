@@ -5,6 +5,7 @@ in-flight count returns to zero; a cancelled call cancels its Triton request."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 import time
 import uuid
@@ -24,7 +25,7 @@ from gateway import observability
 from gateway.config import Limits
 from tests.support import servers
 from tests.support.gateway import GatewayThread, gateway_config
-from tests.support.images import SMALL_JPEG, encode, photo_pngs
+from tests.support.images import SMALL_JPEG, encode
 from tests.support.processes import wait_for
 from tests.support.servers import LauncherTriton
 
@@ -104,13 +105,15 @@ def next_classify_code(before: dict[str, float]) -> str:
 
 
 def heavy_classify(tag: str) -> tuple[list[bytes], list[str], list[str]]:
-    """Images, labels and templates of a call far longer than DEADLINE on this machine: 32 images
-    and 10,000 new prompts of about 40 tokens (1,000 labels no cache holds, 10 templates): several
-    seconds unloaded (10,000 short prompts took under 2 s). Not more: Triton finishes what a call
-    started after the gateway gives up on it, and the test waits for that."""
+    """Images, labels and templates of a call far longer than DEADLINE on any machine: 32 PNGs of
+    12 Mpx (about 8 s of decoding on a 2-core Xeon) and 10,000 new prompts of about 40 tokens
+    (1,000 labels no cache holds, 10 templates). The photos and prompts alone were not enough: on a
+    2-core Xeon with AMX, once numpy ran on one BLAS thread, 32 small photos and the prompts
+    finished inside the 2 s. Triton stops what such a call started at its next check past the
+    deadline (test_a_call_out_of_time_stops_being_decoded), so the test's wait for it stays short."""
     words = " ".join(["with a long description of its colours and shapes"] * 3)
     labels = [f"{tag} {uuid.uuid4().hex[:8]} {i} {words}" for i in range(1000)]
-    return [photo_pngs()[0]] * 32, labels, [f"photo {j} of a {{}}" for j in range(10)]
+    return large_pngs(32), labels, [f"photo {j} of a {{}}" for j in range(10)]
 
 
 def test_short_deadline_reaches_the_gateway_and_ends_the_call(
@@ -248,6 +251,7 @@ def test_a_cancelled_call_cancels_its_triton_request(tiny_triton: LauncherTriton
     wait_for(lambda: in_flight() == 0, 10, "in-flight back to zero")
 
 
+@functools.cache
 def large_pngs(count: int, width: int = 4000, height: int = 3000) -> list[bytes]:
     """`count` different 12-megapixel PNGs, small in bytes (gradients) but costly to decode."""
     gradient = Image.linear_gradient("L").resize((width, height))
