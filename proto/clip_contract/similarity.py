@@ -35,7 +35,8 @@ def softmax(logits: NDArray[Any]) -> NDArray[Any]:
 
 
 def prompts(labels: list[str], templates: list[str]) -> list[str]:
-    """The prompt texts of `labels` under `templates`, label-major (as clip_tokenize expands them)."""
+    """The prompt texts of `labels` under `templates`, label-major: clip_tokenize expands a
+    Classify's labels with it, and the gateway a label set's."""
     return [template.replace("{}", label) for label in labels for template in templates]
 
 

@@ -27,6 +27,7 @@ from tokenizers import Tokenizer
 from triton_model_utils import decode_strings, invalid_argument, model_config, parameter
 
 from clip_contract import artifacts, models, parameters
+from clip_contract.similarity import prompts
 
 TOKENIZER_DIR = Path(__file__).with_name(artifacts.TOKENIZER)
 TEMPLATES = models.TEMPLATES.name
@@ -81,7 +82,7 @@ class TritonPythonModel:
             if template.count("{}") != 1:
                 return invalid_argument(f'TEMPLATES[{index}] must contain "{{}}" exactly once: {template!r}')
         if templates:
-            texts = [template.replace("{}", text) for text in texts for template in templates]
+            texts = prompts(texts, templates)  # the gateway expands a label set's prompts the same way
         rows = self.cache.ids(texts)
         ids = pad_rows(rows, self.pad_id)
         # Tokens per text before padding (start and end included): what an API bills as usage.
