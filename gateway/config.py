@@ -97,6 +97,11 @@ class GatewayConfig:
     # open gRPC connections; past it gRPC closes a new one as it is accepted (the caller sees
     # UNAVAILABLE), so idle or hostile connections cannot take the descriptors health and calls need
     grpc_max_connections: int = 1000
+    # decoded pixels (as the images' headers declare) of one Triton call: a request's images go to
+    # Triton in parts of at most this many, one after another, so a gateway that dies leaves at
+    # most one part decoding there (Triton 2.51 does not cancel an ensemble's steps). About four
+    # twelve-megapixel photographs; 0 sends every request in one call
+    triton_call_pixels: int = 48_000_000
     image_urls: bool = False  # fetch images given by URL (Image.url, HTTP image inputs)
     url_allowed_networks: str = ""  # comma-separated CIDRs exempt from the internal-address deny list
     url_max_redirects: int = 0  # redirects followed per image URL, each re-checked

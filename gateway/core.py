@@ -3,8 +3,10 @@ return its result with one outcome per image.
 
 The model work (decode, tokenize, encode, templates, similarity, softmax) happens in Triton; the
 core only checks calls, routes them, and ranks the returned rows. The one exception: a Classify by
-label set id is scored here against the set's label matrix (gateway.label_matrices), with the
-arithmetic Triton's similarity step uses (clip_contract.similarity). gRPC (`grpc_api`) and HTTP
+label set id, or one whose images go to Triton in several parts (image_results: a dead gateway
+leaves at most one part running there), is scored here against label embeddings from Triton's
+text encoder (kept for a label set: gateway.label_matrices), with the arithmetic Triton's
+similarity step uses (clip_contract.similarity). gRPC (`grpc_api`) and HTTP
 (`http_api`) are adapters over it: each turns its callers' messages into `calls` values and the
 results back, and names the fields of a `RequestError` in its own vocabulary.
 """
@@ -41,7 +43,7 @@ from gateway.image_results import ImageBatch
 from gateway.image_sources import GatheredImages, ImageSources
 from gateway.label_matrices import LabelMatrices
 from gateway.label_sets import LabelSet, LabelSets
-from gateway.triton_adapter import ServedModel, TritonAdapter
+from gateway.triton_adapter import ImageOutcomes, ServedModel, TritonAdapter
 
 NOTHING: NDArray[Any] = np.empty((0, 0), dtype=np.float32)  # the result when no image was usable
 
@@ -113,23 +115,60 @@ class ClipCore:
         """The caller's key's set of that id; NOT_FOUND when this gateway does not hold it."""
         return self.label_sets.get(TENANT.get(), label_set_id)
 
-    async def _label_matrix(
-        self, label_set_id: str, labels: list[str], templates: list[str], limits: Limits, deadline: Deadline
+    async def _prompt_matrix(
+        self, labels: list[str], templates: list[str], limits: Limits, deadline: Deadline
     ) -> NDArray[Any]:
-        """The set's unit label embeddings [labels, dim]: kept, or computed now from its prompts
-        (at most --max-texts of them to a request) and kept."""
-        key = (label_set_id, tuple(templates))
-        found = self.label_matrices.get(key)
-        if found is not None:
-            return found
+        """The unit label embeddings [labels, dim] of `labels` under `templates`, from Triton's text
+        encoder (at most --max-texts prompts to a call)."""
         texts = similarity.prompts(labels, templates)
         parts = []
         for start in range(0, len(texts), limits.max_texts):
             embeds, _ = await self.triton.embed_texts(texts[start : start + limits.max_texts], deadline.remaining())
             parts.append(embeds.astype(np.float32))
-        matrix = similarity.prompt_ensemble(np.concatenate(parts), len(templates)).astype(np.float32)
+        return similarity.prompt_ensemble(np.concatenate(parts), len(templates)).astype(np.float32)
+
+    async def _label_matrix(
+        self, label_set_id: str, labels: list[str], templates: list[str], limits: Limits, deadline: Deadline
+    ) -> NDArray[Any]:
+        """The set's unit label embeddings [labels, dim]: kept, or computed now and kept."""
+        key = (label_set_id, tuple(templates))
+        found = self.label_matrices.get(key)
+        if found is not None:
+            return found
+        matrix = await self._prompt_matrix(labels, templates, limits, deadline)
         self.label_matrices.put(key, matrix)
         return matrix
+
+    async def _image_embeddings(
+        self, parts: list[list[bytes]], deadline: Deadline
+    ) -> tuple[NDArray[Any], ImageOutcomes]:
+        """IMAGE_EMBEDS [usable images, dim] and each sent image's outcome, a Triton call per part,
+        one after another (the next is not sent once the caller has gone)."""
+        answers = [await self.triton.embed_images(part, deadline.remaining()) for part in parts]
+        return np.concatenate([vectors for vectors, _ in answers]), ImageOutcomes.joined([o for _, o in answers])
+
+    async def _scores(
+        self,
+        batch: ImageBatch,
+        labels: list[str],
+        templates: list[str],
+        model: ServedModel,
+        limits: Limits,
+        deadline: Deadline,
+        label_set_id: str = "",
+    ) -> tuple[tuple[NDArray[Any], NDArray[Any]], ImageOutcomes]:
+        """LOGITS and PROBS [usable images, labels] and each sent image's outcome. Triton's
+        ensemble scores a batch that goes in one part; a label set's, and a batch in several parts,
+        are scored here against label embeddings encoded once."""
+        parts = list(batch.parts(self.config.triton_call_pixels))
+        if len(parts) == 1 and not label_set_id:
+            return await self.triton.classify(parts[0], labels, templates, deadline.remaining())
+        if label_set_id:
+            matrix = await self._label_matrix(label_set_id, labels, templates, limits, deadline)
+        else:
+            matrix = await self._prompt_matrix(labels, templates, limits, deadline)
+        vectors, outcomes = await self._image_embeddings(parts, deadline)
+        return similarity.scores(vectors, matrix, np.float32(model.scale)), outcomes
 
     async def classify(self, call: ClassifyCall, deadline: Deadline) -> ClassifyResult:
         model, limits = await self.model()
@@ -140,16 +179,12 @@ class ClipCore:
         async with self.admission.enter(len(call.images), len(labels) * len(templates), sum(gathered.pixels)):
             fetched = await self._fetch(gathered, limits, deadline)
             record_sizes("Classify", len(fetched.data), len(labels))
-            batch = ImageBatch.of(fetched.data, fetched.failed)
+            batch = ImageBatch.of(fetched.data, fetched.failed, fetched.pixels)
             logits = probs = NOTHING
             outcomes = None
-            if batch.data and call.label_set_id:
-                matrix = await self._label_matrix(call.label_set_id, labels, templates, limits, deadline)
-                vectors, outcomes = await self.triton.embed_images(batch.data, deadline.remaining())
-                logits, probs = similarity.scores(vectors, matrix, np.float32(model.scale))
-            elif batch.data:
-                (logits, probs), outcomes = await self.triton.classify(
-                    batch.data, labels, templates, deadline.remaining()
+            if batch.data:
+                (logits, probs), outcomes = await self._scores(
+                    batch, labels, templates, model, limits, deadline, call.label_set_id
                 )
         rows = batch.rows(outcomes)
         count_errors("Classify", rows)
@@ -177,11 +212,13 @@ class ClipCore:
                 text_embeddings = [
                     TextEmbedding(vector, int(count)) for vector, count in zip(vectors, token_counts, strict=True)
                 ]
-            batch = ImageBatch.of(fetched.data, fetched.failed)
+            batch = ImageBatch.of(fetched.data, fetched.failed, fetched.pixels)
             image_vectors = NOTHING
             outcomes = None
             if batch.data:
-                image_vectors, outcomes = await self.triton.embed_images(batch.data, deadline.remaining())
+                image_vectors, outcomes = await self._image_embeddings(
+                    list(batch.parts(self.config.triton_call_pixels)), deadline
+                )
         rows = batch.rows(outcomes)
         count_errors("Embed", rows)
         images: list[Vector | ItemError] = [row if isinstance(row, ItemError) else image_vectors[row] for row in rows]
@@ -194,12 +231,12 @@ class ClipCore:
         async with self.admission.enter(len(call.images), len(texts), sum(gathered.pixels)):
             fetched = await self._fetch(gathered, limits, deadline)
             record_sizes("Similarity", len(fetched.data), len(texts))
-            batch = ImageBatch.of(fetched.data, fetched.failed)
+            batch = ImageBatch.of(fetched.data, fetched.failed, fetched.pixels)
             scores = NOTHING
             outcomes = None
             if batch.data:
-                # Texts verbatim: the identity template, so Triton's prompt ensemble is a no-op.
-                (scores, _), outcomes = await self.triton.classify(batch.data, texts, ["{}"], deadline.remaining())
+                # Texts verbatim: the identity template, so the prompt ensemble is a no-op.
+                (scores, _), outcomes = await self._scores(batch, texts, ["{}"], model, limits, deadline)
         rows = batch.rows(outcomes)
         count_errors("Similarity", rows)
         result: list[Vector | ItemError] = [row if isinstance(row, ItemError) else scores[row] for row in rows]

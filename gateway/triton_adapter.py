@@ -37,6 +37,13 @@ class ImageOutcomes:
     codes: NDArray[Any]  # int32 [sent], google.rpc codes
     messages: NDArray[Any]  # bytes [sent]
 
+    @staticmethod
+    def joined(parts: Sequence[ImageOutcomes]) -> ImageOutcomes:
+        """The outcomes of consecutive parts of a batch, as one answer for the whole batch."""
+        return ImageOutcomes(
+            np.concatenate([part.codes for part in parts]), np.concatenate([part.messages for part in parts])
+        )
+
 
 @dataclass(frozen=True)
 class ServedModel:
@@ -99,6 +106,12 @@ def _outcomes(result: Any) -> ImageOutcomes:
     return ImageOutcomes(codes, messages)
 
 
+def _usable_rows(rows: NDArray[Any], outcomes: ImageOutcomes) -> NDArray[Any]:
+    """The rows of the usable images: with none usable, preprocessing sends the encoder one
+    placeholder row (it takes no empty batch), which is no image's."""
+    return rows[: int(np.count_nonzero(outcomes.codes == 0))]
+
+
 def _strings(tensor: models.Tensor, items: Sequence[bytes | str]) -> grpcclient.InferInput:
     infer_input = grpcclient.InferInput(tensor.name, [len(items)], tensor.datatype)
     infer_input.set_data_from_numpy(
@@ -143,12 +156,15 @@ class TritonAdapter:
         averaged per label inside Triton."""
         inputs = [_strings(models.IMAGE, images), _strings(models.TEXT, labels), _strings(models.TEMPLATES, templates)]
         result = await self._infer(models.CLASSIFY.name, inputs, timeout)
-        return (result.as_numpy(models.LOGITS.name), result.as_numpy(models.PROBS.name)), _outcomes(result)
+        outcomes = _outcomes(result)
+        logits, probs = (result.as_numpy(tensor.name) for tensor in (models.LOGITS, models.PROBS))
+        return (_usable_rows(logits, outcomes), _usable_rows(probs, outcomes)), outcomes
 
     async def embed_images(self, images: Sequence[bytes], timeout: float | None) -> tuple[NDArray[Any], ImageOutcomes]:
         """IMAGE_EMBEDS [usable images, dim], and each image's outcome."""
         result = await self._infer(models.EMBED_IMAGE.name, [_strings(models.IMAGE, images)], timeout)
-        return result.as_numpy(models.IMAGE_EMBEDS.name), _outcomes(result)
+        outcomes = _outcomes(result)
+        return _usable_rows(result.as_numpy(models.IMAGE_EMBEDS.name), outcomes), outcomes
 
     async def embed_texts(self, texts: Sequence[str], timeout: float | None) -> tuple[NDArray[Any], NDArray[Any]]:
         """TEXT_EMBEDS [texts, dim] and TOKEN_COUNTS [texts]."""
