@@ -29,12 +29,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from numpy.typing import NDArray
 
-from bench import stages, targets
+from bench import infinity_peer, stages, targets
 from bench.machine import describe, report_header, result_name, write_report
 from bench.measure import Result, closed_loop
 from bench.service import ROOT, HttpCaller, bytes_input, running_service
-from bench.workloads import IMAGE_GFLOP, eager, load_reference, matmul_peak_gflops, sample_png
+from bench.workloads import (
+    IMAGE_GFLOP,
+    eager,
+    load_reference,
+    matmul_peak_gflops,
+    reference_image_embedding,
+    sample_png,
+)
 from clip_contract import precisions
 from export import random_checkpoint
 from export.pipeline import ExportRefused
@@ -98,10 +106,15 @@ def export_variant(variant: str) -> tuple[Path, dict[str, Any]]:
 
 
 def measure_served(
-    repository: Path, seconds: float, log: Path, record: Callable[[str, Result, dict[str, Any]], None]
+    repository: Path,
+    seconds: float,
+    log: Path,
+    record: Callable[[str, Result, dict[str, Any]], None],
+    reference_embedding: NDArray[Any],
 ) -> dict[str, float]:
-    """One run of one export; returns its cold-start and memory figures. Every row is recorded with
-    its stage breakdown (bench.stages) over its measured calls."""
+    """One run of one export; returns its cold-start and memory figures, and the cosine of its
+    embedding of the first image against the reference's. Every row is recorded with its stage
+    breakdown (bench.stages) over its measured calls."""
     import tritonclient.grpc as grpcclient
 
     from clip_client import ClientConfig, ClipClient
@@ -151,6 +164,16 @@ def measure_served(
                     concurrency,
                     seconds,
                 )
+            for concurrency in (4, 8):  # beside infinity's /embeddings_image rows: one image per call
+                measured(
+                    f"gateway Embed 1 image c={concurrency}",
+                    lambda: clip.embed(images=[images[next(counter) % 16]]),
+                    1,
+                    concurrency,
+                    seconds,
+                )
+            served = clip.embed(images=[images[0]]).images[0]
+            agreement = float(served @ reference_embedding)
             labels = [f"imagenet class number {i}" for i in range(1000)]
             measured("gateway Classify 1000 labels cold", lambda: clip.classify(images[0], labels), 1, 1, 0.0, 0)
             measured(
@@ -192,7 +215,51 @@ def measure_served(
                 )
         memory = service.memory()
         client.close()
-    return {"triton_ready_s": ready_s, "pss_gib": memory.pss / 2**30, "served_s": time.monotonic() - started}
+    return {
+        "triton_ready_s": ready_s,
+        "pss_gib": memory.pss / 2**30,
+        "served_s": time.monotonic() - started,
+        "cosine_vs_reference": agreement,
+    }
+
+
+def measure_infinity(
+    checkpoint: Path,
+    args: argparse.Namespace,
+    run: int,
+    baseline: Result,
+    rows: dict[tuple[str, str], Row],
+    infinity: dict[str, Any],
+    reference_embedding: NDArray[Any],
+) -> None:
+    """One run of the served peer (bench.infinity_peer) against this run's baseline; a failure to
+    start is its result (`infinity["error"]`), shown in place of its rows."""
+
+    def record(row_name: str, result: Result) -> None:
+        row = rows.setdefault((row_name, "infinity"), Row(row_name, "infinity", "fp32"))
+        row.runs.append(result)
+        row.ratios.append(result.items_per_s / baseline.items_per_s)
+
+    images = [sample_png(i) for i in range(16)]
+    log = args.out / f"infinity-{run}.log"
+    try:
+        figures = infinity_peer.run(checkpoint, images, args.seconds, log, record, reference_embedding)
+    except infinity_peer.PeerUnavailable as error:
+        infinity["error"] = str(error)
+        return
+    infinity["ready_s"].append(round(figures["ready_s"], 1))
+    infinity["cosine_vs_reference"].append(round(figures["cosine_vs_reference"], 6))
+    print(f"run {run + 1}/{args.runs} infinity: {figures}", flush=True)
+
+
+def infinity_line(infinity: dict[str, Any]) -> str:
+    if "error" in infinity:
+        return f"infinity {infinity.get('version', '')}: **did not run**: {infinity['error']}"
+    return (
+        f"infinity {infinity['version']} (torch engine, CPU, its defaults; started by the benchmark on the same "
+        f"checkpoint): ready in {infinity['ready_s']} s per run; cosine of its embedding of the first image "
+        f"against the reference (CLIPModel + CLIPProcessor): {infinity['cosine_vs_reference']}"
+    )
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -213,13 +280,22 @@ def markdown(report: dict[str, Any]) -> str:
             f"{row['items_per_s_range'][1]} | {row['p50_ms']} | {row['p99_ms']} | {row.get('peak_share', '')} | "
             f"{row['x_eager_fp32_b8']} | {row['x_range'][0]}-{row['x_range'][1]} |"
         )
-    lines += ["", "| variant | export s (steps) | Triton ready s (runs) | PSS GiB (x fp32 weights) | execution |"]
-    lines += ["| --- | --- | --- | --- | --- |"]
+    lines += [
+        "",
+        "| variant | export s (steps) | Triton ready s (runs) | PSS GiB (x fp32 weights) | cosine vs reference "
+        "| execution |",
+    ]
+    lines += ["| --- | --- | --- | --- | --- | --- |"]
     for name, variant in report["variants"].items():
+        if "refused" in variant:
+            continue
         lines.append(
             f"| {name} | {variant['export_wall_s']} ({variant['export_seconds']}) | {variant['triton_ready_s']} | "
-            f"{variant['pss_gib']} ({variant['pss_x_weights']}) | {variant['execution']} |"
+            f"{variant['pss_gib']} ({variant['pss_x_weights']}) | {variant.get('cosine_vs_reference', '')} | "
+            f"{variant['execution']} |"
         )
+    if "infinity" in report:
+        lines += ["", infinity_line(report["infinity"])]
     lines += ["", "Where the time goes (median run; ms per request of each model, from Triton's statistics):", ""]
     lines += stages.MARKDOWN_HEADER
     for row in report["rows"]:
@@ -266,6 +342,12 @@ def main() -> None:
     rows: dict[tuple[str, str], Row] = {}
     cold: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
     reference = load_reference(checkpoint, "fp32")
+    reference_embedding = reference_image_embedding(reference, checkpoint, sample_png(0))
+    infinity: dict[str, Any] = {"ready_s": [], "cosine_vs_reference": []}
+    try:
+        infinity["version"] = infinity_peer.version(infinity_peer.ensure_venv())
+    except infinity_peer.PeerUnavailable as error:  # reported in place of its rows, never left out
+        infinity["error"] = str(error)
     for run in range(args.runs):
         baseline = eager(reference, "fp32", 8, args.seconds)
         rows.setdefault((BASELINE, "eager"), Row(BASELINE, "eager", "fp32")).runs.append(baseline)
@@ -287,8 +369,10 @@ def main() -> None:
                 row.stages.append(breakdown)
 
             log = args.out / f"triton-{name}-{run}.log"
-            cold[name].append(measure_served(exports[name][0], args.seconds, log, record))
+            cold[name].append(measure_served(exports[name][0], args.seconds, log, record, reference_embedding))
             print(f"run {run + 1}/{args.runs} {name}: {cold[name][-1]}", flush=True)
+        if "error" not in infinity:
+            measure_infinity(checkpoint, args, run, baseline, rows, infinity, reference_embedding)
     weights = sum(p.stat().st_size for p in checkpoint.glob("*.safetensors"))
     variant_report = {}
     for name in variants:
@@ -303,6 +387,7 @@ def main() -> None:
             "triton_ready_s": [round(run["triton_ready_s"], 1) for run in cold[name]],
             "pss_gib": round(statistics.median(pss), 2),
             "pss_x_weights": round(statistics.median(pss) * 2**30 / weights, 2),
+            "cosine_vs_reference": round(min(run["cosine_vs_reference"] for run in cold[name]), 6),
         }
     variant_report.update({name: {"refused": reason} for name, reason in refused.items()})
     report = {
@@ -312,6 +397,7 @@ def main() -> None:
         "peak_gflops": peaks,
         "rows": [row.summary(peaks) for row in rows.values()],
         "variants": variant_report,
+        "infinity": infinity,
         "notes": [
             *notes,
             "int8 rows have no % of peak: no int8 matmul peak is measured",

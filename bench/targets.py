@@ -76,6 +76,27 @@ def _label_sets(report: dict[str, Any]) -> dict[str, Any]:
     return _verdict(name, ratio >= 0.95, f"worst {ratio:.2f}x ({variant})")
 
 
+def _infinity(report: dict[str, Any]) -> dict[str, Any]:
+    """Our best one-image Embed row (any variant, c=4 or 8) against infinity's best
+    /embeddings_image row, both medians of the same runs."""
+    name = "served best >= 1.3x infinity served (one image per call)"
+    peer = report.get("infinity")
+    if peer is None:
+        return _verdict(name, None, "infinity is not in this report")
+    if "error" in peer:
+        return _verdict(name, None, f"infinity did not run: {peer['error'][:200]}")
+    ours, theirs = _rows(report, "gateway Embed 1 image c="), _rows(report, "infinity /embeddings_image")
+    if not ours or not theirs:
+        return _verdict(name, None, "no one-image embedding rows for both in this run")
+    best, peer_best = (max(rows, key=lambda row: row["items_per_s"]) for rows in (ours, theirs))
+    ratio = best["items_per_s"] / peer_best["items_per_s"]
+    figure = (
+        f"{ratio:.2f}x: {best['items_per_s']} images/s ({best['variant']}, {best['name'].removeprefix('gateway ')}) "
+        f"against infinity's {peer_best['items_per_s']} ({peer_best['name'].removeprefix('infinity ')})"
+    )
+    return _verdict(name, ratio >= 1.3, figure)
+
+
 def judge(report: dict[str, Any]) -> list[dict[str, Any]]:
     vnni = bool(VNNI_FEATURES & set(report["machine"].get("features", [])))
     int8_goal = 3.0 if vnni else 1.5
@@ -92,7 +113,7 @@ def judge(report: dict[str, Any]) -> list[dict[str, Any]]:
         _text_scaling(report),
         _cold_labels(report),
         _label_sets(report),
-        _verdict("served best >= 1.3x infinity served", None, "infinity is not in this benchmark yet"),
+        _infinity(report),
         _verdict(
             "served best >= 1.0x the best in-process peer",
             None,

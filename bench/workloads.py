@@ -61,3 +61,14 @@ def load_reference(checkpoint: Path, precision: str) -> Any:
 def in_process_baseline(checkpoint: Path, seconds: float) -> Result:
     """In-process eager fp32 get_image_features at batch 8: what every ratio is against."""
     return eager(load_reference(checkpoint, "fp32"), "fp32", 8, seconds)
+
+
+def reference_image_embedding(model: Any, checkpoint: Path, image: bytes) -> Any:
+    """The reference's unit embedding of one encoded image: CLIPProcessor, then get_image_features."""
+    from transformers import CLIPProcessor
+
+    pixels = CLIPProcessor.from_pretrained(str(checkpoint))(images=Image.open(io.BytesIO(image)), return_tensors="pt")
+    with torch.inference_mode():
+        features = model.get_image_features(pixel_values=pixels["pixel_values"])
+    vector = getattr(features, "pooler_output", features)[0].numpy()
+    return vector / np.linalg.norm(vector)
