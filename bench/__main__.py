@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from numpy.typing import NDArray
 
-from bench import infinity_peer, stages, targets
+from bench import infinity_peer, peers, stages, targets
 from bench.machine import describe, report_header, result_name, write_report
 from bench.measure import Result, closed_loop
 from bench.service import ROOT, HttpCaller, bytes_input, running_service
@@ -252,6 +252,46 @@ def measure_infinity(
     print(f"run {run + 1}/{args.runs} infinity: {figures}", flush=True)
 
 
+def measure_in_process_peers(args: argparse.Namespace, run: int, in_process: dict[str, Any]) -> None:
+    """One run of bench.peers in its own venv; each peer's ratio against the eager fp32 measured
+    beside it, its lowest cosine, or its error. A failure of the whole is `in_process["error"]`."""
+    try:
+        found = peers.run_apart(args.seconds, args.out / f"peers-run-{run}")
+    except peers.PeersUnavailable as error:
+        in_process["error"] = str(error)
+        return
+    in_process["baseline_images_per_s"].append(found["baseline_images_per_s"])
+    in_process["versions"] = found["versions"]
+    for name, peer in found["peers"].items():
+        kept = in_process["peers"].setdefault(name, {"ratios": [], "images_per_s": []})
+        if "error" in peer:
+            kept["error"] = peer["error"]
+            continue
+        kept["ratios"] += peer["ratios"]
+        kept["images_per_s"].append(peer["images_per_s"])
+        kept["lowest_cosine"] = min(peer["lowest_cosine"], kept.get("lowest_cosine", 1.0))
+    print(f"run {run + 1}/{args.runs} in-process peers: {found['peers']}", flush=True)
+
+
+def in_process_lines(in_process: dict[str, Any]) -> list[str]:
+    if "error" in in_process:
+        return [f"In-process peers (bench.peers): **did not run**: {in_process['error']}"]
+    lines = [
+        f"In-process peers of the image tower (bench.peers, batch 8, one caller, in their own venv), each "
+        f"against an eager fp32 measured beside it ({in_process['baseline_images_per_s']} images/s per run):",
+        "",
+        "| peer | images/s (runs) | x eager fp32 (runs) | lowest cosine vs eager fp32 |",
+        "| --- | --- | --- | --- |",
+    ]
+    for name, peer in in_process["peers"].items():
+        if "error" in peer:
+            lines.append(f"| {name} | did not run: {peer['error'][:200]} | | |")
+        else:
+            lines.append(f"| {name} | {peer['images_per_s']} | {peer['ratios']} | {peer['lowest_cosine']:.5f} |")
+    versions = in_process.get("versions", {})
+    return [*lines, "", "Versions: " + ", ".join(f"{key} {value}" for key, value in versions.items())]
+
+
 def infinity_line(infinity: dict[str, Any]) -> str:
     if "error" in infinity:
         return f"infinity {infinity.get('version', '')}: **did not run**: {infinity['error']}"
@@ -296,6 +336,8 @@ def markdown(report: dict[str, Any]) -> str:
         )
     if "infinity" in report:
         lines += ["", infinity_line(report["infinity"])]
+    if "in_process_peers" in report:
+        lines += ["", *in_process_lines(report["in_process_peers"])]
     lines += ["", "Where the time goes (median run; ms per request of each model, from Triton's statistics):", ""]
     lines += stages.MARKDOWN_HEADER
     for row in report["rows"]:
@@ -348,6 +390,7 @@ def main() -> None:
         infinity["version"] = infinity_peer.version(infinity_peer.ensure_venv())
     except infinity_peer.PeerUnavailable as error:  # reported in place of its rows, never left out
         infinity["error"] = str(error)
+    in_process: dict[str, Any] = {"baseline_images_per_s": [], "peers": {}}
     for run in range(args.runs):
         baseline = eager(reference, "fp32", 8, args.seconds)
         rows.setdefault((BASELINE, "eager"), Row(BASELINE, "eager", "fp32")).runs.append(baseline)
@@ -373,6 +416,8 @@ def main() -> None:
             print(f"run {run + 1}/{args.runs} {name}: {cold[name][-1]}", flush=True)
         if "error" not in infinity:
             measure_infinity(checkpoint, args, run, baseline, rows, infinity, reference_embedding)
+        if "error" not in in_process:
+            measure_in_process_peers(args, run, in_process)
     weights = sum(p.stat().st_size for p in checkpoint.glob("*.safetensors"))
     variant_report = {}
     for name in variants:
@@ -398,6 +443,7 @@ def main() -> None:
         "rows": [row.summary(peaks) for row in rows.values()],
         "variants": variant_report,
         "infinity": infinity,
+        "in_process_peers": in_process,
         "notes": [
             *notes,
             "int8 rows have no % of peak: no int8 matmul peak is measured",

@@ -18,13 +18,11 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
-import hashlib
 import http.client
 import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -33,12 +31,12 @@ from typing import Any
 
 import numpy as np
 
+from bench import venvs
 from bench.measure import Result, closed_loop
 from bench.service import ROOT, HttpCaller
 from launcher.server import free_port
 
 REQUIREMENTS = ROOT / "bench" / "requirements-infinity.txt"
-VENV = ROOT / "build" / "bench" / "infinity-venv"
 READY_TIMEOUT_S = 300.0
 IMAGE_CONCURRENCY = (4, 8)
 TEXT_CONCURRENCY = (1, 4, 8)
@@ -50,29 +48,12 @@ class PeerUnavailable(Exception):
     """infinity could not be installed or started on this machine; the message says why."""
 
 
-def _tail(text: str, limit: int = 600) -> str:
-    return " ".join(text.strip().splitlines()[-6:])[-limit:]
-
-
 def ensure_venv() -> Path:
-    """The venv's python, installed (or brought up to date with the requirements file) first."""
-    python = VENV / "bin" / "python"
-    stamp = VENV / ".requirements.sha"
-    want = hashlib.sha256(REQUIREMENTS.read_bytes()).hexdigest()
-    if python.is_file() and stamp.is_file() and stamp.read_text() == want:
-        return python
-    steps = [
-        [sys.executable, "-m", "venv", str(VENV)],
-        # torch alone first with this exact pin: the CPU build on local disk (anything looser pulls CUDA)
-        [str(python), "-m", "pip", "install", "-q", "torch==2.13.0"],
-        [str(python), "-m", "pip", "install", "-q", "-r", str(REQUIREMENTS)],
-    ]
-    for step in steps:
-        done = subprocess.run(step, capture_output=True, text=True)
-        if done.returncode != 0:
-            raise PeerUnavailable(f"install failed ({' '.join(step[-2:])}): {_tail(done.stderr)}")
-    stamp.write_text(want)
-    return python
+    """The python of infinity's venv, built first if need be."""
+    try:
+        return venvs.ensure("infinity-venv", REQUIREMENTS)
+    except venvs.VenvUnavailable as error:
+        raise PeerUnavailable(str(error)) from error
 
 
 def version(python: Path) -> str:
@@ -81,7 +62,7 @@ def version(python: Path) -> str:
         capture_output=True,
         text=True,
     )
-    return done.stdout.strip() or f"unknown: {_tail(done.stderr)}"
+    return done.stdout.strip() or f"unknown: {venvs.tail(done.stderr)}"
 
 
 @dataclass(frozen=True)
@@ -135,7 +116,7 @@ def running_infinity(checkpoint: Path, log_file: Path) -> Iterator[Infinity]:
         while (model_id := _model_id(address)) is None:
             if process.poll() is not None:
                 raise PeerUnavailable(
-                    f"infinity exited {process.returncode}: {_tail(log_file.read_text('utf-8', 'replace'))}"
+                    f"infinity exited {process.returncode}: {venvs.tail(log_file.read_text('utf-8', 'replace'))}"
                 )
             if time.monotonic() - started > READY_TIMEOUT_S:
                 raise PeerUnavailable(f"infinity did not answer GET /models within {READY_TIMEOUT_S:.0f} s")

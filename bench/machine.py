@@ -12,7 +12,7 @@ from typing import Any
 
 from export.hardware import describe
 
-__all__ = ["describe", "machine_class", "report_header", "result_name", "write_report"]
+__all__ = ["ROOT", "describe", "machine_class", "report_header", "result_name", "write_report"]
 ROOT = Path(__file__).resolve().parents[1]
 
 

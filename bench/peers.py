@@ -11,16 +11,18 @@ exported or run here is reported with its error, never left out. Writes
 build/bench/peers_latest.{json,md} and peers_<vendor>_<class>_<cores>core.*, the name its copy
 takes in bench/results/.
 
-Not here yet (#24): infinity served through its HTTP API, and the served paths of this service in
-the same run (`python -m bench` measures those against the same eager baseline).
+The served paths of this service, and infinity served through its HTTP API (bench.infinity_peer),
+are measured by `python -m bench` against the same eager baseline, not in this run.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import os
 import statistics
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable
@@ -30,9 +32,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.machine import describe, report_header, result_name, write_report
+from bench import venvs
+from bench.machine import ROOT, describe, report_header, result_name, write_report
 from bench.measure import closed_loop
-from bench.service import ROOT
 from bench.workloads import load_reference
 from export import random_checkpoint
 
@@ -164,6 +166,29 @@ def markdown(report: dict[str, Any]) -> str:
 
 def _bound(infer: Infer, pixels: Array) -> Callable[[], object]:
     return lambda: infer(pixels)
+
+
+class PeersUnavailable(Exception):
+    """The in-process peers could not be installed or run as a whole; the message says why."""
+
+
+def run_apart(seconds: float, out: Path) -> dict[str, Any]:
+    """One run of this file in its own venv (build/bench/peers-venv, built first if need be), as
+    `python -m bench` runs it: its report (each peer a ratio against an eager fp32 measured beside
+    it in that run, or its error)."""
+    requirements = ROOT / "bench" / "requirements-peers.txt"
+    try:
+        python = venvs.ensure("peers-venv", requirements)
+    except venvs.VenvUnavailable as error:
+        raise PeersUnavailable(str(error)) from error
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "proto")]), "HF_HUB_OFFLINE": "1"}
+    command = [str(python), "-m", "bench.peers", "--runs", "1", "--seconds", str(seconds), "--out", str(out)]
+    # run() kills the child however this ends (a timeout, ^C); the peers start no processes of their own
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=3600)
+    if done.returncode != 0:
+        raise PeersUnavailable(f"python -m bench.peers exited {done.returncode}: {venvs.tail(done.stderr)}")
+    report: dict[str, Any] = json.loads((out / "peers_latest.json").read_text())
+    return report
 
 
 def main() -> None:

@@ -5,8 +5,11 @@ from the same run as its comparison (a ratio against eager fp32, or one row agai
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Iterable
 from typing import Any
+
+from export.quantize import MIN_COSINE
 
 VNNI_FEATURES = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
 CLASSIFY = "gateway Classify 2 labels c="
@@ -97,6 +100,33 @@ def _infinity(report: dict[str, Any]) -> dict[str, Any]:
     return _verdict(name, ratio >= 1.3, figure)
 
 
+def _in_process_peer(report: dict[str, Any]) -> dict[str, Any]:
+    """Our best served image row against the best in-process peer whose embeddings pass our
+    int8 gate's worst-cosine bar, each as a ratio against eager fp32 measured in the same run."""
+    name = f"served best >= 1.0x the best in-process peer with lowest cosine >= {MIN_COSINE}"
+    peers = report.get("in_process_peers")
+    if peers is None:
+        return _verdict(name, None, "the in-process peers are not in this report")
+    if "error" in peers:
+        return _verdict(name, None, f"the in-process peers did not run: {peers['error'][:200]}")
+    passing = {
+        peer: statistics.median(found["ratios"])
+        for peer, found in peers["peers"].items()
+        if "error" not in found and found["ratios"] and found["lowest_cosine"] >= MIN_COSINE
+    }
+    ours = _rows(report, CLASSIFY) + _rows(report, "gateway Embed 1 image c=")
+    if not passing or not ours:
+        return _verdict(name, None, "no peer that ran and passed, or no served image rows, in this run")
+    peer, peer_ratio = max(passing.items(), key=lambda item: item[1])
+    best = max(ours, key=lambda row: row["x_eager_fp32_b8"])
+    ratio = best["x_eager_fp32_b8"] / peer_ratio
+    figure = (
+        f"{ratio:.2f}x: {best['x_eager_fp32_b8']}x eager ({best['variant']}, {best['name'].removeprefix('gateway ')})"
+        f" against {peer}'s {peer_ratio:.2f}x"
+    )
+    return _verdict(name, ratio >= 1.0, figure)
+
+
 def judge(report: dict[str, Any]) -> list[dict[str, Any]]:
     vnni = bool(VNNI_FEATURES & set(report["machine"].get("features", [])))
     int8_goal = 3.0 if vnni else 1.5
@@ -114,11 +144,7 @@ def judge(report: dict[str, Any]) -> list[dict[str, Any]]:
         _cold_labels(report),
         _label_sets(report),
         _infinity(report),
-        _verdict(
-            "served best >= 1.0x the best in-process peer",
-            None,
-            "the peers run apart (python -m bench.peers), not in this run",
-        ),
+        _in_process_peer(report),
     ]
 
 

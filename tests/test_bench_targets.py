@@ -86,3 +86,31 @@ def test_a_committed_report_is_judged_and_printed() -> None:
     lines = targets.markdown(targets.judge(committed))
     assert lines[0] == "| target | verdict | figure |" and len(lines) == 2 + 7
     assert any("met" in line and "1.04x" in line for line in lines)
+
+
+def peer_verdict(found: dict[str, Any]) -> dict[str, Any]:
+    return next(v for v in targets.judge(found) if "in-process peer" in v["target"])
+
+
+def test_the_best_in_process_peer_that_passes_the_cosine_bar_is_the_one_to_beat() -> None:
+    found = report(["avx2"])
+    assert peer_verdict(found)["met"] is None  # an older report: not measured, not guessed
+    found["in_process_peers"] = {
+        "peers": {
+            "onnxruntime fp32": {"ratios": [1.1, 1.2, 1.0], "lowest_cosine": 1.0},
+            "openvino int8 (nncf)": {"ratios": [1.9, 1.8, 2.0], "lowest_cosine": 0.9998},
+            "a peer too wrong to count": {"ratios": [9.0], "lowest_cosine": 0.9},
+            "onnxruntime dynamic int8": {"error": "RuntimeError: no kernel"},
+        }
+    }
+    verdict = peer_verdict(found)  # our best: int8 Classify at 2.0x eager, against openvino int8's median 1.9x
+    assert verdict["met"] is True and "openvino int8 (nncf)'s 1.90x" in verdict["figure"]
+    found["in_process_peers"]["peers"]["openvino int8 (nncf)"]["ratios"] = [2.1, 2.2, 2.3]
+    assert peer_verdict(found)["met"] is False
+
+
+def test_in_process_peers_that_did_not_run_are_shown_with_their_error() -> None:
+    found = report(["avx2"])
+    found["in_process_peers"] = {"error": "peers-venv: `pip install -q torch==2.13.0` failed: no space"}
+    verdict = peer_verdict(found)
+    assert verdict["met"] is None and "no space" in verdict["figure"]
