@@ -11,7 +11,10 @@ breakdown from Triton's statistics (bench.stages) and the time outside Triton. C
 start per variant: the export's time per step and the time from launching Triton to all models
 ready. Memory: PSS of Triton, its stubs and the gateway. A precision this CPU does not run
 natively (bf16 without avx512_bf16/amx_bf16) is not run, and said so, rather than shown as a
-nonsense share of a peak. The targets of issues #24 and #25 are judged from the run's rows
+nonsense share of a peak. Each run also measures the peers against the same baseline, each from
+its own venv under build/bench/: infinity served on the same checkpoint (bench.infinity_peer) and
+the in-process ONNX Runtime and OpenVINO towers (bench.peers); one that fails is shown with its
+error. The targets of issues #24 and #25 are judged from the run's rows
 (bench.targets) and printed as met / not met / not measured. Writes build/bench/latest.{json,md} and the same as
 bench_<vendor>_<class>_<cores>core.*, the name its copy takes in bench/results/ (one per machine class).
 """
