@@ -254,12 +254,15 @@ def test_a_client_that_leaves_while_its_call_works_has_that_work_cancelled(
         trickle = image_web.url("/slow-body?left")
         body = json.dumps({"image": trickle, "labels": ["cat", "dog"]}).encode()
         before, errors_before, fetches_ended = count("499"), count("500"), len(image_web.disconnects)
+        fetches_started = image_web.requests.count("/slow-body?left")
         with socket.create_connection((host, int(port)), timeout=30) as conn:
             conn.sendall(
                 b"POST /v1/classifications HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                 b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
             )
             wait_for(lambda: slots_used() >= 1, 30, "the call working on its URL")
+            # closed once the fetch is under way, not while the gateway is still connecting to it
+            wait_for(lambda: image_web.requests.count("/slow-body?left") > fetches_started, 30, "the fetch started")
         left = time.monotonic()
         wait_for(lambda: slots_used() == 0, 30, "the work slot given back")
         freed = time.monotonic() - left

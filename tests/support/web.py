@@ -109,8 +109,8 @@ class ImageWebServer(LoopThread):
         self._seen(request)
         response = web.StreamResponse()
         response.enable_chunked_encoding()
-        await response.prepare(request)
         try:
+            await response.prepare(request)  # inside: the fetcher may hang up before the headers go
             for byte in self.photo:
                 await response.write(bytes([byte]))
                 await asyncio.sleep(0.4)
@@ -123,8 +123,8 @@ class ImageWebServer(LoopThread):
         self._seen(request)
         response = web.StreamResponse()
         response.enable_chunked_encoding()
-        await response.prepare(request)
         try:
+            await response.prepare(request)  # inside: the fetcher may hang up before the headers go
             await response.write(b"\0" * int(request.query["n"]))
             await asyncio.sleep(30)
         except (ConnectionResetError, ConnectionError, asyncio.CancelledError):
