@@ -21,7 +21,6 @@ import contextlib
 import http.client
 import json
 import os
-import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -34,6 +33,7 @@ import numpy as np
 from bench import venvs
 from bench.measure import Result, closed_loop
 from bench.service import ROOT, HttpCaller
+from launcher.process_group import end_group
 from launcher.server import free_port
 
 REQUIREMENTS = ROOT / "bench" / "requirements-infinity.txt"
@@ -88,18 +88,6 @@ def _model_id(address: str) -> str | None:
         connection.close()
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """Its whole session: infinity's server runs its engine in child processes."""
-    for sent in (signal.SIGTERM, signal.SIGKILL):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, sent)
-        try:
-            process.wait(30)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
 @contextlib.contextmanager
 def running_infinity(checkpoint: Path, log_file: Path) -> Iterator[Infinity]:
     """`infinity_emb v2` on `checkpoint` (torch engine, CPU) on a free loopback port, until it answers."""
@@ -123,7 +111,8 @@ def running_infinity(checkpoint: Path, log_file: Path) -> Iterator[Infinity]:
             time.sleep(0.5)
         yield Infinity(address, model_id, version(python), time.monotonic() - started)
     finally:
-        _stop(process)
+        end_group(process.pid, grace=30)  # its whole session: the engine runs in child processes
+        process.wait()
 
 
 def data_uri(jpeg: bytes) -> str:
