@@ -117,7 +117,7 @@ def check_towers(
             if image_graph is not None:
                 pixels = example_pixels(batch, size).to(device)
                 _check(kind, "image", image_graph(pixels), image_encoder(pixels), tolerance)
-            for length in (4, context):
+            for length in (4, context) if text_graph is not None else ():
                 ids = example_ids(batch, length, model).to(device)
                 _check(kind, "text", text_graph(ids), text_encoder(ids), tolerance)
 

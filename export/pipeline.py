@@ -3,6 +3,7 @@ repository and its manifest. `python -m export` is the command line over this.""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import datetime
 import math
@@ -17,7 +18,7 @@ from clip_contract import models
 from clip_contract import parameters as keys
 from clip_contract import precisions as precision_table
 from export import checkpoint as checkpoints
-from export import compiled, encoders, hardware, quantize, repository
+from export import compiled, encoders, hardware, openvino_export, quantize, repository
 
 
 def _side(value: Any, key: str, what: str) -> int:
@@ -122,13 +123,17 @@ def _compile_towers(
     settings: repository.Settings,
     folder: Path,
     seconds: dict[str, float],
-) -> tuple[dict[str, Path], dict[str, Any] | None]:
+) -> tuple[dict[str, Path], dict[str, Any] | None, openvino_export.RuntimeChoice]:
     """AOTInductor packages of both towers in `folder`, each checked against eager transformers;
     for int8 the image tower is quantized (in the scheme chosen for this machine) and must pass the
-    accuracy gate first."""
+    accuracy gate first. Then the image tower's runtime: the package, or the same tower as
+    OpenVINO IR where that measures faster here and passes the same checks (`paths` then holds
+    the IR for the image encoder)."""
     precision = choice.precision
     quantized = precision_table.lookup(precision).quantized_image_tower
     image_encoder, text_encoder = encoders.eager_towers(model, precision)
+    # OpenVINO reads an fp32 graph and computes it at the precision's hint (bf16 weights widen exactly).
+    openvino_source: Any = encoders.ImageEncoder(copy.deepcopy(model).float(), encoders.tower_dtype("fp32")).eval()
     config: Any = model.config
     size, context = int(config.vision_config.image_size), int(config.text_config.max_position_embeddings)
     gate_summary = None
@@ -147,6 +152,9 @@ def _compile_towers(
     )
     image_module: Any = image_encoder
     scheme_name = choice.int8_scheme.name if choice.int8_scheme else ""
+    held_out_pixels: Any = None  # int8: set with its calibration below
+    label_ids: Any = None
+    calibration_dir: Any = None
     if quantized:
         scheme = choice.int8_scheme
         assert scheme is not None  # choose_precision decides the scheme with the precision
@@ -158,7 +166,7 @@ def _compile_towers(
         calibration_pixels = quantize.pixels(calibrate, ckpt.folder)
         held_out_pixels = quantize.pixels(held_out, ckpt.folder)
         label_ids = quantize.tokenize(quantize.labels_for(calibration_dir), ckpt.folder)
-        image_module = _timed(
+        image_module, openvino_source = _timed(
             seconds,
             "quantize",
             lambda: quantize.quantize_image(
@@ -194,7 +202,76 @@ def _compile_towers(
         encoders.check_towers(model, precision, image_encoder, text_encoder, None, text_package, "compiled")
     else:
         encoders.check_towers(model, precision, image_encoder, text_encoder, image_package, text_package, "compiled")
-    return paths, gate_summary
+
+    def openvino_problem(served: Any) -> str | None:
+        """Why the OpenVINO tower may not be served, by the checks the package passed; or None."""
+        if quantized:
+            result = quantize.gate(image_encoder, served, text_encoder, held_out_pixels, label_ids)
+            if not result.passed():
+                return _rejection(result, calibration_dir, scheme_name, "OpenVINO model")
+            return None
+        try:
+            encoders.check_towers(model, precision, image_encoder, text_encoder, served, None, "OpenVINO")
+        except RuntimeError as error:
+            return str(error)
+        return None
+
+    runtime, openvino_xml = _timed(
+        seconds,
+        "image_runtime",
+        lambda: _choose_image_runtime(
+            openvino_source, image_package, openvino_problem, settings, precision, size, folder
+        ),
+    )
+    if openvino_xml is not None:
+        paths[models.IMAGE_ENCODER.name] = openvino_xml
+    return paths, gate_summary, runtime
+
+
+def _choose_image_runtime(
+    source: Any,
+    image_package: Any,
+    problem_of: Any,
+    settings: repository.Settings,
+    precision: str,
+    size: int,
+    folder: Path,
+) -> tuple[openvino_export.RuntimeChoice, Path | None]:
+    """(the image tower's runtime, the OpenVINO IR to serve or None): `source` converted, saved,
+    read back through the Triton model's loader, checked by `problem_of`, and timed against
+    `image_package`, at the serving layout's threads per instance."""
+    import torch
+
+    threads = repository.image_layout(settings, precision)[1]
+    if settings.image_runtime == "torch":
+        return openvino_export.decide("torch", {}, None, threads), None
+    problem, rates, xml = openvino_export.unavailable(), {}, None
+    if problem is None:
+        hint = keys.OPENVINO_PRECISION_HINTS[precision_table.lookup(precision).tower_dtype]
+        try:
+            xml = openvino_export.save(
+                openvino_export.convert(source, encoders.example_pixels(2, size), settings.max_batch_size), folder
+            )
+            served = openvino_export.torch_facing(openvino_export.runtime_module().compile_model(xml, threads, hint))
+        except Exception as error:  # the converter or the plugin, not the model: torch serves it
+            first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+            problem = f"converting it failed here: {first_line}"
+        else:
+            problem = problem_of(served)
+            if problem is None:
+                pixels = encoders.example_pixels(openvino_export.MEASURE_BATCH, size)
+                rates["openvino"] = openvino_export.images_per_second(served, pixels)
+                previous = torch.get_num_threads()
+                torch.set_num_threads(threads)
+                try:
+                    rates["torch"] = openvino_export.images_per_second(image_package, pixels)
+                finally:
+                    torch.set_num_threads(previous)
+    try:
+        runtime = openvino_export.decide(settings.image_runtime, rates, problem, threads)
+    except ValueError as error:
+        raise ExportRefused(str(error)) from None
+    return runtime, xml if runtime.runtime == "openvino" else None
 
 
 def _rejection(result: quantize.GateResult, folder: Path, scheme: str, what: str = "quantized graph") -> str:
@@ -250,9 +327,12 @@ def export(
     with tempfile.TemporaryDirectory(prefix="clip-export-") as scratch:
         packages: dict[str, Path] = {}
         gate_summary = None
+        runtime = openvino_export.RuntimeChoice("torch", f"torch: {artifact_reason}")
+        if artifact != "aoti" and settings.image_runtime == "openvino":
+            raise ExportRefused(f"--image-runtime openvino needs the compiled path here, and {artifact_reason}")
         if artifact == "aoti":
             try:
-                packages, gate_summary = _compile_towers(model, ckpt, choice, settings, Path(scratch), seconds)
+                packages, gate_summary, runtime = _compile_towers(model, ckpt, choice, settings, Path(scratch), seconds)
             except ExportRefused:
                 raise
             except Exception as error:  # the toolchain, not the model: auto falls back to TorchScript
@@ -267,7 +347,11 @@ def export(
             precision_reason=choice.reason,
             artifact=artifact,
             artifact_reason=artifact_reason,
-            **{keys.EXECUTION: execution_line(choice, artifact, settings.device)},
+            requested_image_runtime=settings.image_runtime,
+            image_runtime=runtime.runtime,
+            image_runtime_reason=runtime.reason,
+            image_runtime_images_per_second={name: round(rate, 2) for name, rate in runtime.rates.items()},
+            **{keys.EXECUTION: execution_line(choice, artifact, settings.device, runtime)},
             compiled_for=hardware.torch_capability() if artifact == "aoti" else None,
             machine=hardware.describe(),
             export_seconds=seconds,
@@ -289,11 +373,19 @@ def export(
     return manifest
 
 
-def execution_line(choice: hardware.PrecisionChoice, artifact: str, device: str) -> str:
+def execution_line(
+    choice: hardware.PrecisionChoice,
+    artifact: str,
+    device: str,
+    runtime: openvino_export.RuntimeChoice | None = None,
+) -> str:
     """One line for GetModelInfo and the logs: what runs, and why."""
     how = "AOTInductor-compiled" if artifact == "aoti" else "TorchScript"
     spec = precision_table.lookup(choice.precision)
     towers = f"{spec.name} encoders"
     if spec.quantized_image_tower:
         towers = f"{spec.name} image tower, {spec.tower_dtype.replace('float', 'fp')} text tower"
-    return f"{how} {towers} on {device.upper()}; {choice.reason}"
+    line = f"{how} {towers} on {device.upper()}; {choice.reason}"
+    if runtime is not None and runtime.runtime == "openvino":
+        line = f"{line}; image tower on OpenVINO: {runtime.reason.removeprefix('openvino: ')}"
+    return line

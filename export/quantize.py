@@ -90,9 +90,13 @@ def pixels(files: list[Path], checkpoint: Path) -> torch.Tensor:
 
 def quantize_image(
     encoder: torch.nn.Module, calibration: torch.Tensor, max_batch: int, reduce_range: bool
-) -> torch.nn.Module:
+) -> tuple[torch.nn.Module, torch.nn.Module]:
     """The image tower with int8 weights and activations, observers set by `calibration`;
-    `reduce_range`: activations in 7 bits, for kernels that saturate on 8 (export/int8_scheme.py)."""
+    `reduce_range`: activations in 7 bits, for kernels that saturate on 8 (export/int8_scheme.py).
+    Two forms of the one calibration: weights folded to int8 (what Inductor compiles) and weights
+    kept in fp32 behind their quantize/dequantize pair (what OpenVINO's converter reads)."""
+    import copy
+
     import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as x86
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
@@ -105,8 +109,9 @@ def quantize_image(
         prepared = prepare_pt2e(program.module(), quantizer)
         for start in range(0, len(calibration), 8):
             prepared(calibration[start : start + 8])
-        converted: torch.nn.Module = convert_pt2e(prepared)
-    return converted
+        unfolded: torch.nn.Module = convert_pt2e(copy.deepcopy(prepared), fold_quantize=False)
+        folded: torch.nn.Module = convert_pt2e(prepared)
+    return folded, unfolded
 
 
 def gate(

@@ -46,6 +46,7 @@ GPU_IMAGE_LAYOUT = (1, 2)
 
 
 COMPILE_CHOICES = ("auto", "aoti", "none")  # --compile: compiled encoders beside model.pt (export/compiled.py)
+IMAGE_RUNTIMES = ("auto", "torch", "openvino")  # --image-runtime (export/openvino_export.py)
 MiB = 1 << 20
 
 
@@ -80,6 +81,11 @@ class Settings:
     )
     text_batch_size: int = setting(64, help="texts per text-encoder forward pass; new texts of a request go in chunks")
     compile: str = setting("auto", choices=COMPILE_CHOICES, help="compiled encoders beside model.pt")
+    image_runtime: str = setting(
+        "auto",
+        choices=IMAGE_RUNTIMES,
+        help="what runs the compiled image tower: auto measures torch and OpenVINO here and keeps the faster",
+    )
     allow_slow_precision: bool = setting(
         False, help="export bf16/fp16 even where this machine runs them slower than fp32"
     )
@@ -260,6 +266,10 @@ def write(
     save_encoder(text_encoder, version(models.TEXT_ENCODER))
     for model_name, package in packages.items():  # compiled towers: loaded instead of model.pt
         folder = version(models.BY_NAME[model_name])
+        if package.name == artifacts.OPENVINO:  # the image tower as OpenVINO IR: the .xml and its .bin
+            shutil.copy2(package, folder / artifacts.OPENVINO)
+            shutil.copy2(package.with_name(artifacts.OPENVINO_WEIGHTS), folder / artifacts.OPENVINO_WEIGHTS)
+            continue
         shutil.copy2(package, folder / artifacts.COMPILED)
         weights = artifacts.compiled_weights(package)  # the package's weights, where kept beside it
         if weights.is_file():

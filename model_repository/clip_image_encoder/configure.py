@@ -1,11 +1,13 @@
 """clip_image_encoder's settings: the measured instances x threads for the precision, the dynamic
-batcher, and for int8 which activations its kernels were quantized for."""
+batcher, for int8 which activations its kernels were quantized for, and where the exporter
+measured OpenVINO faster here, that artifact and the precision it computes in."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 from clip_contract import parameters as keys
+from clip_contract import precisions
 from export.repository import configure_encoder, image_layout, set_parameter
 
 if TYPE_CHECKING:
@@ -20,5 +22,9 @@ def configure(config: ModelConfig, export: Export) -> None:
     scheme = export.manifest.get("int8_scheme")
     if scheme:  # full-range int8 refuses to load where the kernels saturate (int8_kernels.py)
         set_parameter(config, keys.INT8_ACTIVATIONS, "reduced-range" if scheme["reduce_range"] else "full-range")
+    if export.manifest.get("image_runtime") == "openvino":
+        tower_dtype = precisions.lookup(str(export.manifest["precision"])).tower_dtype
+        set_parameter(config, keys.ARTIFACT, "openvino")
+        set_parameter(config, keys.OPENVINO_PRECISION, keys.OPENVINO_PRECISION_HINTS[tower_dtype])
     config.max_batch_size = settings.max_batch_size
     config.dynamic_batching.max_queue_delay_microseconds = settings.batch_delay_us

@@ -1,10 +1,12 @@
-"""Runs an exported encoder inside a Python-backend model: the compiled AOTInductor package
-(model.pt2) where the exporter wrote one, else the TorchScript model.pt. Imported only by the two
+"""Runs an exported encoder inside a Python-backend model: the artifact the exporter chose (the
+`artifact` parameter): the image tower as OpenVINO IR (model.xml) where it measured faster there,
+the compiled AOTInductor package (model.pt2), or the TorchScript model.pt. Imported only by the two
 encoder models, so numpy-only stubs never load torch.
 
 A package holds machine code for the instruction set it was compiled on (the `compiled_for`
 parameter, torch's capability name); on a CPU below it the model refuses to load with a message
-saying what to do, instead of dying on an illegal instruction mid-request; an int8 tower with
+saying what to do, instead of dying on an illegal instruction mid-request. An OpenVINO tower was
+timed and gated on its export machine's class and is held to the same rule. An int8 tower with
 full-range activations refuses a CPU whose int8 kernels saturate on them (int8_kernels.py). Which
 path runs, and why, goes to Triton's log at load.
 """
@@ -18,6 +20,7 @@ from typing import Any
 import compiled_package
 import int8_kernels
 import numpy as np
+import openvino_tower
 import torch
 import triton_python_backend_utils as pb_utils
 from capability import runs_code_for
@@ -76,12 +79,13 @@ class Encoder:
             self.device = torch.device("cpu")
         folder = Path(args["model_repository"]) / args["model_version"]
         name = args["model_name"]
-        if parameter(config, parameters.ARTIFACT, "torchscript") == "aoti":
+        artifact = parameter(config, parameters.ARTIFACT, "torchscript")
+        if artifact in ("aoti", "openvino"):
             compiled_for = parameter(config, parameters.COMPILED_FOR, "")
             here = str(torch.backends.cpu.get_cpu_capability())
             if not runs_code_for(compiled_for, here):
                 raise pb_utils.TritonModelException(
-                    f"{name}: model.pt2 was compiled for {compiled_for} and this CPU is {here}; export the "
+                    f"{name}: the {artifact} tower was made for {compiled_for} and this CPU is {here}; export the "
                     f"repository on a machine of this class, or with --compile none (TorchScript runs anywhere)"
                 )
             full_range = parameter(config, parameters.INT8_ACTIVATIONS, "") == "full-range"
@@ -91,6 +95,14 @@ class Encoder:
                     f"CPU's int8 kernels saturate on them (no VNNI): its embeddings would be wrong. Export the "
                     f"repository on a machine of this class (it takes 7-bit activations here), or export fp32"
                 )
+        if artifact == "openvino":
+            precision = parameter(config, parameters.OPENVINO_PRECISION, "f32")
+            self.numpy_module: Any = openvino_tower.compile_model(
+                folder / artifacts.OPENVINO, torch.get_num_threads(), precision
+            )
+            made = f"{precision}; made for {compiled_for}, this CPU {here}"
+            path = f"OpenVINO {openvino_tower.version()} IR model.xml ({made})"
+        elif artifact == "aoti":
             self.module: Any = compiled_package.load(folder / artifacts.COMPILED)
             beside = artifacts.compiled_weights(folder / artifacts.COMPILED)
             weights = f"weights memory-mapped from {beside.name}" if beside.is_file() else "weights inside"
@@ -106,7 +118,12 @@ class Encoder:
         why = parameter(config, parameters.EXECUTION, "")
         pb_utils.Logger.log_info(f"{name}: running {path} on {self.device}, {threads} threads; {why}")
 
+    numpy_module: Any = None  # the OpenVINO tower: numpy in, numpy out
+
     def _encode(self, batch: NDArray[Any]) -> NDArray[Any]:
+        if self.numpy_module is not None:
+            encoded: NDArray[Any] = self.numpy_module(batch)
+            return encoded
         with torch.inference_mode():
             embeds = self.module(torch.from_numpy(batch).to(self.device))
         result: NDArray[Any] = embeds.float().cpu().numpy()

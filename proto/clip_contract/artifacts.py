@@ -11,6 +11,8 @@ TORCHSCRIPT = "model.pt"  # each tower as TorchScript (loads anywhere, incl. Tri
 TORCHSCRIPT_WEIGHTS = "weights.pt"  # the same tensors, plain, for CPU instances to memory-map
 COMPILED = "model.pt2"  # each tower as an AOTInductor package, preferred where present
 COMPILED_WEIGHTS_SUFFIX = ".constants.pt"  # a package's weights beside it, memory-mapped at load
+OPENVINO = "model.xml"  # the image tower as OpenVINO IR, where the exporter measured it faster
+OPENVINO_WEIGHTS = "model.bin"  # its weights, beside it (OpenVINO reads them by this name)
 TOKENIZER = "tokenizer"  # folder in clip_tokenize's version folder: BPE files and tokenizer.json
 
 

@@ -21,9 +21,12 @@ LOGIT_SCALE = "logit_scale"  # the log of the applied scale, read from the weigh
 
 # the encoders
 TORCH_THREADS = "torch_threads"
-ARTIFACT = "artifact"  # "aoti" or "torchscript": what the exporter chose
+ARTIFACT = "artifact"  # "aoti", "torchscript" or (image encoder) "openvino": what the exporter chose
 EXECUTION = "execution"  # one line: what runs and why (also on the ensembles)
-COMPILED_FOR = "compiled_for"  # torch's CPU capability the package was compiled for
+COMPILED_FOR = "compiled_for"  # torch's CPU capability the package was compiled (or measured) for
+OPENVINO_PRECISION = "openvino_precision"  # "f32", "bf16" or "f16": what OpenVINO computes in
+# A tower's dtype (clip_contract.precisions tower_dtype) -> OpenVINO's INFERENCE_PRECISION_HINT.
+OPENVINO_PRECISION_HINTS = {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}
 INT8_ACTIVATIONS = "int8_activations"  # "full-range" or "reduced-range" (image encoder, int8 only)
 LABEL_CACHE_BYTES = "label_cache_bytes"  # text encoder
 ENCODE_BATCH_SIZE = "encode_batch_size"  # text encoder: texts per forward pass

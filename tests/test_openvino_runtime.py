@@ -1,0 +1,104 @@
+"""The image tower on OpenVINO: exported through the same checks as the torch tower, chosen by
+measurement (--image-runtime auto) or asked for, and served by Triton with the reference's
+embeddings. The choice itself is unit-tested on made-up measurements."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from clip_client import ClipClient
+from export import openvino_export, quantize
+from export.pipeline import ExportRefused, export
+from export.repository import Settings
+from tests.support import servers
+from tests.support.gateway import gateway_config
+from tests.support.images import photo_pngs
+from tests.support.reference import Reference
+
+
+def test_auto_keeps_openvino_only_when_it_is_measured_faster() -> None:
+    slower = openvino_export.decide("auto", {"torch": 10.0, "openvino": 10.5}, None, 2)
+    faster = openvino_export.decide("auto", {"torch": 10.0, "openvino": 11.5}, None, 2)
+    assert slower.runtime == "torch" and "1.05x" in slower.reason and "from 1.1x" in slower.reason
+    assert faster.runtime == "openvino" and "11.5 images/s against torch's 10.0 (1.15x)" in faster.reason
+
+
+def test_a_tower_openvino_cannot_serve_stays_on_torch_or_is_refused_when_asked_for() -> None:
+    problem = "the int8 image tower (OpenVINO model) failed its accuracy gate"
+    kept = openvino_export.decide("auto", {}, problem, 2)
+    assert kept.runtime == "torch" and problem in kept.reason
+    with pytest.raises(ValueError, match="--image-runtime openvino: the int8 image tower"):
+        openvino_export.decide("openvino", {}, problem, 2)
+    assert openvino_export.decide("torch", {}, None, 2).reason == "torch: asked for (--image-runtime torch)"
+
+
+def test_openvino_without_the_compiled_path_is_refused(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    with pytest.raises(ExportRefused, match="--image-runtime openvino needs the compiled path"):
+        settings = Settings(compile="none", image_runtime="openvino")
+        export(str(tiny_checkpoint), tmp_path / "repository", "fp32", settings)
+
+
+@pytest.fixture(scope="module", params=["fp32", "int8"])
+def openvino_repository(
+    request: pytest.FixtureRequest, tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    repository = tmp_path_factory.mktemp(f"openvino-{request.param}") / "repository"
+    export(str(tiny_checkpoint), repository, request.param, Settings(image_runtime="openvino"))
+    return repository
+
+
+@pytest.fixture(scope="module")
+def openvino_triton(
+    openvino_repository: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[servers.LauncherTriton]:
+    with servers.triton(openvino_repository, tmp_path_factory.mktemp("triton-openvino")) as triton:
+        yield triton
+
+
+@pytest.fixture(scope="module")
+def openvino_client(openvino_triton: servers.LauncherTriton) -> Iterator[ClipClient]:
+    with servers.gateway(gateway_config(openvino_triton.grpc_url)) as gateway, ClipClient(gateway.target) as client:
+        yield client
+
+
+def test_the_export_records_openvino_and_serves_it_in_place_of_the_package(openvino_repository: Path) -> None:
+    manifest = json.loads((openvino_repository / "manifest.json").read_text())
+    assert manifest["image_runtime"] == "openvino", manifest["image_runtime_reason"]
+    assert set(manifest["image_runtime_images_per_second"]) == {"torch", "openvino"}
+    folder = openvino_repository / "clip_image_encoder" / "1"
+    assert (folder / "model.xml").is_file() and (folder / "model.bin").is_file()
+    assert not (folder / "model.pt2").exists()  # the package OpenVINO replaced is not shipped
+    assert (openvino_repository / "clip_text_encoder" / "1" / "model.pt2").is_file()  # text stays torch
+    config = (folder.parent / "config.pbtxt").read_text()
+    assert 'string_value: "openvino"' in config and 'key: "openvino_precision"' in config
+
+
+def test_served_openvino_embeddings_match_the_reference(
+    openvino_client: ClipClient,
+    openvino_triton: servers.LauncherTriton,
+    openvino_repository: Path,
+    tiny_checkpoint: Path,
+) -> None:
+    precision = json.loads((openvino_repository / "manifest.json").read_text())["precision"]
+    info = openvino_client.model_info()
+    assert "image tower on OpenVINO" in info.execution, info.execution
+    # what the image encoder says it loaded, not only what the manifest says it should
+    assert "clip_image_encoder: running OpenVINO" in openvino_triton.triton_log.read_text()
+    data = list(photo_pngs())
+    served = openvino_client.embed(data, ["a photo of a cat"])
+    reference = Reference(tiny_checkpoint)
+    expected = reference.image_embeds([Reference.open_image(item) for item in data])
+    cosines = np.sum(served.images * expected, axis=1)  # both unit length
+    difference = np.abs(served.images - expected).max()
+    print(f"tiny {precision} on OpenVINO vs reference: cosine min {cosines.min():.6f}, max |diff| {difference:.2e}")
+    if precision == "int8":
+        assert cosines.min() >= quantize.MIN_COSINE and cosines.mean() >= quantize.MIN_MEAN_COSINE
+    else:
+        assert difference <= 1e-4
+    # the text tower is torch's either way
+    assert np.abs(served.texts - reference.text_embeds(["a photo of a cat"])).max() <= 1e-4
