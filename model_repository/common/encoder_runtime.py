@@ -84,9 +84,10 @@ class Encoder:
             compiled_for = parameter(config, parameters.COMPILED_FOR, "")
             here = str(torch.backends.cpu.get_cpu_capability())
             if not runs_code_for(compiled_for, here):
+                made = "model.pt2 was compiled" if artifact == "aoti" else "model.xml was timed and gated"
                 raise pb_utils.TritonModelException(
-                    f"{name}: the {artifact} tower was made for {compiled_for} and this CPU is {here}; export the "
-                    f"repository on a machine of this class, or with --compile none (TorchScript runs anywhere)"
+                    f"{name}: {made} for {compiled_for} and this CPU is {here}; export the repository on a "
+                    f"machine of this class, or with --compile none (TorchScript runs anywhere)"
                 )
             full_range = parameter(config, parameters.INT8_ACTIVATIONS, "") == "full-range"
             if full_range and not int8_kernels.full_range_is_exact():
