@@ -1,7 +1,8 @@
 """Benchmarks on the exact ViT-B/16 shapes (random weights), every figure a ratio against in-process
 eager transformers fp32 at batch 8 measured in the same run, repeated to show the spread.
 
-    python -m bench [--runs 3] [--seconds 8] [--variants fp32-torchscript,fp32-compiled,bf16-compiled,int8]
+    python -m bench [--runs 3] [--seconds 8]
+        [--variants fp32-torchscript,fp32-compiled,bf16-compiled,int8,int8-openvino]
 
 Each variant is an export (precision x artifact); per run it is served afresh (Triton + gateway)
 and measured: Triton's clip_embed_image at c=4; the gateway's Classify with 2 labels at c=1/4/8;
@@ -52,12 +53,21 @@ from export.pipeline import ExportRefused
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "fp32-torchscript": {"precision": "fp32", "compile": "none"},
-    "fp32-compiled": {"precision": "fp32", "compile": "aoti"},
+    "fp32-compiled": {"precision": "fp32", "compile": "aoti", "image_runtime": "torch"},
     "bf16-torchscript": {"precision": "bf16", "compile": "none", "allow_slow_precision": True},
-    "bf16-compiled": {"precision": "bf16", "compile": "aoti", "allow_slow_precision": True},
-    "int8": {"precision": "int8", "compile": "aoti"},
+    "bf16-compiled": {"precision": "bf16", "compile": "aoti", "allow_slow_precision": True, "image_runtime": "torch"},
+    "int8": {"precision": "int8", "compile": "aoti", "image_runtime": "torch"},
+    # the same exports with the image tower on OpenVINO (export/openvino_export.py), whatever it measured
+    "fp32-openvino": {"precision": "fp32", "compile": "aoti", "image_runtime": "openvino"},
+    "bf16-openvino": {
+        "precision": "bf16",
+        "compile": "aoti",
+        "allow_slow_precision": True,
+        "image_runtime": "openvino",
+    },
+    "int8-openvino": {"precision": "int8", "compile": "aoti", "image_runtime": "openvino"},
 }
-DEFAULT_VARIANTS = "fp32-torchscript,fp32-compiled,bf16-compiled,int8"
+DEFAULT_VARIANTS = "fp32-torchscript,fp32-compiled,bf16-compiled,int8,int8-openvino"
 BASELINE = "in-process eager fp32 batch 8"
 
 
@@ -326,16 +336,16 @@ def markdown(report: dict[str, Any]) -> str:
     lines += [
         "",
         "| variant | export s (steps) | Triton ready s (runs) | PSS GiB (x fp32 weights) | cosine vs reference "
-        "| execution |",
+        "| image tower timed at export, images/s | execution |",
     ]
-    lines += ["| --- | --- | --- | --- | --- | --- |"]
+    lines += ["| --- | --- | --- | --- | --- | --- | --- |"]
     for name, variant in report["variants"].items():
         if "refused" in variant:
             continue
         lines.append(
             f"| {name} | {variant['export_wall_s']} ({variant['export_seconds']}) | {variant['triton_ready_s']} | "
             f"{variant['pss_gib']} ({variant['pss_x_weights']}) | {variant.get('cosine_vs_reference', '')} | "
-            f"{variant['execution']} |"
+            f"{variant.get('image_runtime_images_per_second') or ''} | {variant['execution']} |"
         )
     if "infinity" in report:
         lines += ["", infinity_line(report["infinity"])]
@@ -432,6 +442,7 @@ def main() -> None:
             "export_seconds": manifest.get("export_seconds", {}),
             "int8_scheme": manifest.get("int8_scheme"),
             "int8_gate": manifest.get("int8_gate"),
+            "image_runtime_images_per_second": manifest.get("image_runtime_images_per_second"),
             "triton_ready_s": [round(run["triton_ready_s"], 1) for run in cold[name]],
             "pss_gib": round(statistics.median(pss), 2),
             "pss_x_weights": round(statistics.median(pss) * 2**30 / weights, 2),

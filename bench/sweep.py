@@ -1,6 +1,6 @@
 """Choose image-encoder instances and torch threads by measurement, not by guess.
 
-    python -m bench.sweep [--seconds 20] [--configs 1x2,2x1,1x1,2x2] [--precision fp32]
+    python -m bench.sweep [--seconds 20] [--configs 1x2,2x1,1x1,2x2] [--precision fp32] [--image-runtime torch]
 
 For each "instances x threads" configuration: export ViT-B/16 (random weights) with it, start
 Triton and the gateway, and measure the gateway's Classify (2 labels, concurrency 4, through our
@@ -26,6 +26,7 @@ from bench.measure import Memory, Result, closed_loop
 from bench.service import ROOT, running_service
 from bench.workloads import in_process_baseline, sample_png
 from export import random_checkpoint
+from export.repository import IMAGE_RUNTIMES
 
 
 def served_classify(repository: Path, seconds: float, log_file: Path, concurrency: int) -> tuple[Result, Memory]:
@@ -54,6 +55,7 @@ def main() -> None:
     parser.add_argument("--configs", default="1x2,2x1,1x1,2x2", help="instances x threads, comma separated")
     parser.add_argument("--precision", default="fp32")
     parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--image-runtime", default="torch", choices=IMAGE_RUNTIMES)
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "bench")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -65,7 +67,11 @@ def main() -> None:
         instances, threads = (int(part) for part in config.split("x"))
         started = time.monotonic()
         repository = random_checkpoint.cached_export(
-            "vit-b-16", args.precision, image_instances=instances, image_torch_threads=threads
+            "vit-b-16",
+            args.precision,
+            image_instances=instances,
+            image_torch_threads=threads,
+            image_runtime=args.image_runtime,
         )
         result, memory = served_classify(
             repository, args.seconds, args.out / f"triton-sweep-{config}.log", args.concurrency
@@ -91,12 +97,14 @@ def main() -> None:
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "commit": commit.strip(),
         "precision": args.precision,
+        "image_runtime": args.image_runtime,
         "baseline_before": before.row(),
         "baseline_after": after.row(),
         "rows": rows,
     }
     lines = [
-        f"Sweep of {report['date']} on {report['machine']} (commit {report['commit']}), {args.precision}: "
+        f"Sweep of {report['date']} on {report['machine']} (commit {report['commit']}), {args.precision}, "
+        f"image tower on {args.image_runtime}: "
         f"gateway Classify, 2 labels, concurrency {args.concurrency}, {args.seconds:g} s per configuration. "
         f"Baseline in-process eager fp32 batch 8: {before.items_per_s:.2f} img/s before, "
         f"{after.items_per_s:.2f} after.",

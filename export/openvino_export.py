@@ -32,7 +32,8 @@ from export.compiled import COMMON_DIR, batch_dim
 # runtime for both towers (one less library in the stub's memory, one less thing to go wrong).
 AUTO_SPEEDUP = 1.1
 MEASURE_BATCH = 4  # images per timed call: a dynamic-batcher batch under light load
-MEASURE_SECONDS = 1.0  # per candidate, at least three calls after a warm-up
+MEASURE_SECONDS = 1.0  # per candidate and round, at least three calls after a warm-up
+MEASURE_ROUNDS = 2
 
 
 def runtime_module() -> Any:
@@ -89,6 +90,18 @@ def images_per_second(call: Callable[[torch.Tensor], Any], pixels: torch.Tensor)
             best = min(best, time.perf_counter() - call_started)
             calls += 1
     return len(pixels) / best
+
+
+def compare(candidates: dict[str, Callable[[torch.Tensor], Any]], size: int) -> dict[str, float]:
+    """images/s of each candidate at MEASURE_BATCH, best of MEASURE_ROUNDS rounds taken in turn:
+    measured one after the other once, the same two towers swapped their ratio between 1.10x and
+    1.38x from one export to the next on a shared 2-core machine."""
+    pixels = torch.randn(MEASURE_BATCH, 3, size, size, generator=torch.Generator().manual_seed(0))
+    rates = dict.fromkeys(candidates, 0.0)
+    for _ in range(MEASURE_ROUNDS):
+        for name, call in candidates.items():
+            rates[name] = max(rates[name], images_per_second(call, pixels))
+    return rates
 
 
 @dataclass(frozen=True)

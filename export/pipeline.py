@@ -259,12 +259,10 @@ def _choose_image_runtime(
         else:
             problem = problem_of(served)
             if problem is None:
-                pixels = encoders.example_pixels(openvino_export.MEASURE_BATCH, size)
-                rates["openvino"] = openvino_export.images_per_second(served, pixels)
                 previous = torch.get_num_threads()
                 torch.set_num_threads(threads)
                 try:
-                    rates["torch"] = openvino_export.images_per_second(image_package, pixels)
+                    rates = openvino_export.compare({"torch": image_package, "openvino": served}, size)
                 finally:
                     torch.set_num_threads(previous)
     try:
