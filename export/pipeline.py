@@ -132,8 +132,11 @@ def _compile_towers(
     precision = choice.precision
     quantized = precision_table.lookup(precision).quantized_image_tower
     image_encoder, text_encoder = encoders.eager_towers(model, precision)
-    # OpenVINO reads an fp32 graph and computes it at the precision's hint (bf16 weights widen exactly).
-    openvino_source: Any = encoders.ImageEncoder(copy.deepcopy(model).float(), encoders.tower_dtype("fp32")).eval()
+    # What OpenVINO would convert: an fp32 graph, computed at the precision's hint (bf16 weights
+    # widen exactly); int8 replaces it with its unfolded calibration below.
+    openvino_source: Any = None
+    if settings.image_runtime != "torch":
+        openvino_source = encoders.ImageEncoder(copy.deepcopy(model).float(), encoders.tower_dtype("fp32")).eval()
     config: Any = model.config
     size, context = int(config.vision_config.image_size), int(config.text_config.max_position_embeddings)
     gate_summary = None
@@ -220,7 +223,7 @@ def _compile_towers(
         seconds,
         "image_runtime",
         lambda: _choose_image_runtime(
-            openvino_source, image_package, openvino_problem, settings, precision, size, folder
+            openvino_source, paths[models.IMAGE_ENCODER.name], openvino_problem, settings, precision, size, folder
         ),
     )
     if openvino_xml is not None:
@@ -230,7 +233,7 @@ def _compile_towers(
 
 def _choose_image_runtime(
     source: Any,
-    image_package: Any,
+    package_path: Path,
     problem_of: Any,
     settings: repository.Settings,
     precision: str,
@@ -238,38 +241,36 @@ def _choose_image_runtime(
     folder: Path,
 ) -> tuple[openvino_export.RuntimeChoice, Path | None]:
     """(the image tower's runtime, the OpenVINO IR to serve or None): `source` converted, saved,
-    read back through the Triton model's loader, checked by `problem_of`, and timed against
-    `image_package`, at the serving layout's threads per instance."""
-    import torch
-
-    threads = repository.image_layout(settings, precision)[1]
+    read back through the Triton model's loader, checked by `problem_of`, and timed against the
+    package at `package_path` in the serving layout (instances x threads)."""
+    instances, threads = repository.image_layout(settings, precision)
+    layout = f"{instances} instance{'s' if instances > 1 else ''} x {threads} thread{'s' if threads > 1 else ''}"
     if settings.image_runtime == "torch":
-        return openvino_export.decide("torch", {}, None, threads), None
+        return openvino_export.decide("torch", {}, None, layout), None
     problem, rates, xml = openvino_export.unavailable(), {}, None
     if problem is None:
         hint = keys.OPENVINO_PRECISION_HINTS[precision_table.lookup(precision).tower_dtype]
+        runtime = openvino_export.runtime_module()
         try:
             xml = openvino_export.save(
                 openvino_export.convert(source, encoders.example_pixels(2, size), settings.max_batch_size), folder
             )
-            served = openvino_export.torch_facing(openvino_export.runtime_module().compile_model(xml, threads, hint))
+            served = openvino_export.torch_facing(runtime.compile_model(xml, threads, hint))
         except Exception as error:  # the converter or the plugin, not the model: torch serves it
             first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
             problem = f"converting it failed here: {first_line}"
         else:
             problem = problem_of(served)
             if problem is None:
-                previous = torch.get_num_threads()
-                torch.set_num_threads(threads)
-                try:
-                    rates = openvino_export.compare({"torch": image_package, "openvino": served}, size)
-                finally:
-                    torch.set_num_threads(previous)
+                towers = {"torch": package_path, "openvino": xml}
+                rates = openvino_export.compare(towers, size, instances, threads, hint)
     try:
-        runtime = openvino_export.decide(settings.image_runtime, rates, problem, threads)
+        quantized = precision_table.lookup(precision).quantized_image_tower
+        required = openvino_export.AUTO_SPEEDUP["int8" if quantized else "float"]
+        choice = openvino_export.decide(settings.image_runtime, rates, problem, layout, required)
     except ValueError as error:
         raise ExportRefused(str(error)) from None
-    return runtime, xml if runtime.runtime == "openvino" else None
+    return choice, xml if choice.runtime == "openvino" else None
 
 
 def _rejection(result: quantize.GateResult, folder: Path, scheme: str, what: str = "quantized graph") -> str:
