@@ -260,7 +260,11 @@ def _choose_image_runtime(
             first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
             problem = f"converting it failed here: {first_line}"
         else:
-            problem = problem_of(served)
+            try:
+                problem = problem_of(served)
+            except Exception as error:  # e.g. rows missing from its answer: not a tower to serve
+                first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+                problem = f"checking it failed here: {first_line}"
             if problem is None:
                 towers = {"torch": package_path, "openvino": xml}
                 rates = openvino_export.compare(towers, size, instances, threads, hint)

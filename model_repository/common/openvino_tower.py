@@ -50,7 +50,10 @@ def compile_model(model: Any, threads: int, precision: str) -> Infer:
     def infer(pixels: NDArray[Any]) -> NDArray[Any]:
         # One request, reused: its output buffer is copied out before the next call reuses it.
         result = request.infer([np.ascontiguousarray(pixels, dtype=np.float32)])
-        return np.array(result[compiled.output(0)], dtype=np.float32)
+        embeds = np.array(result[compiled.output(0)], dtype=np.float32)
+        if len(embeds) != len(pixels):  # seen with ONEDNN_MAX_CPU_ISA=AVX2 set: no rows at all, no error
+            raise RuntimeError(f"OpenVINO answered {len(embeds)} rows for {len(pixels)} images")
+        return embeds
 
     return infer
 
