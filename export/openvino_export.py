@@ -19,6 +19,8 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import json
+import os
+import select
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -43,6 +45,7 @@ MEASURE_BATCH = 4  # images per timed call: a dynamic-batcher batch under light 
 MEASURE_SECONDS = 1.5  # per candidate and round, after a warm-up (export/runtime_timing.py)
 MEASURE_ROUNDS = 2
 NEIGHBOUR_DUTY = 0.3  # of one core (neighbour())
+WORKER_TIMEOUT = 300.0  # seconds a timing worker may take to load its tower, or to run its calls
 
 
 def runtime_module() -> Any:
@@ -90,30 +93,37 @@ def torch_facing(infer: Callable[[Any], Any]) -> Callable[[torch.Tensor], torch.
 def as_served(runtime: str, path: Path, instances: int, threads: int, hint: str, size: int) -> float:
     """images/s of `instances` processes each serving the tower at `path` with `threads` threads
     (export/runtime_timing.py), started together once all have loaded it: the layout as Triton
-    runs it, one stub per instance."""
+    runs it, one stub per instance. A worker that says anything else, or nothing within
+    WORKER_TIMEOUT, fails the timing; every worker is killed and reaped however it ends."""
     command = [sys.executable, "-m", "export.runtime_timing", runtime, str(path), str(threads), hint, str(size)]
-    workers = [
-        subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
-        for _ in range(instances)
-    ]
+    workers: list[subprocess.Popen[str]] = []
     try:
+        for _ in range(instances):
+            workers.append(
+                subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+            )
         for worker in workers:
-            assert worker.stdout is not None
-            if worker.stdout.readline().strip() != "ready":
-                raise RuntimeError(f"timing {runtime} at {path} failed (exit {worker.wait()})")
+            if (line := _line(worker)) != "ready":
+                raise RuntimeError(f"timing {runtime} at {path}: a worker said {line!r}")
         for worker in workers:
             assert worker.stdin is not None
             worker.stdin.write("go\n")
             worker.stdin.flush()
-        results = []
-        for worker in workers:
-            assert worker.stdout is not None
-            results.append(json.loads(worker.stdout.readline()))
+        results = [json.loads(_line(worker)) for worker in workers]
     finally:
         for worker in workers:
             worker.kill()
             worker.wait()
     return sum(result["images"] for result in results) / max(result["seconds"] for result in results)
+
+
+def _line(worker: subprocess.Popen[str]) -> str:
+    """The worker's next line, or RuntimeError when it has none within WORKER_TIMEOUT."""
+    assert worker.stdout is not None
+    ready, _, _ = select.select([worker.stdout], [], [], WORKER_TIMEOUT)
+    if not ready:
+        raise RuntimeError(f"a timing worker said nothing within {WORKER_TIMEOUT:g} s")
+    return worker.stdout.readline().strip()
 
 
 @contextlib.contextmanager
@@ -124,9 +134,9 @@ def neighbour() -> Iterator[None]:
     Intel AMX class, served OpenVINO ran 1.41x torch's; timed alone in process 1.10-1.38x, beside
     this neighbour 1.31x. Stopped however the measurement ends."""
     busy, idle = 0.01 * NEIGHBOUR_DUTY, 0.01 * (1 - NEIGHBOUR_DUTY)
-    code = (
-        "import time\n"
-        "while True:\n"
+    code = (  # it ends itself once the exporter is gone (killed before its `finally` could run)
+        "import os, time\n"
+        f"while os.getppid() == {os.getpid()}:\n"
         "    started = time.perf_counter()\n"
         f"    while time.perf_counter() - started < {busy}: pass\n"
         f"    time.sleep({idle})\n"

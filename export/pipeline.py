@@ -135,7 +135,7 @@ def _compile_towers(
     # What OpenVINO would convert: an fp32 graph, computed at the precision's hint (bf16 weights
     # widen exactly); int8 replaces it with its unfolded calibration below.
     openvino_source: Any = None
-    if settings.image_runtime != "torch":
+    if settings.image_runtime != "torch" and not quantized and openvino_export.unavailable() is None:
         openvino_source = encoders.ImageEncoder(copy.deepcopy(model).float(), encoders.tower_dtype("fp32")).eval()
     config: Any = model.config
     size, context = int(config.vision_config.image_size), int(config.text_config.max_position_embeddings)
@@ -265,9 +265,15 @@ def _choose_image_runtime(
             except Exception as error:  # e.g. rows missing from its answer: not a tower to serve
                 first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
                 problem = f"checking it failed here: {first_line}"
+            del served  # the timing loads its own copies, one process per instance
             if problem is None:
-                towers = {"torch": package_path, "openvino": xml}
-                rates = openvino_export.compare(towers, size, instances, threads, hint)
+                try:
+                    rates = openvino_export.compare(
+                        {"torch": package_path, "openvino": xml}, size, instances, threads, hint
+                    )
+                except Exception as error:  # a timing process that died or hung: no measured choice
+                    first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+                    problem = f"timing it failed here: {first_line}"
     try:
         quantized = precision_table.lookup(precision).quantized_image_tower
         required = openvino_export.AUTO_SPEEDUP["int8" if quantized else "float"]
@@ -312,6 +318,8 @@ def export(
     spec = precision_table.lookup(choice.precision)
     if spec.compiled_only and artifact != "aoti":
         raise ExportRefused(f"{spec.name} runs only as a compiled tower, and {artifact_reason}")
+    if settings.image_runtime == "openvino" and artifact != "aoti":
+        raise ExportRefused(f"--image-runtime openvino needs the compiled path here, and {artifact_reason}")
     trace_device = "cuda" if settings.device == "gpu" else "cpu"
     if trace_device == "cuda" and not torch.cuda.is_available():
         raise checkpoints.CheckpointError(
@@ -331,18 +339,17 @@ def export(
         packages: dict[str, Path] = {}
         gate_summary = None
         runtime = openvino_export.RuntimeChoice("torch", f"torch: {artifact_reason}")
-        if artifact != "aoti" and settings.image_runtime == "openvino":
-            raise ExportRefused(f"--image-runtime openvino needs the compiled path here, and {artifact_reason}")
         if artifact == "aoti":
             try:
                 packages, gate_summary, runtime = _compile_towers(model, ckpt, choice, settings, Path(scratch), seconds)
             except ExportRefused:
                 raise
             except Exception as error:  # the toolchain, not the model: auto falls back to TorchScript
-                if settings.compile != "auto" or spec.compiled_only:
+                if settings.compile != "auto" or spec.compiled_only or settings.image_runtime == "openvino":
                     raise
                 first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
                 artifact, artifact_reason = "torchscript", f"TorchScript: compiling failed here ({first_line})"
+                runtime = openvino_export.RuntimeChoice("torch", f"torch: {artifact_reason}")
                 print(f"export: {artifact_reason}", file=sys.stderr)
         manifest.update(
             requested_precision=precision,

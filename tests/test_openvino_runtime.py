@@ -108,3 +108,10 @@ def test_served_openvino_embeddings_match_the_reference(
         assert difference <= 1e-4
     # the text tower is torch's either way
     assert np.abs(served.texts - reference.text_embeds(["a photo of a cat"])).max() <= 1e-4
+
+
+def test_a_timing_worker_that_fails_fails_the_timing_and_is_reaped(tmp_path: Path) -> None:
+    """A worker that cannot load its tower (here: no such file) ends the timing with an error
+    naming what it said, rather than hanging on it; the pipeline then keeps torch, saying why."""
+    with pytest.raises(RuntimeError, match="a worker said ''"):
+        openvino_export.as_served("torch", tmp_path / "missing.pt2", 2, 1, "f32", 16)

@@ -1,5 +1,6 @@
 """Triton model: PIXEL_VALUES[B, 3, H, W] -> unit-norm IMAGE_EMBEDS[B, D] with the exported tower
-(the compiled model.pt2 where present, else TorchScript model.pt: encoder_runtime)."""
+(OpenVINO's model.xml where the exporter measured it faster, else the compiled model.pt2, else
+TorchScript model.pt: encoder_runtime)."""
 
 from __future__ import annotations
 
