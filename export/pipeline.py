@@ -109,6 +109,11 @@ class ExportRefused(RuntimeError):
     an int8 tower that failed its accuracy gate); the message says why and what to do instead."""
 
 
+def _first_line(error: BaseException) -> str:
+    """An error's first line (at most 200 characters), for a reason recorded in the manifest."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+
+
 def _timed(seconds: dict[str, float], step: str, work: Any) -> Any:
     started = time.perf_counter()
     result = work()
@@ -257,14 +262,12 @@ def _choose_image_runtime(
             )
             served = openvino_export.torch_facing(runtime.compile_model(xml, threads, hint))
         except Exception as error:  # the converter or the plugin, not the model: torch serves it
-            first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
-            problem = f"converting it failed here: {first_line}"
+            problem = f"converting it failed here: {_first_line(error)}"
         else:
             try:
                 problem = problem_of(served)
             except Exception as error:  # e.g. rows missing from its answer: not a tower to serve
-                first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
-                problem = f"checking it failed here: {first_line}"
+                problem = f"checking it failed here: {_first_line(error)}"
             del served  # the timing loads its own copies, one process per instance
             if problem is None:
                 try:
@@ -272,8 +275,7 @@ def _choose_image_runtime(
                         {"torch": package_path, "openvino": xml}, size, instances, threads, hint
                     )
                 except Exception as error:  # a timing process that died or hung: no measured choice
-                    first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
-                    problem = f"timing it failed here: {first_line}"
+                    problem = f"timing it failed here: {_first_line(error)}"
     try:
         quantized = precision_table.lookup(precision).quantized_image_tower
         required = openvino_export.AUTO_SPEEDUP["int8" if quantized else "float"]
@@ -347,8 +349,7 @@ def export(
             except Exception as error:  # the toolchain, not the model: auto falls back to TorchScript
                 if settings.compile != "auto" or spec.compiled_only or settings.image_runtime == "openvino":
                     raise
-                first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
-                artifact, artifact_reason = "torchscript", f"TorchScript: compiling failed here ({first_line})"
+                artifact, artifact_reason = "torchscript", f"TorchScript: compiling failed here ({_first_line(error)})"
                 runtime = openvino_export.RuntimeChoice("torch", f"torch: {artifact_reason}")
                 print(f"export: {artifact_reason}", file=sys.stderr)
         manifest.update(
