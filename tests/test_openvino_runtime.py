@@ -15,7 +15,7 @@ from clip_client import ClipClient
 from export import openvino_export, quantize
 from export.pipeline import ExportRefused, export
 from export.repository import Settings
-from tests.support import servers
+from tests.support import machine, servers
 from tests.support.gateway import gateway_config
 from tests.support.images import photo_pngs
 from tests.support.reference import Reference
@@ -54,7 +54,14 @@ def openvino_repository(
     request: pytest.FixtureRequest, tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Path:
     repository = tmp_path_factory.mktemp(f"openvino-{request.param}") / "repository"
-    export(str(tiny_checkpoint), repository, request.param, Settings(image_runtime="openvino"))
+    try:
+        export(str(tiny_checkpoint), repository, request.param, Settings(image_runtime="openvino"))
+    except ExportRefused as refused:
+        # Measured to pass only with VNNI kernels; without them (7-bit activations) the refusal
+        # naming OpenVINO's gate is the answer an explicit request gets, never a torch tower.
+        if request.param != "int8" or machine.int8_kernels_have_vnni() or "OpenVINO model" not in str(refused):
+            raise
+        pytest.skip(f"this CPU has no VNNI and the OpenVINO int8 tower was refused: {refused}")
     return repository
 
 
@@ -72,6 +79,9 @@ def openvino_client(openvino_triton: servers.LauncherTriton) -> Iterator[ClipCli
         yield client
 
 
+@pytest.mark.may_skip(
+    reason="an AVX2-only CPU's OpenVINO int8 tower may fail the accuracy gate (the fixture checks the refusal)"
+)
 def test_the_export_records_openvino_and_serves_it_in_place_of_the_package(openvino_repository: Path) -> None:
     manifest = json.loads((openvino_repository / "manifest.json").read_text())
     assert manifest["image_runtime"] == "openvino", manifest["image_runtime_reason"]
@@ -84,6 +94,9 @@ def test_the_export_records_openvino_and_serves_it_in_place_of_the_package(openv
     assert 'string_value: "openvino"' in config and 'key: "openvino_precision"' in config
 
 
+@pytest.mark.may_skip(
+    reason="an AVX2-only CPU's OpenVINO int8 tower may fail the accuracy gate (the fixture checks the refusal)"
+)
 def test_served_openvino_embeddings_match_the_reference(
     openvino_client: ClipClient,
     openvino_triton: servers.LauncherTriton,
