@@ -135,6 +135,16 @@ def compile_image(
     package(encoder, example, {0: batch_dim(max_batch)}, path, weights_beside)
 
 
-def compile_text(encoder: torch.nn.Module, example: torch.Tensor, max_batch: int, context: int, path: Path) -> None:
-    length = torch.export.Dim("length", min=2, max=context)
-    package(encoder, example, {0: batch_dim(max_batch), 1: length}, path, weights_beside=True)
+def length_dim(context: int) -> Any:
+    return torch.export.Dim("length", min=2, max=context)
+
+
+def compile_text(
+    encoder: torch.nn.Module,
+    example: torch.Tensor,
+    max_batch: int,
+    context: int,
+    path: Path,
+    weights_beside: bool = True,
+) -> None:
+    package(encoder, example, {0: batch_dim(max_batch), 1: length_dim(context)}, path, weights_beside)

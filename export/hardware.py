@@ -142,7 +142,7 @@ def choose_precision(
     cpu = f"{info.get('model', 'this CPU')}"
     if requested == FP32.name:
         return PrecisionChoice(FP32.name, "fp32 asked for")
-    if requested != AUTO and lookup(requested).quantized_image_tower:
+    if requested != AUTO and lookup(requested).quantized:
         try:
             scheme = choose_int8_scheme(cpu, allow_slow=allow_slow, probe=int8_probe)
         except Int8Refused as refused:

@@ -18,7 +18,7 @@ from clip_contract import models
 from clip_contract import parameters as keys
 from clip_contract import precisions as precision_table
 from export import checkpoint as checkpoints
-from export import compiled, encoders, hardware, openvino_export, quantize, repository
+from export import compiled, encoders, hardware, openvino_export, quantize, repository, text_tower
 
 
 def _side(value: Any, key: str, what: str) -> int:
@@ -128,14 +128,14 @@ def _compile_towers(
     settings: repository.Settings,
     folder: Path,
     seconds: dict[str, float],
-) -> tuple[dict[str, Path], dict[str, Any] | None, openvino_export.RuntimeChoice]:
+) -> tuple[dict[str, Path], dict[str, Any] | None, text_tower.TextTower, openvino_export.RuntimeChoice]:
     """AOTInductor packages of both towers in `folder`, each checked against eager transformers;
     for int8 the image tower is quantized (in the scheme chosen for this machine) and must pass the
     accuracy gate first. Then the image tower's runtime: the package, or the same tower as
     OpenVINO IR where that measures faster here and passes the same checks (`paths` then holds
     the IR for the image encoder)."""
     precision = choice.precision
-    quantized = precision_table.lookup(precision).quantized_image_tower
+    quantized = precision_table.lookup(precision).quantized
     image_encoder, text_encoder = encoders.eager_towers(model, precision)
     # What OpenVINO would convert: an fp32 graph, computed at the precision's hint (bf16 weights
     # widen exactly); int8 replaces it with its unfolded calibration below.
@@ -143,53 +143,54 @@ def _compile_towers(
     if settings.image_runtime != "torch" and not quantized and openvino_export.unavailable() is None:
         openvino_source = encoders.ImageEncoder(copy.deepcopy(model).float(), encoders.tower_dtype("fp32")).eval()
     config: Any = model.config
-    size, context = int(config.vision_config.image_size), int(config.text_config.max_position_embeddings)
+    size = int(config.vision_config.image_size)
     gate_summary = None
     paths = {models.IMAGE_ENCODER.name: folder / "image.pt2", models.TEXT_ENCODER.name: folder / "text.pt2"}
-    # The text tower first: torchao's int8 passes, once registered, change how fp32 weights compile.
-    _timed(
-        seconds,
-        "compile_text",
-        lambda: compiled.compile_text(
-            text_encoder,
-            encoders.example_ids(2, 8, model),
-            settings.text_batch_size,
-            context,
-            paths[models.TEXT_ENCODER.name],
-        ),
-    )
-    image_module: Any = image_encoder
-    scheme_name = choice.int8_scheme.name if choice.int8_scheme else ""
-    held_out_pixels: Any = None  # int8: set with its calibration below
-    label_ids: Any = None
-    calibration_dir: Any = None
+    scheme = choice.int8_scheme
+    calibration: quantize.Calibration | None = None
     if quantized:
-        scheme = choice.int8_scheme
         assert scheme is not None  # choose_precision decides the scheme with the precision
         calibration_dir = Path(settings.calibration_images or quantize.DEFAULT_CALIBRATION)
         try:
-            calibrate, held_out = quantize.calibration_files(calibration_dir)
+            calibration = quantize.Calibration.load(calibration_dir, ckpt.folder)
         except (OSError, quantize.QuantizationRejected) as error:
             raise ExportRefused(f"calibration images: {error}") from None
-        calibration_pixels = quantize.pixels(calibrate, ckpt.folder)
-        held_out_pixels = quantize.pixels(held_out, ckpt.folder)
-        label_ids = quantize.tokenize(quantize.labels_for(calibration_dir), ckpt.folder)
+    # The text tower first: torchao's int8 passes, once registered, change how fp32 weights compile.
+    text = text_tower.compile_text_tower(
+        model,
+        precision,
+        text_encoder,
+        image_encoder,
+        calibration if settings.int8_text_tower else None,
+        bool(scheme and scheme.reduce_range),
+        settings.text_batch_size,
+        paths[models.TEXT_ENCODER.name],
+        seconds,
+    )
+    if quantized and not settings.int8_text_tower:
+        text = dataclasses.replace(text, reason="fp32 text tower: asked for (--no-int8-text-tower)")
+    image_module: Any = image_encoder
+    scheme_name = scheme.name if scheme else ""
+    if calibration is not None:
+        assert scheme is not None
         image_module, openvino_source = _timed(
             seconds,
             "quantize",
             lambda: quantize.quantize_image(
-                image_encoder, calibration_pixels, settings.max_batch_size, scheme.reduce_range
+                image_encoder, calibration.pixels, settings.max_batch_size, scheme.reduce_range
             ),
         )
-        result = quantize.gate(image_encoder, image_module, text_encoder, held_out_pixels, label_ids)
+        result = quantize.gate(
+            image_encoder, image_module, text_encoder, calibration.held_out_pixels, calibration.label_ids
+        )
         gate_summary = {
             "scheme": scheme.name,
-            "calibration": str(calibration_dir),
-            "calibration_images": len(calibrate),
+            "calibration": str(calibration.folder),
+            "calibration_images": calibration.images,
             **result.summary(),
         }
         if not result.passed():
-            raise ExportRefused(_rejection(result, calibration_dir, scheme_name))
+            raise ExportRefused(_rejection(result, calibration.folder, scheme_name))
     _timed(
         seconds,
         "compile_image",
@@ -201,22 +202,25 @@ def _compile_towers(
             weights_beside=not quantized,  # int8's weights are prepacked (opaque) for its kernels
         ),
     )
-    image_package, text_package = (compiled.load(path) for path in paths.values())
-    if quantized:  # what is served must pass the gate too, not only its reference graph
-        result = quantize.gate(image_encoder, image_package, text_encoder, held_out_pixels, label_ids)
+    image_package = compiled.load(paths[models.IMAGE_ENCODER.name])
+    if calibration is not None:  # what is served must pass the gate too, not only its reference graph
+        result = quantize.gate(
+            image_encoder, image_package, text_encoder, calibration.held_out_pixels, calibration.label_ids
+        )
         gate_summary = {**(gate_summary or {}), "compiled": result.summary()}
         if not result.passed():
-            raise ExportRefused(_rejection(result, calibration_dir, scheme_name, "compiled package"))
-        encoders.check_towers(model, precision, image_encoder, text_encoder, None, text_package, "compiled")
+            raise ExportRefused(_rejection(result, calibration.folder, scheme_name, "compiled package"))
     else:
-        encoders.check_towers(model, precision, image_encoder, text_encoder, image_package, text_package, "compiled")
+        encoders.check_towers(model, precision, image_encoder, text_encoder, image_package, None, "compiled")
 
     def openvino_problem(served: Any) -> str | None:
         """Why the OpenVINO tower may not be served, by the checks the package passed; or None."""
-        if quantized:
-            result = quantize.gate(image_encoder, served, text_encoder, held_out_pixels, label_ids)
+        if calibration is not None:
+            result = quantize.gate(
+                image_encoder, served, text_encoder, calibration.held_out_pixels, calibration.label_ids
+            )
             if not result.passed():
-                return _rejection(result, calibration_dir, scheme_name, "OpenVINO model")
+                return _rejection(result, calibration.folder, scheme_name, "OpenVINO model")
             return None
         try:
             encoders.check_towers(model, precision, image_encoder, text_encoder, served, None, "OpenVINO")
@@ -233,7 +237,7 @@ def _compile_towers(
     )
     if openvino_xml is not None:
         paths[models.IMAGE_ENCODER.name] = openvino_xml
-    return paths, gate_summary, runtime
+    return paths, gate_summary, text, runtime
 
 
 def _choose_image_runtime(
@@ -277,7 +281,7 @@ def _choose_image_runtime(
                 except Exception as error:  # a timing process that died or hung: no measured choice
                     problem = f"timing it failed here: {_first_line(error)}"
     try:
-        quantized = precision_table.lookup(precision).quantized_image_tower
+        quantized = precision_table.lookup(precision).quantized
         required = openvino_export.AUTO_SPEEDUP["int8" if quantized else "float"]
         choice = openvino_export.decide(settings.image_runtime, rates, problem, layout, required)
     except ValueError as error:
@@ -341,9 +345,12 @@ def export(
         packages: dict[str, Path] = {}
         gate_summary = None
         runtime = openvino_export.RuntimeChoice("torch", f"torch: {artifact_reason}")
+        text = text_tower.TextTower(text_tower.float_dtype(choice.precision), "", None)  # TorchScript's
         if artifact == "aoti":
             try:
-                packages, gate_summary, runtime = _compile_towers(model, ckpt, choice, settings, Path(scratch), seconds)
+                packages, gate_summary, text, runtime = _compile_towers(
+                    model, ckpt, choice, settings, Path(scratch), seconds
+                )
             except ExportRefused:
                 raise
             except Exception as error:  # the toolchain, not the model: auto falls back to TorchScript
@@ -362,13 +369,17 @@ def export(
             image_runtime=runtime.runtime,
             image_runtime_reason=runtime.reason,
             image_runtime_images_per_second={name: round(rate, 2) for name, rate in runtime.rates.items()},
-            **{keys.EXECUTION: execution_line(choice, artifact, settings.device, runtime)},
+            text_tower=text.dtype,
+            text_tower_reason=text.reason,
+            **{keys.EXECUTION: execution_line(choice, artifact, settings.device, runtime, text)},
             compiled_for=hardware.torch_capability() if artifact == "aoti" else None,
             machine=hardware.describe(),
             export_seconds=seconds,
         )
         if gate_summary is not None:
             manifest["int8_gate"] = gate_summary
+        if text.gate is not None:
+            manifest["int8_text_gate"] = text.gate
         if choice.int8_scheme is not None:
             manifest["int8_scheme"] = choice.int8_scheme.summary()
         repository.write(
@@ -389,14 +400,17 @@ def execution_line(
     artifact: str,
     device: str,
     runtime: openvino_export.RuntimeChoice | None = None,
+    text: text_tower.TextTower | None = None,
 ) -> str:
     """One line for GetModelInfo and the logs: what runs, and why."""
     how = "AOTInductor-compiled" if artifact == "aoti" else "TorchScript"
     spec = precision_table.lookup(choice.precision)
     towers = f"{spec.name} encoders"
-    if spec.quantized_image_tower:
-        towers = f"{spec.name} image tower, {spec.tower_dtype.replace('float', 'fp')} text tower"
+    if spec.quantized:
+        towers = f"{spec.name} image tower, {text.dtype if text else text_tower.float_dtype(spec.name)} text tower"
     line = f"{how} {towers} on {device.upper()}; {choice.reason}"
+    if text is not None and text.dtype != "int8" and spec.quantized and text.reason:
+        line = f"{line}; {text.reason}"
     if runtime is not None and runtime.runtime == "openvino":
         line = f"{line}; image tower on OpenVINO: {runtime.reason.removeprefix('openvino: ')}"
     return line

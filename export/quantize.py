@@ -1,7 +1,7 @@
-"""int8 image tower: PT2E post-training quantization (torchao's X86InductorQuantizer: int8 weights
+"""int8 towers: PT2E post-training quantization (torchao's X86InductorQuantizer: int8 weights
 per channel, u8 activations per tensor, calibrated; full-range or 7-bit activations as the machine's
-kernels need, export/int8_scheme.py), compiled by AOTInductor into oneDNN int8 kernels, behind an
-accuracy gate.
+kernels need, export/int8_scheme.py), compiled by AOTInductor into oneDNN int8 kernels, each tower
+behind its own accuracy gate.
 
 Calibration images come from `--calibration-images DIR` or the set that ships in
 export/calibration_images/. Every fourth image (sorted by name) is held out of calibration; on
@@ -10,8 +10,16 @@ those the gate compares the int8 tower with the fp32 one:
 - top-1 agreement >= MIN_AGREEMENT: each held-out image ranked against the labels (labels.txt
   beside the images, or the shipped ones) with the fp32 text tower, the int8 tower's best label
   must be the fp32 tower's.
-A model that falls short is not exported (QuantizationRejected, exit 2). The text tower stays fp32:
-it runs on label-cache misses only, and prompts decide the ranking.
+An image tower that falls short is not exported (QuantizationRejected, exit 2).
+
+The text tower is calibrated on prompts: the labels (labels.txt) in CALIBRATION_TEMPLATES. Its gate
+holds out the prompts the image gate ranks with (TEMPLATE, never calibrated on): the same cosine
+bars between the int8 and fp32 text embeddings, also at batch 1 and padded to the full context (a
+compiled graph can bake a shape in), and the same top-1 agreement, each image of the folder (none
+is text calibration) ranked against the labels by the int8 and by the fp32 text tower. The text
+tower runs on every cold label set and every new text (docs/benchmarks.md: 3.9x fp32 in process
+on the Intel AMX class). One that falls short is served in fp32 instead, the reason in the
+manifest: the image tower's gain does not depend on it.
 """
 
 from __future__ import annotations
@@ -30,6 +38,17 @@ MIN_MEAN_COSINE = 0.99
 MIN_COSINE = 0.97
 MIN_AGREEMENT = 0.9
 TEMPLATE = "a photo of {}."
+# Prompts the int8 text tower is calibrated on (TEMPLATE is held out for its gate): the shapes of
+# what clients send, a bare label, short and long templates.
+CALIBRATION_TEMPLATES = (
+    "{}",
+    "a picture of a {}.",
+    "a close-up photo of the {}.",
+    "a blurry photo of a {}, taken outdoors at night.",
+    "an illustration of {}, drawn by hand in pencil on white paper.",
+    "itap of my {}",
+)
+CALIBRATION_BATCH = 16
 
 
 class QuantizationRejected(RuntimeError):
@@ -57,6 +76,32 @@ class GateResult:
             "thresholds": {"mean_cosine": MIN_MEAN_COSINE, "min_cosine": MIN_COSINE, "top1_agreement": MIN_AGREEMENT},
             "passed": self.passed(),
         }
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What both towers are calibrated and gated on: the images of a folder (every fourth held out)
+    and its labels, as held-out prompts (TEMPLATE) and as calibration prompts."""
+
+    folder: Path
+    images: int  # calibrated on
+    pixels: torch.Tensor
+    held_out_pixels: torch.Tensor
+    label_ids: torch.Tensor
+    prompts: list[torch.Tensor]
+
+    @classmethod
+    def load(cls, folder: Path, checkpoint: Path) -> Calibration:
+        calibrate, held_out = calibration_files(folder)
+        labels = labels_for(folder)
+        return cls(
+            folder,
+            len(calibrate),
+            pixels(calibrate, checkpoint),
+            pixels(held_out, checkpoint),
+            tokenize(labels, checkpoint),
+            calibration_prompts(labels, checkpoint),
+        )
 
 
 def calibration_files(folder: Path) -> tuple[list[Path], list[Path]]:
@@ -97,21 +142,52 @@ def quantize_image(
     kept in fp32 behind their quantize/dequantize pair (what OpenVINO's converter reads)."""
     import copy
 
-    import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as x86
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
     from export.compiled import batch_dim
 
-    quantizer = x86.X86InductorQuantizer()
-    quantizer.set_global(x86.get_default_x86_inductor_quantization_config(reduce_range=reduce_range))
+    prepared = _calibrated(encoder, calibration, {0: batch_dim(max_batch)}, reduce_range, 8)
     with torch.no_grad():
-        program = torch.export.export(encoder, (calibration[:2],), dynamic_shapes=[{0: batch_dim(max_batch)}])
-        prepared = prepare_pt2e(program.module(), quantizer)
-        for start in range(0, len(calibration), 8):
-            prepared(calibration[start : start + 8])
         unfolded: torch.nn.Module = convert_pt2e(copy.deepcopy(prepared), fold_quantize=False)
         folded: torch.nn.Module = convert_pt2e(prepared)
     return folded, unfolded
+
+
+def quantize_text(
+    encoder: torch.nn.Module, calibration: list[torch.Tensor], max_batch: int, context: int, reduce_range: bool
+) -> torch.nn.Module:
+    """The text tower with int8 weights and activations (folded, for Inductor), observers set by the
+    `calibration` batches of token ids; its batch and its text length stay dynamic."""
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
+
+    from export.compiled import batch_dim, length_dim
+
+    dynamic = {0: batch_dim(max_batch), 1: length_dim(context)}
+    prepared = _calibrated(encoder, calibration, dynamic, reduce_range, 0)
+    with torch.no_grad():
+        folded: torch.nn.Module = convert_pt2e(prepared)
+    return folded
+
+
+def _calibrated(
+    encoder: torch.nn.Module, calibration: Any, dynamic: dict[int, Any], reduce_range: bool, batch: int
+) -> torch.nn.Module:
+    """`encoder` exported with `dynamic` dims, observed on `calibration`: a tensor run `batch`
+    rows at a time, or (batch 0) a list of batches run as they are."""
+    import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as x86
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
+
+    quantizer = x86.X86InductorQuantizer()
+    quantizer.set_global(x86.get_default_x86_inductor_quantization_config(reduce_range=reduce_range))
+    batches = calibration
+    if batch:
+        batches = [calibration[start : start + batch] for start in range(0, len(calibration), batch)]
+    with torch.no_grad():
+        program = torch.export.export(encoder, (batches[0][:2],), dynamic_shapes=[dynamic])
+        prepared: torch.nn.Module = prepare_pt2e(program.module(), quantizer)
+        for rows in batches:
+            prepared(rows)
+    return prepared
 
 
 def gate(
@@ -126,9 +202,49 @@ def gate(
     return GateResult(len(held_out), float(cosine.mean()), float(cosine.min()), float(agreement), len(texts))
 
 
+def text_gate(
+    fp32_text: Any, int8_text: Any, label_ids: torch.Tensor, image_embeds: torch.Tensor, context: int, pad_id: int
+) -> GateResult:
+    """Compare the int8 text tower with the fp32 one on the held-out prompts `label_ids`, as a batch,
+    the first alone and all padded to `context` (the pad token ends no prompt early: the tower
+    pools at the first end token); `image_embeds` (the fp32 image tower's, of images the text tower
+    was not calibrated on) ranked against them by each. `held_out` counts prompts, `labels` the images ranked."""
+    padded = torch.full((len(label_ids), context), pad_id, dtype=label_ids.dtype)
+    padded[:, : label_ids.shape[1]] = label_ids
+    with torch.no_grad():
+        reference = fp32_text(label_ids).float()
+        cosines = [
+            torch.nn.functional.cosine_similarity(reference[: len(ids)], int8_text(ids).float(), dim=-1)
+            for ids in (label_ids, label_ids[:1], padded)
+        ]
+        quantized = int8_text(label_ids).float()
+    agreement = ((image_embeds @ reference.T).argmax(-1) == (image_embeds @ quantized.T).argmax(-1)).float().mean()
+    every = torch.cat(cosines)
+    return GateResult(len(label_ids), float(cosines[0].mean()), float(every.min()), float(agreement), len(image_embeds))
+
+
 def tokenize(labels: list[str], checkpoint: Path) -> torch.Tensor:
+    """The held-out prompts: each label in TEMPLATE, as one padded batch."""
+    return _tokens([TEMPLATE.format(label) for label in labels], _tokenizer(checkpoint))
+
+
+def calibration_prompts(labels: list[str], checkpoint: Path) -> list[torch.Tensor]:
+    """The text tower's calibration: each label in every CALIBRATION_TEMPLATES prompt, in batches of
+    CALIBRATION_BATCH, each padded to its own longest (as served)."""
+    tokenizer = _tokenizer(checkpoint)
+    prompts = [template.format(label) for template in CALIBRATION_TEMPLATES for label in labels]
+    return [
+        _tokens(prompts[start : start + CALIBRATION_BATCH], tokenizer)
+        for start in range(0, len(prompts), CALIBRATION_BATCH)
+    ]
+
+
+def _tokenizer(checkpoint: Path) -> Any:
     from transformers import CLIPTokenizer
 
-    tokenizer = CLIPTokenizer.from_pretrained(str(checkpoint))
-    prompts = [TEMPLATE.format(label) for label in labels]
-    return tokenizer(prompts, padding=True, return_tensors="pt")["input_ids"]
+    return CLIPTokenizer.from_pretrained(str(checkpoint))
+
+
+def _tokens(prompts: list[str], tokenizer: Any) -> torch.Tensor:
+    ids: torch.Tensor = tokenizer(prompts, padding=True, truncation=True, return_tensors="pt")["input_ids"]
+    return ids

@@ -98,6 +98,11 @@ class Settings:
         "accuracy gate; labels.txt beside them names labels to rank",
         default_text="export/calibration_images",
     )
+    int8_text_tower: bool = setting(
+        True,
+        help="int8: quantize the text tower too, calibrated on prompts of the calibration labels and gated "
+        "on held-out ones (it is served in fp32 where it fails the gate)",
+    )
 
 
 @dataclass(frozen=True)
@@ -120,6 +125,12 @@ def read_config(path: Path) -> model_config_pb2.ModelConfig:
 
 def set_parameter(config: model_config_pb2.ModelConfig, key: str, value: object) -> None:
     config.parameters[key].string_value = str(value)
+
+
+def set_int8_activations(config: model_config_pb2.ModelConfig, scheme: dict[str, Any]) -> None:
+    """Which activations an int8 encoder was quantized for (`scheme`: the manifest's int8_scheme):
+    a full-range tower refuses to load where the kernels saturate on them (int8_kernels.py)."""
+    set_parameter(config, keys.INT8_ACTIVATIONS, "reduced-range" if scheme["reduce_range"] else "full-range")
 
 
 @dataclass(frozen=True)

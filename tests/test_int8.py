@@ -11,10 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from clip_client import ClipClient
-from export import quantize
+from export import compiled, quantize
 from export.pipeline import ExportRefused, export
 from export.repository import Settings
 from tests.support import machine, servers
@@ -86,22 +87,68 @@ def test_the_shipped_calibration_passes_and_is_recorded(int8_repository: Path) -
     assert gate["passed"] and gate["compiled"]["passed"]
     assert gate["held_out"] >= 10 and gate["mean_cosine"] >= quantize.MIN_MEAN_COSINE
     assert (int8_repository / "clip_image_encoder" / "1" / "model.pt2").is_file()
+    # the text tower: int8 too, in the same scheme, behind its own gate on held-out prompts
+    text_gate = manifest["int8_text_gate"]
+    print(f"text tower: {manifest['text_tower_reason']}")
+    assert manifest["text_tower"] == "int8" and text_gate["passed"] and text_gate["compiled"]["passed"]
+    assert text_gate["held_out"] >= 10 and text_gate["calibration_prompts"] >= 6 * text_gate["held_out"]
+    for encoder in ("clip_image_encoder", "clip_text_encoder"):
+        activations = "full-range" if not manifest["int8_scheme"]["reduce_range"] else "reduced-range"
+        config = (int8_repository / encoder / "config.pbtxt").read_text()
+        assert f'string_value: "{activations}"' in config.split('key: "int8_activations"')[1][:80], encoder
 
 
 def test_served_int8_stays_within_the_gate_of_the_reference(int8_client: ClipClient, tiny_checkpoint: Path) -> None:
     info = int8_client.model_info()
-    assert info.precision == "int8" and "int8 image tower, fp32 text tower" in info.execution
+    assert info.precision == "int8" and "int8 image tower, int8 text tower" in info.execution
     activations = "full-range activations" if machine.int8_kernels_have_vnni() else "reduced-range (7-bit) activations"
     assert activations in info.execution, info.execution
     reference = Reference(tiny_checkpoint)
     data = list(photo_pngs())
-    served = int8_client.embed(data, ["a photo of a cat"])
+    texts = ["a photo of a cat", "dog", "a blurry photo of a red bicycle leaning on a wall, taken at dusk"]
+    served = int8_client.embed(data, texts)
     expected = reference.image_embeds([Reference.open_image(item) for item in data])
     cosines = np.sum(served.images * expected, axis=1)  # both unit length
     print(f"tiny int8 served vs fp32 reference: cosine min {cosines.min():.5f}, mean {cosines.mean():.5f}")
     assert cosines.min() >= quantize.MIN_COSINE and cosines.mean() >= quantize.MIN_MEAN_COSINE
-    # the text tower stays fp32: parity as tight as the fp32 export's
-    assert np.abs(served.texts - reference.text_embeds(["a photo of a cat"])).max() <= 1e-4
+    text_cosines = np.sum(served.texts * reference.text_embeds(texts), axis=1)
+    print(f"tiny int8 text tower served vs fp32 reference: cosines {np.round(text_cosines, 5)}")
+    assert text_cosines.min() >= quantize.MIN_COSINE and text_cosines.mean() >= quantize.MIN_MEAN_COSINE
+
+
+class NoisyTower(torch.nn.Module):
+    """A quantized text tower gone wrong: its embeddings plus fixed noise as large as themselves."""
+
+    def __init__(self, tower: torch.nn.Module) -> None:
+        super().__init__()
+        self.tower = tower
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        embeds = self.tower(ids)
+        noise = torch.randn(embeds.shape, generator=torch.Generator().manual_seed(0))
+        return embeds + noise * embeds.norm(dim=-1, keepdim=True) / embeds.shape[-1] ** 0.5
+
+
+def test_a_text_tower_failing_its_gate_is_served_in_fp32(
+    tiny_checkpoint: Path, tiny_reference: Reference, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The int8 image tower stands on its own: a text tower that fails its gate costs the export
+    only its own speed-up, and says so where operators look."""
+    quantize_text = quantize.quantize_text
+    monkeypatch.setattr(quantize, "quantize_text", lambda *args: NoisyTower(quantize_text(*args)))
+    manifest = export(str(tiny_checkpoint), tmp_path / "repository", "int8", Settings(image_runtime="torch"))
+    print(manifest["text_tower_reason"])
+    assert manifest["text_tower"] == "fp32" and not manifest["int8_text_gate"]["passed"]
+    assert "int8 text tower (quantized graph) failed its accuracy gate" in manifest["text_tower_reason"]
+    assert manifest["text_tower_reason"] in manifest["execution"]
+    assert "int8 image tower, fp32 text tower" in manifest["execution"] and manifest["int8_gate"]["passed"]
+    text_config = (tmp_path / "repository" / "clip_text_encoder" / "config.pbtxt").read_text()
+    assert "int8_activations" not in text_config
+    package = compiled.load(tmp_path / "repository" / "clip_text_encoder" / "1" / "model.pt2")
+    ids = quantize.tokenize(["cat", "a red bicycle"], tiny_checkpoint)
+    with torch.no_grad():
+        served = torch.nn.functional.normalize(package(ids).float(), dim=-1).numpy()
+    assert np.abs(served - tiny_reference.text_embeds(["a photo of cat.", "a photo of a red bicycle."])).max() <= 1e-4
 
 
 def test_full_range_int8_is_refused_at_load_where_the_kernels_saturate(int8_repository: Path, tmp_path: Path) -> None:

@@ -106,7 +106,8 @@ try:
 except ExportRefused as refused:
     print(json.dumps({"refused": str(refused)}))
 else:
-    print(json.dumps({"scheme": manifest["int8_scheme"], "gate": manifest["int8_gate"]}))
+    text = {key: manifest.get(key) for key in ("text_tower", "text_tower_reason", "int8_text_gate")}
+    print(json.dumps({"scheme": manifest["int8_scheme"], "gate": manifest["int8_gate"], **text}))
 """
 
 
@@ -124,6 +125,10 @@ def test_avx2_kernels_export_int8_in_7_bits_and_pass_the_gate(tiny_checkpoint: P
     assert answer["scheme"]["name"] == "static-reduced-range"
     assert answer["gate"]["scheme"] == "static-reduced-range"
     assert answer["gate"]["passed"] and answer["gate"]["compiled"]["passed"]
+    # the text tower in the same 7-bit scheme, behind its own gate
+    print(f"AVX2 kernels, text tower: {answer['text_tower_reason']}")
+    assert answer["text_tower"] == "int8", answer["text_tower_reason"]
+    assert answer["int8_text_gate"]["passed"] and answer["int8_text_gate"]["compiled"]["passed"]
 
 
 def test_full_range_int8_on_avx2_kernels_is_caught_by_the_compiled_packages_gate(

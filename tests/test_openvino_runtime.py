@@ -119,8 +119,12 @@ def test_served_openvino_embeddings_match_the_reference(
         assert cosines.min() >= quantize.MIN_COSINE and cosines.mean() >= quantize.MIN_MEAN_COSINE
     else:
         assert difference <= 1e-4
-    # the text tower is torch's either way
-    assert np.abs(served.texts - reference.text_embeds(["a photo of a cat"])).max() <= 1e-4
+    # the text tower is torch's either way: int8 within its gate, fp32 within the fp32 export's parity
+    text_expected = reference.text_embeds(["a photo of a cat"])
+    if precision == "int8":
+        assert float(np.sum(served.texts * text_expected)) >= quantize.MIN_COSINE
+    else:
+        assert np.abs(served.texts - text_expected).max() <= 1e-4
 
 
 def test_a_timing_worker_that_fails_fails_the_timing_and_is_reaped(tmp_path: Path) -> None:

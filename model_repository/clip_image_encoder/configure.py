@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from clip_contract import parameters as keys
 from clip_contract import precisions
-from export.repository import configure_encoder, image_layout, set_parameter
+from export.repository import configure_encoder, image_layout, set_int8_activations, set_parameter
 
 if TYPE_CHECKING:
     from tritonclient.grpc.model_config_pb2 import ModelConfig
@@ -20,8 +20,8 @@ def configure(config: ModelConfig, export: Export) -> None:
     settings = export.settings
     configure_encoder(config, export, *image_layout(settings, str(export.manifest["precision"])))
     scheme = export.manifest.get("int8_scheme")
-    if scheme:  # full-range int8 refuses to load where the kernels saturate (int8_kernels.py)
-        set_parameter(config, keys.INT8_ACTIVATIONS, "reduced-range" if scheme["reduce_range"] else "full-range")
+    if scheme:
+        set_int8_activations(config, scheme)
     if export.manifest.get("image_runtime") == "openvino":
         tower_dtype = precisions.lookup(str(export.manifest["precision"])).tower_dtype
         set_parameter(config, keys.ARTIFACT, "openvino")

@@ -27,7 +27,7 @@ COMPILED_FOR = "compiled_for"  # torch's CPU capability the package was compiled
 OPENVINO_PRECISION = "openvino_precision"  # "f32", "bf16" or "f16": what OpenVINO computes in
 # A tower's dtype (clip_contract.precisions tower_dtype) -> OpenVINO's INFERENCE_PRECISION_HINT.
 OPENVINO_PRECISION_HINTS = {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}
-INT8_ACTIVATIONS = "int8_activations"  # "full-range" or "reduced-range" (image encoder, int8 only)
+INT8_ACTIVATIONS = "int8_activations"  # "full-range" or "reduced-range" (an int8 encoder only)
 LABEL_CACHE_BYTES = "label_cache_bytes"  # text encoder
 ENCODE_BATCH_SIZE = "encode_batch_size"  # text encoder: texts per forward pass
 EOS_TOKEN_ID = "eos_token_id"  # text encoder

@@ -14,7 +14,9 @@ class Precision:
     name: str  # as on the command line, in the manifest and in the ensembles' `precision` parameter
     wire_name: str  # its value in clip.v1's Precision enum (GetModelInfo)
     tower_dtype: str  # torch dtype the eager and TorchScript towers run in
-    quantized_image_tower: bool  # the image tower is int8 (calibrated, accuracy-gated); text stays fp32
+    # int8 towers (calibrated, accuracy-gated): the image tower, and the text tower where it
+    # passes its own gate (else it runs in tower_dtype)
+    quantized: bool
     compiled_only: bool  # exists only as an AOTInductor package (no TorchScript of its own)
     trace_tolerance: float  # largest |traced or compiled - eager| at `tower_dtype` the exporter accepts
     # The CPU features (any one) that make it native; () for fp32, and for int8, whose kernels are
