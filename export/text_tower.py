@@ -53,6 +53,7 @@ def compile_text_tower(
         return TextTower(float_name, "", None)
     context = int(model.config.text_config.max_position_embeddings)
     pad_id = int(model.config.text_config.eos_token_id)
+    logit_scale = float(model.logit_scale.detach().exp())
     started = time.perf_counter()
     quantized = quantize.quantize_text(text_encoder, calibration.prompts, max_batch, context, reduce_range)
     seconds["quantize_text"] = round(time.perf_counter() - started, 1)
@@ -63,7 +64,9 @@ def compile_text_tower(
         image_embeds = torch.cat([image_encoder(rows).float() for rows in pixels.split(8)])
 
     def gated(tower: Any) -> quantize.GateResult:
-        return quantize.text_gate(text_encoder, tower, calibration.label_ids, image_embeds, context, pad_id)
+        return quantize.text_gate(
+            text_encoder, tower, calibration.label_ids, image_embeds, context, pad_id, logit_scale
+        )
 
     result = gated(quantized)
     gate: dict[str, Any] = {"calibration_prompts": sum(len(batch) for batch in calibration.prompts), **result.summary()}
@@ -80,7 +83,8 @@ def compile_text_tower(
         return TextTower(
             "int8",
             f"int8 text tower: passed its gate on {result.held_out} held-out prompts (mean cosine "
-            f"{result.mean_cosine:.4f}, worst {result.min_cosine:.4f}, top-1 agreement {result.top1_agreement:.0%})",
+            f"{result.mean_cosine:.4f}, worst {result.min_cosine:.4f}, top-1 agreement {result.top1_agreement:.0%} "
+            f"with {result.ties} ties)",
             gate,
         )
     print(f"export: {problem}; the text tower is served in {float_name}", file=sys.stderr)
@@ -109,5 +113,5 @@ def _rejection(result: quantize.GateResult, folder: Path, what: str) -> str:
         f"the int8 text tower ({what}) failed its accuracy gate on {result.held_out} held-out prompts of the "
         f"labels of {folder}: mean cosine {result.mean_cosine:.4f} (needs {quantize.MIN_MEAN_COSINE}), worst "
         f"{result.min_cosine:.4f} (needs {quantize.MIN_COSINE}), top-1 agreement with fp32 "
-        f"{result.top1_agreement:.0%} (needs {quantize.MIN_AGREEMENT:.0%})"
+        f"{result.top1_agreement:.0%} with {result.ties} ties (needs {quantize.MIN_AGREEMENT:.0%})"
     )
