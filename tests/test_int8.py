@@ -23,6 +23,7 @@ from tests.support.gateway import gateway_config
 from tests.support.images import photo_pngs
 from tests.support.processes import wait_for
 from tests.support.reference import Reference
+from tests.support.text_tower import check_text_tower
 
 
 def broken_calibration(folder: Path) -> Path:
@@ -87,12 +88,17 @@ def test_the_shipped_calibration_passes_and_is_recorded(int8_repository: Path) -
     assert gate["passed"] and gate["compiled"]["passed"]
     assert gate["held_out"] >= 10 and gate["mean_cosine"] >= quantize.MIN_MEAN_COSINE
     assert (int8_repository / "clip_image_encoder" / "1" / "model.pt2").is_file()
-    # the text tower: int8 too, in the same scheme, behind its own gate on held-out prompts
+    # the text tower: int8 too, in the same scheme, behind its own gate on held-out prompts. With
+    # VNNI the tiny model passes with room (cosine 0.9994, 96 %); in 7 bits it sits at the edge
+    # (90 %), so there either verdict may be right, but what is served must be the verdict.
     text_gate = manifest["int8_text_gate"]
     print(f"text tower: {manifest['text_tower_reason']}")
-    assert manifest["text_tower"] == "int8" and text_gate["passed"] and text_gate["compiled"]["passed"]
     assert text_gate["held_out"] >= 10 and text_gate["calibration_prompts"] >= 6 * text_gate["held_out"]
-    for encoder in ("clip_image_encoder", "clip_text_encoder"):
+    check_text_tower(manifest)
+    if machine.int8_kernels_have_vnni():
+        assert manifest["text_tower"] == "int8"
+    encoders = ["clip_image_encoder"] + (["clip_text_encoder"] if manifest["text_tower"] == "int8" else [])
+    for encoder in encoders:
         activations = "full-range" if not manifest["int8_scheme"]["reduce_range"] else "reduced-range"
         config = (int8_repository / encoder / "config.pbtxt").read_text()
         assert f'string_value: "{activations}"' in config.split('key: "int8_activations"')[1][:80], encoder
@@ -100,7 +106,9 @@ def test_the_shipped_calibration_passes_and_is_recorded(int8_repository: Path) -
 
 def test_served_int8_stays_within_the_gate_of_the_reference(int8_client: ClipClient, tiny_checkpoint: Path) -> None:
     info = int8_client.model_info()
-    assert info.precision == "int8" and "int8 image tower, int8 text tower" in info.execution
+    text_tower = "int8" if "int8 text tower" in info.execution else "fp32"
+    assert info.precision == "int8" and f"int8 image tower, {text_tower} text tower" in info.execution
+    assert text_tower == "int8" or not machine.int8_kernels_have_vnni(), info.execution
     activations = "full-range activations" if machine.int8_kernels_have_vnni() else "reduced-range (7-bit) activations"
     assert activations in info.execution, info.execution
     reference = Reference(tiny_checkpoint)
@@ -114,6 +122,8 @@ def test_served_int8_stays_within_the_gate_of_the_reference(int8_client: ClipCli
     text_cosines = np.sum(served.texts * reference.text_embeds(texts), axis=1)
     print(f"tiny int8 text tower served vs fp32 reference: cosines {np.round(text_cosines, 5)}")
     assert text_cosines.min() >= quantize.MIN_COSINE and text_cosines.mean() >= quantize.MIN_MEAN_COSINE
+    if text_tower == "fp32":  # its gate failed here (7 bits): parity as tight as the fp32 export's
+        assert np.abs(served.texts - reference.text_embeds(texts)).max() <= 1e-4
 
 
 class NoisyTower(torch.nn.Module):
