@@ -161,6 +161,20 @@ def test_a_text_tower_failing_its_gate_is_served_in_fp32(
     assert np.abs(served - tiny_reference.text_embeds(["a photo of cat.", "a photo of a red bicycle."])).max() <= 1e-4
 
 
+def test_no_int8_text_tower_keeps_it_fp32_with_its_weights_beside(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    """The opt-out for a deployment that would rather have the memory: the fp32 text tower, its
+    weights memory-mapped beside the package as in an fp32 export, and the reason recorded."""
+    settings = Settings(image_runtime="torch", int8_text_tower=False)
+    manifest = export(str(tiny_checkpoint), tmp_path / "repository", "int8", settings)
+    assert manifest["text_tower"] == "fp32" and "int8_text_gate" not in manifest
+    assert manifest["text_tower_reason"] == "fp32 text tower: asked for (--no-int8-text-tower)"
+    assert "int8 image tower, fp32 text tower" in manifest["execution"]
+    assert manifest["text_tower_reason"] in manifest["execution"] and manifest["int8_gate"]["passed"]
+    text = tmp_path / "repository" / "clip_text_encoder"
+    assert (text / "1" / "model.constants.pt").is_file()
+    assert "int8_activations" not in (text / "config.pbtxt").read_text()
+
+
 def test_full_range_int8_is_refused_at_load_where_the_kernels_saturate(int8_repository: Path, tmp_path: Path) -> None:
     """As if a repository exported on a VNNI machine were served on an AVX2-only one (whose code
     runs there when both are AVX2 in torch's terms): oneDNN's AVX2 kernels, reproduced with its ISA
