@@ -85,7 +85,14 @@ def test_a_committed_report_is_judged_and_printed() -> None:
     committed = json.loads((ROOT / "bench" / "results" / "bench_amd_avx512bf16_2core.json").read_text())
     lines = targets.markdown(targets.judge(committed))
     assert lines[0] == "| target | verdict | figure |" and len(lines) == 2 + 7
-    assert any("met" in line and "1.04x" in line for line in lines)
+    # the fp32 verdict quotes the committed file's own best fp32 Classify row, whatever run it holds
+    best = max(
+        row["x_eager_fp32_b8"]
+        for row in committed["rows"]
+        if row["name"].startswith("gateway Classify 2 labels c=") and row["variant"].startswith("fp32")
+    )
+    verdict = "| met |" if best >= 1.0 else "| **not met** |"
+    assert any(line.startswith("| served fp32 Classify") and verdict in line and f"{best}x" in line for line in lines)
 
 
 def peer_verdict(found: dict[str, Any]) -> dict[str, Any]:
