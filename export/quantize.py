@@ -17,8 +17,8 @@ holds out the prompts the image gate ranks with (TEMPLATE, never calibrated on):
 bars between the int8 and fp32 text embeddings, also at batch 1 and padded to the full context (a
 compiled graph can bake a shape in), and the same top-1 agreement, each image of the folder (none
 is text calibration) ranked against the labels by the int8 and by the fp32 text tower. The text
-tower runs on every cold label set and every new text (docs/benchmarks.md: 3.9x fp32 in process
-on the Intel AMX class). One that falls short is served in fp32 instead, the reason in the
+tower runs on every cold label set and every new text (docs/benchmarks.md: 3.0x fp32 in process
+on the AMD Zen 4 class). One that falls short is served in fp32 instead, the reason in the
 manifest: the image tower's gain does not depend on it.
 """
 

@@ -2,7 +2,7 @@
 otherwise, or where that gate fails, in the precision's float dtype, checked against eager.
 
 Why int8 text too: the text tower runs on every cold label set and every new text, compute-bound
-on the CPU, and quantized it ran 3.9x fp32 in process on the Intel AMX class (docs/benchmarks.md).
+on the CPU, and quantized it ran 3.0x fp32 in process on the AMD Zen 4 class (docs/benchmarks.md).
 Why a failed gate is no refused export: the int8 image tower's gain stands on its own, so the text
 tower is then served as it was before (fp32), with the reason in the manifest and the log.
 """
